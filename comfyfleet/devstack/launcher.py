@@ -1,0 +1,294 @@
+"""Runs the platform's services on top of a DevStack, and supervises them.
+
+`up`: start the infrastructure, then each service in order (waiting until its gRPC health
+check says SERVING), print where everything listens, and watch. A service that dies takes the
+whole platform down with a non-zero exit and its log tail; Ctrl-C or SIGTERM stops the
+services (SIGTERM, a grace period, then SIGKILL) and then the infrastructure.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TextIO
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from comfyfleet.devstack.errors import DevStackError
+from comfyfleet.devstack.paths import REPO_ROOT
+from comfyfleet.devstack.process import ManagedProcess
+from comfyfleet.devstack.stack import DevStack, StackConfig
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    """One service process: `python -m <module>` serving gRPC (and health) on grpc_addr."""
+
+    name: str
+    grpc_addr: str
+    env: Mapping[str, str] = field(default_factory=dict)
+    module: str = ""
+    extra_urls: Mapping[str, str] = field(default_factory=dict)
+    ready_timeout_s: float = 60.0
+
+    @property
+    def python_module(self) -> str:
+        return self.module or f"services.{self.name}"
+
+
+@dataclass(frozen=True)
+class PlatformAddrs:
+    """Where each service of `make up` listens: fixed, so clients can rely on it."""
+
+    gateway: str = "127.0.0.1:50051"
+    rest: str = "127.0.0.1:8080"
+    scheduler: str = "127.0.0.1:50052"
+    models: str = "127.0.0.1:50053"
+    webhook: str = "127.0.0.1:50054"
+    executor: str = "127.0.0.1:50055"
+
+
+def platform_services(addrs: PlatformAddrs | None = None) -> list[ServiceSpec]:
+    """The platform's services, in start order: dependencies first, the executor last."""
+    a = addrs or PlatformAddrs()
+    return [
+        ServiceSpec("models", a.models),
+        ServiceSpec("webhook", a.webhook, {"COMFYFLEET_WEBHOOK_ALLOW_LOOPBACK": "1"}),
+        ServiceSpec("scheduler", a.scheduler),
+        ServiceSpec(
+            "gateway",
+            a.gateway,
+            {
+                "COMFYFLEET_REST_ADDR": a.rest,
+                "COMFYFLEET_SCHEDULER_ADDR": a.scheduler,
+                "COMFYFLEET_MODELS_ADDR": a.models,
+                "COMFYFLEET_WEBHOOK_ADDR": a.webhook,
+            },
+            extra_urls={"rest": f"http://{a.rest}"},
+        ),
+        ServiceSpec(
+            "executor",
+            a.executor,
+            {
+                "COMFYFLEET_SCHEDULER_ADDR": a.scheduler,
+                "COMFYFLEET_EXECUTOR_ADVERTISE_ADDR": a.executor,
+            },
+            ready_timeout_s=180.0,
+        ),
+    ]
+
+
+def grpc_serving(addr: str, timeout_s: float = 1.0) -> bool:
+    """True when the grpc.health.v1 Check of the server at addr answers SERVING."""
+    with grpc.insecure_channel(addr) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        try:
+            reply = stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=timeout_s)
+        except grpc.RpcError:
+            return False
+    return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
+
+
+class ServiceFailed(DevStackError):
+    """A service did not become healthy, or exited while the platform ran."""
+
+    def __init__(self, service: str, message: str) -> None:
+        super().__init__(message)
+        self.service = service
+
+
+class StopRequested(DevStackError):
+    """A signal asked the launcher to stop while it was still starting things."""
+
+
+class Launcher:
+    """Starts services in order, watches them, and stops them in reverse order."""
+
+    def __init__(
+        self,
+        services: Sequence[ServiceSpec],
+        *,
+        base_env: Mapping[str, str],
+        log_dir: Path,
+        stop_event: threading.Event | None = None,
+        stop_grace_s: float = 10.0,
+        cwd: Path = REPO_ROOT,
+    ) -> None:
+        self.services = list(services)
+        self.base_env = dict(base_env)
+        self.log_dir = log_dir
+        self.stop_event = stop_event or threading.Event()
+        self.stop_grace_s = stop_grace_s
+        self.cwd = cwd
+        self.processes: dict[str, ManagedProcess] = {}
+
+    def start_all(self) -> None:
+        for spec in self.services:
+            if self.stop_event.is_set():
+                raise StopRequested("stop requested during start")
+            self._start(spec)
+
+    def _start(self, spec: ServiceSpec) -> None:
+        process = ManagedProcess(
+            spec.name,
+            [sys.executable, "-m", spec.python_module],
+            log_path=self.log_dir / f"{spec.name}.log",
+            env=self._env_for(spec),
+            cwd=self.cwd,
+        )
+        self.processes[spec.name] = process
+        process.start()
+        self._wait_healthy(spec, process)
+
+    def _env_for(self, spec: ServiceSpec) -> dict[str, str]:
+        pythonpath = os.pathsep.join(p for p in (str(self.cwd), os.environ.get("PYTHONPATH")) if p)
+        return {
+            **os.environ,
+            **self.base_env,
+            "PYTHONPATH": pythonpath,
+            "PYTHONUNBUFFERED": "1",
+            "COMFYFLEET_SERVICE_NAME": spec.name,
+            "COMFYFLEET_GRPC_ADDR": spec.grpc_addr,
+            **spec.env,
+        }
+
+    def _wait_healthy(self, spec: ServiceSpec, process: ManagedProcess) -> None:
+        deadline = time.monotonic() + spec.ready_timeout_s
+        while not grpc_serving(spec.grpc_addr):
+            code = process.returncode()
+            if code is not None:
+                raise ServiceFailed(
+                    spec.name, _failure(process, f"exited with code {code} while starting")
+                )
+            if time.monotonic() >= deadline:
+                raise ServiceFailed(
+                    spec.name,
+                    _failure(
+                        process,
+                        f"not SERVING on {spec.grpc_addr} after {spec.ready_timeout_s:.0f}s",
+                    ),
+                )
+            if self.stop_event.wait(0.1):
+                raise StopRequested("stop requested during start")
+
+    def supervise(self, poll_s: float = 0.2) -> None:
+        """Returns when a stop is requested; raises ServiceFailed when a service exits."""
+        while not self.stop_event.wait(poll_s):
+            for name, process in self.processes.items():
+                code = process.returncode()
+                if code is not None:
+                    raise ServiceFailed(name, _failure(process, f"exited with code {code}"))
+
+    def stop_all(self) -> None:
+        """SIGTERM each service, newest first; SIGKILL whatever outlives the grace period."""
+        for process in reversed(list(self.processes.values())):
+            process.stop(grace_s=self.stop_grace_s)
+
+
+def _failure(process: ManagedProcess, what: str) -> str:
+    return f"service {process.name} {what}; last lines of {process.log_path}:\n{process.tail()}"
+
+
+@contextmanager
+def stop_on_signals(event: threading.Event) -> Iterator[None]:
+    """Turns SIGINT and SIGTERM into `event` while the block runs."""
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    for sig in previous:
+        signal.signal(sig, lambda signum, frame: event.set())
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _print_table(rows: Sequence[tuple[str, str, str]], out: TextIO) -> None:
+    widths = [max(len(row[i]) for row in rows) for i in range(3)]
+    for row in rows:
+        cells = (cell.ljust(width) for cell, width in zip(row, widths, strict=True))
+        out.write("  ".join(cells).rstrip() + "\n")
+    out.flush()
+
+
+def _table_rows(stack: DevStack, launcher: Launcher) -> list[tuple[str, str, str]]:
+    rows = [("COMPONENT", "ADDRESS", "LOG")]
+    rows += [(name, addr, str(log)) for name, addr, log in stack.endpoints()]
+    for spec in launcher.services:
+        urls = [f"grpc {spec.grpc_addr}", *(f"{k} {v}" for k, v in spec.extra_urls.items())]
+        rows.append((spec.name, ", ".join(urls), str(launcher.processes[spec.name].log_path)))
+    return rows
+
+
+def run_up(
+    config: StackConfig,
+    services: Sequence[ServiceSpec],
+    *,
+    out: TextIO = sys.stdout,
+    stop_grace_s: float = 10.0,
+) -> int:
+    """The whole platform until a signal (exit 0) or a failed service (exit 1)."""
+    stop = threading.Event()
+    with stop_on_signals(stop):
+        stack = DevStack(config)
+        launcher: Launcher | None = None
+        try:
+            stack.start()
+            launcher = Launcher(
+                services,
+                base_env=stack.env(),
+                log_dir=stack.log_dir,
+                stop_event=stop,
+                stop_grace_s=stop_grace_s,
+            )
+            launcher.start_all()
+            out.write(f"comfyfleet is up (data in {config.base_dir}); Ctrl-C stops it\n")
+            _print_table(_table_rows(stack, launcher), out)
+            launcher.supervise()
+            out.write("stopping...\n")
+            return 0
+        except StopRequested:
+            out.write("stopping...\n")
+            return 0
+        except DevStackError as exc:
+            out.write(f"error: {exc}\nstopping...\n")
+            return 1
+        finally:
+            if launcher is not None:
+                launcher.stop_all()
+            stack.stop()
+            out.write("stopped\n")
+            out.flush()
+
+
+def run_infra(config: StackConfig, *, out: TextIO = sys.stdout) -> int:
+    """Only the infrastructure: print its environment, run until a signal."""
+    stop = threading.Event()
+    with stop_on_signals(stop):
+        try:
+            stack = DevStack(config).start()
+        except DevStackError as exc:
+            out.write(f"error: {exc}\n")
+            return 1
+        try:
+            for key, value in stack.env().items():
+                out.write(f"export {key}={value}\n")
+            _print_table(
+                [("COMPONENT", "ADDRESS", "LOG")]
+                + [(n, a, str(log)) for n, a, log in stack.endpoints()],
+                out,
+            )
+            while not stop.wait(0.5):
+                pass
+            return 0
+        finally:
+            stack.stop()
+            out.write("stopped\n")
+            out.flush()

@@ -1,0 +1,81 @@
+"""A private NATS server with JetStream, storing streams under its data dir."""
+
+from __future__ import annotations
+
+import json
+import socket
+from pathlib import Path
+
+from comfyfleet.devstack.errors import find_program
+from comfyfleet.devstack.process import Server
+
+
+def find_nats_server() -> Path:
+    return find_program(
+        "nats-server",
+        "nats-server",
+        env_var="COMFYFLEET_NATS_SERVER",
+        extra_dirs=[Path("/usr/sbin"), Path("/usr/local/sbin")],
+    )
+
+
+class NatsServer(Server):
+    """`nats-server -js` on 127.0.0.1:port; streams persist in `data_dir/jetstream`.
+
+    Monitoring is off unless `monitor_port` is given.
+    """
+
+    name = "nats"
+
+    def __init__(
+        self,
+        *,
+        data_dir: Path,
+        log_dir: Path | None = None,
+        port: int | None = None,
+        monitor_port: int | None = None,
+    ) -> None:
+        super().__init__(data_dir=data_dir, log_dir=log_dir, port=port)
+        self.monitor_port = monitor_port
+        self.binary = find_nats_server()
+
+    @property
+    def url(self) -> str:
+        return f"nats://{self.host}:{self.port}"
+
+    def _argv(self) -> list[str]:
+        argv = [
+            str(self.binary),
+            "--jetstream",
+            "--store_dir",
+            str(self.data_dir),
+            "--addr",
+            self.host,
+            "--port",
+            str(self.port),
+            "--server_name",
+            f"comfyfleet-{self.port}",
+        ]
+        if self.monitor_port is not None:
+            argv += ["--http_port", str(self.monitor_port)]
+        return argv
+
+    def _is_ready(self) -> bool:
+        """Ready once the server greets a client with an INFO that announces JetStream."""
+        info = _read_info(self.host, self.port)
+        return bool(info and info.get("jetstream"))
+
+
+def _read_info(host: str, port: int) -> dict[str, object] | None:
+    try:
+        with socket.create_connection((host, port), timeout=1) as sock:
+            line = sock.makefile("rb").readline(65536)
+    except OSError:
+        return None
+    if not line.startswith(b"INFO "):
+        return None
+    try:
+        info = json.loads(line[5:])
+    except ValueError:
+        return None
+    return info if isinstance(info, dict) else None
