@@ -22,6 +22,9 @@ class ModelType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     MODEL_TYPE_CONTROLNET: _ClassVar[ModelType]
     MODEL_TYPE_UPSCALE: _ClassVar[ModelType]
     MODEL_TYPE_EMBEDDING: _ClassVar[ModelType]
+    MODEL_TYPE_DIFFUSION_MODEL: _ClassVar[ModelType]
+    MODEL_TYPE_TEXT_ENCODER: _ClassVar[ModelType]
+    MODEL_TYPE_CLIP_VISION: _ClassVar[ModelType]
 MODEL_TYPE_UNSPECIFIED: ModelType
 MODEL_TYPE_CHECKPOINT: ModelType
 MODEL_TYPE_LORA: ModelType
@@ -29,6 +32,9 @@ MODEL_TYPE_VAE: ModelType
 MODEL_TYPE_CONTROLNET: ModelType
 MODEL_TYPE_UPSCALE: ModelType
 MODEL_TYPE_EMBEDDING: ModelType
+MODEL_TYPE_DIFFUSION_MODEL: ModelType
+MODEL_TYPE_TEXT_ENCODER: ModelType
+MODEL_TYPE_CLIP_VISION: ModelType
 
 class Model(_message.Message):
     __slots__ = ("id", "tenant", "name", "type", "version", "sha256", "size_bytes", "format", "metadata", "create_time")
@@ -103,16 +109,18 @@ class ResolveModelsRequest(_message.Message):
     def __init__(self, workflow_json: _Optional[str] = ...) -> None: ...
 
 class ResolvedModel(_message.Message):
-    __slots__ = ("node_id", "input_name", "model", "download_url")
+    __slots__ = ("node_id", "input_name", "model", "download_url", "folder")
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     INPUT_NAME_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     DOWNLOAD_URL_FIELD_NUMBER: _ClassVar[int]
+    FOLDER_FIELD_NUMBER: _ClassVar[int]
     node_id: str
     input_name: str
     model: Model
     download_url: str
-    def __init__(self, node_id: _Optional[str] = ..., input_name: _Optional[str] = ..., model: _Optional[_Union[Model, _Mapping]] = ..., download_url: _Optional[str] = ...) -> None: ...
+    folder: str
+    def __init__(self, node_id: _Optional[str] = ..., input_name: _Optional[str] = ..., model: _Optional[_Union[Model, _Mapping]] = ..., download_url: _Optional[str] = ..., folder: _Optional[str] = ...) -> None: ...
 
 class ResolveModelsResponse(_message.Message):
     __slots__ = ("models",)
