@@ -1,0 +1,199 @@
+"""``comfyfleet``: submit workflows, follow them and manage keys from a terminal."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from google.protobuf import json_format
+
+from comfyfleet.cli.progress import ProgressLine, state_name
+from comfyfleet.executions.v1 import executions_pb2
+from comfyfleet.sdk import ApiError, Client, Settings
+from comfyfleet.sdk.client import TERMINAL
+
+
+class UsageError(Exception):
+    """The command line cannot be acted on."""
+
+
+def parse_inputs(pairs: Sequence[str]) -> dict[str, Path]:
+    inputs: dict[str, Path] = {}
+    for pair in pairs:
+        name, sep, path = pair.partition("=")
+        if not sep or not name or not path:
+            raise UsageError(f"--input takes NAME=PATH, got {pair!r}")
+        file = Path(path)
+        if not file.is_file():
+            raise UsageError(f"--input {name}: no file at {path}")
+        inputs[name] = file
+    return inputs
+
+
+def load_workflow(path: str) -> str:
+    file = Path(path)
+    if not file.is_file():
+        raise UsageError(f"no workflow file at {path}")
+    text = file.read_text()
+    try:
+        json.loads(text)
+    except json.JSONDecodeError as err:
+        raise UsageError(f"{path} is not JSON: {err}") from None
+    return text
+
+
+def print_execution(execution: executions_pb2.Execution) -> None:
+    print(json.dumps(json_format.MessageToDict(execution), indent=2))
+
+
+def follow(client: Client, execution_id: str) -> executions_pb2.Execution:
+    bar = ProgressLine()
+    try:
+        for event in client.watch(execution_id):
+            bar.update(event)
+            if event.status in TERMINAL:
+                break
+    finally:
+        bar.close()
+    return client.get(execution_id)
+
+
+def cmd_submit(client: Client, args: argparse.Namespace) -> int:
+    workflow = load_workflow(args.workflow)
+    inputs = parse_inputs(args.input)
+    execution = client.submit(
+        workflow, inputs, priority=args.priority, request_id=args.request_id or ""
+    )
+    print(f"submitted {execution.id}", file=sys.stderr)
+    if not args.wait:
+        print(execution.id)
+        return 0
+    execution = follow(client, execution.id)
+    return finish(client, execution, args.out)
+
+
+def finish(client: Client, execution: executions_pb2.Execution, out: str | None) -> int:
+    state = state_name(execution.state)
+    if execution.state != executions_pb2.EXECUTION_STATE_SUCCEEDED:
+        print(f"{execution.id} {state}: {execution.error.message}", file=sys.stderr)
+        return 1
+    print(
+        f"{execution.id} succeeded in {execution.metrics.execution_time_seconds:.2f}s",
+        file=sys.stderr,
+    )
+    if out:
+        for path in client.download_outputs(execution, Path(out)):
+            print(path)
+    else:
+        for output in execution.outputs:
+            print(output.url)
+    return 0
+
+
+def cmd_get(client: Client, args: argparse.Namespace) -> int:
+    print_execution(client.get(args.id))
+    return 0
+
+
+def cmd_list(client: Client, args: argparse.Namespace) -> int:
+    page = client.list_executions(page_size=args.limit)
+    for e in page.executions:
+        print(f"{e.id}  {state_name(e.state):<10}  {e.create_time.ToDatetime():%Y-%m-%d %H:%M:%S}")
+    return 0
+
+
+def cmd_cancel(client: Client, args: argparse.Namespace) -> int:
+    print(state_name(client.cancel(args.id).state))
+    return 0
+
+
+def cmd_logs(client: Client, args: argparse.Namespace) -> int:
+    for event in client.watch(args.id, after_sequence=args.after):
+        p = event.progress
+        where = f" node {p.node_id} ({p.class_type}) {p.value}/{p.max}" if p.node_id else ""
+        error = f" error: {event.error.message}" if event.error.message else ""
+        stamp = event.timestamp.ToDatetime()
+        print(f"{event.sequence:>4} {stamp:%H:%M:%S.%f} {event.event_type}{where}{error}")
+        if event.status in TERMINAL and not args.follow:
+            break
+    return 0
+
+
+def cmd_keys_create(client: Client, args: argparse.Namespace) -> int:
+    tenant = client.find_or_create_tenant(args.tenant)
+    created = client.create_key(tenant.id, description=args.description, scopes=args.scope)
+    print(f"tenant {tenant.name} ({tenant.id}), key {created.api_key.id}", file=sys.stderr)
+    print("store this key now; it is not shown again:", file=sys.stderr)
+    print(created.secret)
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    root = argparse.ArgumentParser(prog="comfyfleet", description=__doc__)
+    root.add_argument(
+        "--addr", help="gateway gRPC address (default: $COMFYFLEET_ADDR or 127.0.0.1:50051)"
+    )
+    root.add_argument(
+        "--api-key", help="API key (default: $COMFYFLEET_API_KEY or make up's admin key)"
+    )
+    sub = root.add_subparsers(dest="command", required=True)
+
+    submit = sub.add_parser("submit", help="submit a workflow in ComfyUI's API format")
+    submit.add_argument("workflow")
+    submit.add_argument("--input", action="append", default=[], metavar="NAME=PATH")
+    submit.add_argument("--wait", action="store_true", help="follow progress until it ends")
+    submit.add_argument("--out", help="with --wait: download the outputs into this folder")
+    submit.add_argument("--priority", type=int, default=0)
+    submit.add_argument("--request-id", help="idempotency key: a retry returns the first result")
+    submit.set_defaults(run=cmd_submit)
+
+    get = sub.add_parser("get", help="show an execution")
+    get.add_argument("id")
+    get.set_defaults(run=cmd_get)
+
+    listing = sub.add_parser("list", help="list recent executions")
+    listing.add_argument("--limit", type=int, default=20)
+    listing.set_defaults(run=cmd_list)
+
+    cancel = sub.add_parser("cancel", help="cancel an execution")
+    cancel.add_argument("id")
+    cancel.set_defaults(run=cmd_cancel)
+
+    logs = sub.add_parser("logs", help="print an execution's events")
+    logs.add_argument("id")
+    logs.add_argument("--after", type=int, default=0, help="start after this sequence number")
+    logs.add_argument(
+        "--follow", action="store_true", help="keep following (default: stop at the end)"
+    )
+    logs.set_defaults(run=cmd_logs)
+
+    keys = sub.add_parser("keys", help="API keys").add_subparsers(
+        dest="keys_command", required=True
+    )
+    create = keys.add_parser("create", help="create a key for a tenant (created if missing)")
+    create.add_argument("--tenant", required=True)
+    create.add_argument("--description", default="")
+    create.add_argument(
+        "--scope", action="append", default=[], help="repeatable; default: all but admin"
+    )
+    create.set_defaults(run=cmd_keys_create)
+    return root
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        with Client(Settings.discover(args.addr, args.api_key)) as client:
+            return int(args.run(client, args))
+    except (ApiError, UsageError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,44 @@
+"""Where the platform is and which key to use: flags, then environment, then ``make up``'s files."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+DEFAULT_ADDRESS = "127.0.0.1:50051"
+STATE_DIR = ".comfyfleet"
+ADMIN_KEY_FILE = "admin.key"
+
+
+def _state_dirs() -> list[Path]:
+    """``.comfyfleet/`` in the working directory and its parents, then beside this checkout."""
+    here = Path.cwd().resolve()
+    found = [p / STATE_DIR for p in (here, *here.parents)]
+    found.append(Path(__file__).resolve().parents[2] / STATE_DIR)
+    return found
+
+
+def local_api_key() -> str | None:
+    """The admin key ``make up`` wrote, if this machine runs a local platform."""
+    for directory in _state_dirs():
+        key_file = directory / ADMIN_KEY_FILE
+        if key_file.is_file():
+            return key_file.read_text().strip()
+    return None
+
+
+@dataclass(frozen=True)
+class Settings:
+    address: str
+    api_key: str | None
+
+    @classmethod
+    def discover(cls, address: str | None = None, api_key: str | None = None) -> Settings:
+        return cls(
+            address=address or os.environ.get("COMFYFLEET_ADDR") or DEFAULT_ADDRESS,
+            api_key=api_key or os.environ.get("COMFYFLEET_API_KEY") or local_api_key(),
+        )
+
+    def metadata(self) -> tuple[tuple[str, str], ...]:
+        return (("authorization", f"Bearer {self.api_key}"),) if self.api_key else ()
