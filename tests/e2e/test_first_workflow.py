@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import urllib.request
@@ -26,6 +27,11 @@ from tests.support.paths import comfyui_ref
 
 REF = comfyui_ref()
 TERMINAL_TYPES = {"execution.succeeded", "execution.failed", "execution.cancelled"}
+
+
+def fetch(url: str) -> bytes:
+    with urllib.request.urlopen(url) as response:
+        return bytes(response.read())
 
 
 def pixels(data: bytes) -> np.ndarray:
@@ -89,8 +95,7 @@ async def test_r01_travels_the_whole_platform(platform: Platform) -> None:
             done = await client.wait(execution.id)
         assert done.state == executions_pb2.EXECUTION_STATE_SUCCEEDED, done.error
         assert len(done.outputs) == 1
-        with urllib.request.urlopen(done.outputs[0].url) as response:
-            produced = response.read()
+        produced = await asyncio.to_thread(fetch, done.outputs[0].url)
         reference = (REF / "reference" / "r01_invert" / "node3_images_0.png").read_bytes()
         diff = np.abs(pixels(produced) - pixels(reference))
         assert diff.max() <= 1
