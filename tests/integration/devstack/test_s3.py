@@ -1,0 +1,127 @@
+"""The S3 contract the platform relies on, checked against every local S3 backend."""
+
+from __future__ import annotations
+
+import io
+import urllib.request
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+
+import aiohttp
+import pytest
+from minio import Minio
+from minio.error import S3Error
+
+from comfyfleet.devstack.s3 import S3_BACKENDS, S3Server, make_s3_server
+from tests.support import S3Info, unique_bucket_name
+
+
+@pytest.fixture(scope="module", params=S3_BACKENDS)
+def backend_server(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[S3Server]:
+    data_dir = tmp_path_factory.mktemp(f"s3-{request.param}")
+    with make_s3_server(request.param, data_dir=data_dir) as server:
+        yield server
+
+
+@pytest.fixture
+def client_and_bucket(backend_server: S3Server) -> tuple[Minio, str]:
+    bucket = unique_bucket_name("contract")
+    backend_server.ensure_bucket(bucket)
+    return backend_server.client(), bucket
+
+
+def _put(client: Minio, bucket: str, key: str, data: bytes, **kwargs: object) -> None:
+    client.put_object(bucket, key, io.BytesIO(data), len(data), **kwargs)  # type: ignore[arg-type]
+
+
+def test_put_get_stat_list_remove(client_and_bucket: tuple[Minio, str]) -> None:
+    client, bucket = client_and_bucket
+    _put(
+        client,
+        bucket,
+        "tenant-a/out/1.png",
+        b"\x89PNG-one",
+        content_type="image/png",
+        metadata={"sha256": "abc"},
+    )
+    _put(client, bucket, "tenant-a/out/2.png", b"two")
+    _put(client, bucket, "tenant-b/out/1.png", b"other tenant")
+
+    response = client.get_object(bucket, "tenant-a/out/1.png")
+    try:
+        assert response.read() == b"\x89PNG-one"
+    finally:
+        response.close()
+        response.release_conn()
+    stat = client.stat_object(bucket, "tenant-a/out/1.png")
+    assert stat.size == len(b"\x89PNG-one")
+    assert stat.content_type == "image/png"
+    assert stat.metadata is not None
+    assert stat.metadata["x-amz-meta-sha256"] == "abc"
+
+    listed = [
+        o.object_name for o in client.list_objects(bucket, prefix="tenant-a/", recursive=True)
+    ]
+    assert listed == ["tenant-a/out/1.png", "tenant-a/out/2.png"]
+
+    client.remove_object(bucket, "tenant-a/out/2.png")
+    with pytest.raises(S3Error) as missing:
+        client.stat_object(bucket, "tenant-a/out/2.png")
+    assert missing.value.code == "NoSuchKey"
+
+
+def test_presigned_urls_work_with_plain_http(client_and_bucket: tuple[Minio, str]) -> None:
+    client, bucket = client_and_bucket
+    put_url = client.presigned_put_object(bucket, "uploads/a.bin", expires=timedelta(minutes=5))
+    request = urllib.request.Request(
+        put_url,
+        data=b"\x00\x01uploaded",
+        method="PUT",
+        headers={"Content-Type": "application/octet-stream"},
+    )
+    with urllib.request.urlopen(request, timeout=10) as reply:
+        assert reply.status == 200
+
+    get_url = client.presigned_get_object(bucket, "uploads/a.bin", expires=timedelta(minutes=5))
+    with urllib.request.urlopen(get_url, timeout=10) as reply:
+        assert reply.read() == b"\x00\x01uploaded"
+
+
+async def test_presigned_urls_work_with_aiohttp(client_and_bucket: tuple[Minio, str]) -> None:
+    client, bucket = client_and_bucket
+    put_url = client.presigned_put_object(bucket, "outputs/x.png", expires=timedelta(minutes=5))
+    get_url = client.presigned_get_object(bucket, "outputs/x.png", expires=timedelta(minutes=5))
+    async with aiohttp.ClientSession() as session:
+        async with session.put(put_url, data=b"png-bytes") as reply:
+            assert reply.status == 200, await reply.text()
+        async with session.get(get_url) as reply:
+            assert reply.status == 200
+            assert await reply.read() == b"png-bytes"
+    assert client.stat_object(bucket, "outputs/x.png").size == len(b"png-bytes")
+
+
+def test_session_s3_server_has_its_default_bucket(s3_server: S3Info, s3_bucket: str) -> None:
+    client = s3_server.client()
+    assert client.bucket_exists(s3_server.bucket)
+    assert client.bucket_exists(s3_bucket)
+    assert s3_bucket != s3_server.bucket
+    assert s3_server.endpoint == f"http://{s3_server.host}"
+    assert s3_server.region == "us-east-1"
+
+
+def test_s3rver_keeps_objects_across_restarts(tmp_path: Path) -> None:
+    data_dir = tmp_path / "s3"
+    bucket = "keep"
+    with make_s3_server("s3rver", data_dir=data_dir) as server:
+        server.ensure_bucket(bucket)
+        _put(server.client(), bucket, "k/v.txt", b"persisted")
+    with make_s3_server("s3rver", data_dir=data_dir) as server:
+        response = server.client().get_object(bucket, "k/v.txt")
+        try:
+            assert response.read() == b"persisted"
+        finally:
+            response.close()
+            response.release_conn()
