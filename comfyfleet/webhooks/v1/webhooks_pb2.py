@@ -24,10 +24,12 @@ _sym_db = _symbol_database.Default()
 
 from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
 from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior__pb2
+from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb2
+from google.protobuf import field_mask_pb2 as google_dot_protobuf_dot_field__mask__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n%comfyfleet/webhooks/v1/webhooks.proto\x12\x16\x63omfyfleet.webhooks.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xd1\x01\n\x0cSubscription\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x14\n\x06tenant\x18\x02 \x01(\tB\x04\xe2\x41\x01\x03\x12\x11\n\x03url\x18\x03 \x01(\tB\x04\xe2\x41\x01\x02\x12\x13\n\x0b\x65vent_types\x18\x04 \x03(\t\x12\x13\n\x0b\x64\x65scription\x18\x05 \x01(\t\x12\x0f\n\x07\x65nabled\x18\x06 \x01(\x08\x12\x14\n\x06secret\x18\x07 \x01(\tB\x04\xe2\x41\x01\x03\x12\x35\n\x0b\x63reate_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\"q\n\x19\x43reateSubscriptionRequest\x12@\n\x0csubscription\x18\x01 \x01(\x0b\x32$.comfyfleet.webhooks.v1.SubscriptionB\x04\xe2\x41\x01\x02\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"*\n\x16GetSubscriptionRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"A\n\x18ListSubscriptionsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"q\n\x19ListSubscriptionsResponse\x12;\n\rsubscriptions\x18\x01 \x03(\x0b\x32$.comfyfleet.webhooks.v1.Subscription\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"-\n\x19\x44\x65leteSubscriptionRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"\x1c\n\x1a\x44\x65leteSubscriptionResponse\"\xb3\x02\n\x08\x44\x65livery\x12\n\n\x02id\x18\x01 \x01(\t\x12\x17\n\x0fsubscription_id\x18\x02 \x01(\t\x12\x10\n\x08\x65vent_id\x18\x03 \x01(\t\x12\x12\n\nevent_type\x18\x04 \x01(\t\x12\x34\n\x05state\x18\x05 \x01(\x0e\x32%.comfyfleet.webhooks.v1.DeliveryState\x12\x10\n\x08\x61ttempts\x18\x06 \x01(\x05\x12\x18\n\x10last_status_code\x18\x07 \x01(\x05\x12\x12\n\nlast_error\x18\x08 \x01(\t\x12\x35\n\x11next_attempt_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x63reate_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x93\x01\n\x15ListDeliveriesRequest\x12\x1d\n\x0fsubscription_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\x12\x34\n\x05state\x18\x04 \x01(\x0e\x32%.comfyfleet.webhooks.v1.DeliveryState\"g\n\x16ListDeliveriesResponse\x12\x34\n\ndeliveries\x18\x01 \x03(\x0b\x32 .comfyfleet.webhooks.v1.Delivery\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t*\x84\x01\n\rDeliveryState\x12\x1e\n\x1a\x44\x45LIVERY_STATE_UNSPECIFIED\x10\x00\x12\x1a\n\x16\x44\x45LIVERY_STATE_PENDING\x10\x01\x12\x1c\n\x18\x44\x45LIVERY_STATE_SUCCEEDED\x10\x02\x12\x19\n\x15\x44\x45LIVERY_STATE_FAILED\x10\x03\x32\xf8\x05\n\x0eWebhookService\x12\x91\x01\n\x12\x43reateSubscription\x12\x31.comfyfleet.webhooks.v1.CreateSubscriptionRequest\x1a$.comfyfleet.webhooks.v1.Subscription\"\"\x82\xd3\xe4\x93\x02\x1c\"\x0c/v1/webhooks:\x0csubscription\x12\x82\x01\n\x0fGetSubscription\x12..comfyfleet.webhooks.v1.GetSubscriptionRequest\x1a$.comfyfleet.webhooks.v1.Subscription\"\x19\x82\xd3\xe4\x93\x02\x13\x12\x11/v1/webhooks/{id}\x12\x8e\x01\n\x11ListSubscriptions\x12\x30.comfyfleet.webhooks.v1.ListSubscriptionsRequest\x1a\x31.comfyfleet.webhooks.v1.ListSubscriptionsResponse\"\x14\x82\xd3\xe4\x93\x02\x0e\x12\x0c/v1/webhooks\x12\x96\x01\n\x12\x44\x65leteSubscription\x12\x31.comfyfleet.webhooks.v1.DeleteSubscriptionRequest\x1a\x32.comfyfleet.webhooks.v1.DeleteSubscriptionResponse\"\x19\x82\xd3\xe4\x93\x02\x13*\x11/v1/webhooks/{id}\x12\xa2\x01\n\x0eListDeliveries\x12-.comfyfleet.webhooks.v1.ListDeliveriesRequest\x1a..comfyfleet.webhooks.v1.ListDeliveriesResponse\"1\x82\xd3\xe4\x93\x02+\x12)/v1/webhooks/{subscription_id}/deliveriesb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n%comfyfleet/webhooks/v1/webhooks.proto\x12\x16\x63omfyfleet.webhooks.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1egoogle/protobuf/duration.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xa7\x02\n\x0cSubscription\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x14\n\x06tenant\x18\x02 \x01(\tB\x04\xe2\x41\x01\x03\x12\x11\n\x03url\x18\x03 \x01(\tB\x04\xe2\x41\x01\x02\x12\x13\n\x0b\x65vent_types\x18\x04 \x03(\t\x12\x13\n\x0b\x64\x65scription\x18\x05 \x01(\t\x12\x0f\n\x07\x65nabled\x18\x06 \x01(\x08\x12\x14\n\x06secret\x18\x07 \x01(\tB\x04\xe2\x41\x01\x03\x12\x35\n\x0b\x63reate_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x1d\n\x0f\x64isabled_reason\x18\t \x01(\tB\x04\xe2\x41\x01\x03\x12\x35\n\x0bupdate_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\"q\n\x19\x43reateSubscriptionRequest\x12@\n\x0csubscription\x18\x01 \x01(\x0b\x32$.comfyfleet.webhooks.v1.SubscriptionB\x04\xe2\x41\x01\x02\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"*\n\x16GetSubscriptionRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"A\n\x18ListSubscriptionsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"q\n\x19ListSubscriptionsResponse\x12;\n\rsubscriptions\x18\x01 \x03(\x0b\x32$.comfyfleet.webhooks.v1.Subscription\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x8e\x01\n\x19UpdateSubscriptionRequest\x12@\n\x0csubscription\x18\x01 \x01(\x0b\x32$.comfyfleet.webhooks.v1.SubscriptionB\x04\xe2\x41\x01\x02\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"_\n\x1fRotateSubscriptionSecretRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12*\n\x07overlap\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\"\x9f\x01\n RotateSubscriptionSecretResponse\x12:\n\x0csubscription\x18\x01 \x01(\x0b\x32$.comfyfleet.webhooks.v1.Subscription\x12?\n\x1bprevious_secret_expire_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"+\n\x17PingSubscriptionRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"-\n\x19\x44\x65leteSubscriptionRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"\x1c\n\x1a\x44\x65leteSubscriptionResponse\"\xc4\x02\n\x08\x44\x65livery\x12\n\n\x02id\x18\x01 \x01(\t\x12\x17\n\x0fsubscription_id\x18\x02 \x01(\t\x12\x10\n\x08\x65vent_id\x18\x03 \x01(\t\x12\x12\n\nevent_type\x18\x04 \x01(\t\x12\x34\n\x05state\x18\x05 \x01(\x0e\x32%.comfyfleet.webhooks.v1.DeliveryState\x12\x10\n\x08\x61ttempts\x18\x06 \x01(\x05\x12\x18\n\x10last_status_code\x18\x07 \x01(\x05\x12\x12\n\nlast_error\x18\x08 \x01(\t\x12\x35\n\x11next_attempt_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x63reate_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07payload\x18\x0b \x01(\t\"\xbd\x01\n\x0f\x44\x65liveryAttempt\x12\x0e\n\x06number\x18\x01 \x01(\x05\x12\x30\n\x0c\x61ttempt_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0bstatus_code\x18\x03 \x01(\x05\x12*\n\x07latency\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x18\n\x10response_excerpt\x18\x05 \x01(\t\x12\r\n\x05\x65rror\x18\x06 \x01(\t\"\xa5\x01\n\x15ListDeliveriesRequest\x12\x1d\n\x0fsubscription_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\x12\x34\n\x05state\x18\x04 \x01(\x0e\x32%.comfyfleet.webhooks.v1.DeliveryState\x12\x10\n\x08\x65vent_id\x18\x05 \x01(\t\"g\n\x16ListDeliveriesResponse\x12\x34\n\ndeliveries\x18\x01 \x03(\x0b\x32 .comfyfleet.webhooks.v1.Delivery\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"E\n\x12GetDeliveryRequest\x12\x1d\n\x0fsubscription_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x10\n\x02id\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\"~\n\x1bListDeliveryAttemptsRequest\x12\x1d\n\x0fsubscription_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x19\n\x0b\x64\x65livery_id\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\"r\n\x1cListDeliveryAttemptsResponse\x12\x39\n\x08\x61ttempts\x18\x01 \x03(\x0b\x32\'.comfyfleet.webhooks.v1.DeliveryAttempt\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"K\n\x18RedeliverDeliveryRequest\x12\x1d\n\x0fsubscription_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x10\n\x02id\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\"j\n\x18RecoverDeliveriesRequest\x12\x1d\n\x0fsubscription_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12/\n\x05since\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x02\"4\n\x19RecoverDeliveriesResponse\x12\x17\n\x0frecovered_count\x18\x01 \x01(\x05*\x84\x01\n\rDeliveryState\x12\x1e\n\x1a\x44\x45LIVERY_STATE_UNSPECIFIED\x10\x00\x12\x1a\n\x16\x44\x45LIVERY_STATE_PENDING\x10\x01\x12\x1c\n\x18\x44\x45LIVERY_STATE_SUCCEEDED\x10\x02\x12\x19\n\x15\x44\x45LIVERY_STATE_FAILED\x10\x03\x32\xb0\x0f\n\x0eWebhookService\x12\x91\x01\n\x12\x43reateSubscription\x12\x31.comfyfleet.webhooks.v1.CreateSubscriptionRequest\x1a$.comfyfleet.webhooks.v1.Subscription\"\"\x82\xd3\xe4\x93\x02\x1c\"\x0c/v1/webhooks:\x0csubscription\x12\x82\x01\n\x0fGetSubscription\x12..comfyfleet.webhooks.v1.GetSubscriptionRequest\x1a$.comfyfleet.webhooks.v1.Subscription\"\x19\x82\xd3\xe4\x93\x02\x13\x12\x11/v1/webhooks/{id}\x12\x8e\x01\n\x11ListSubscriptions\x12\x30.comfyfleet.webhooks.v1.ListSubscriptionsRequest\x1a\x31.comfyfleet.webhooks.v1.ListSubscriptionsResponse\"\x14\x82\xd3\xe4\x93\x02\x0e\x12\x0c/v1/webhooks\x12\xa3\x01\n\x12UpdateSubscription\x12\x31.comfyfleet.webhooks.v1.UpdateSubscriptionRequest\x1a$.comfyfleet.webhooks.v1.Subscription\"4\x82\xd3\xe4\x93\x02.2\x1e/v1/webhooks/{subscription.id}:\x0csubscription\x12\xb8\x01\n\x18RotateSubscriptionSecret\x12\x37.comfyfleet.webhooks.v1.RotateSubscriptionSecretRequest\x1a\x38.comfyfleet.webhooks.v1.RotateSubscriptionSecretResponse\")\x82\xd3\xe4\x93\x02#\"\x1e/v1/webhooks/{id}:rotateSecret:\x01*\x12\x88\x01\n\x10PingSubscription\x12/.comfyfleet.webhooks.v1.PingSubscriptionRequest\x1a .comfyfleet.webhooks.v1.Delivery\"!\x82\xd3\xe4\x93\x02\x1b\"\x16/v1/webhooks/{id}:ping:\x01*\x12\x96\x01\n\x12\x44\x65leteSubscription\x12\x31.comfyfleet.webhooks.v1.DeleteSubscriptionRequest\x1a\x32.comfyfleet.webhooks.v1.DeleteSubscriptionResponse\"\x19\x82\xd3\xe4\x93\x02\x13*\x11/v1/webhooks/{id}\x12\xa2\x01\n\x0eListDeliveries\x12-.comfyfleet.webhooks.v1.ListDeliveriesRequest\x1a..comfyfleet.webhooks.v1.ListDeliveriesResponse\"1\x82\xd3\xe4\x93\x02+\x12)/v1/webhooks/{subscription_id}/deliveries\x12\x93\x01\n\x0bGetDelivery\x12*.comfyfleet.webhooks.v1.GetDeliveryRequest\x1a .comfyfleet.webhooks.v1.Delivery\"6\x82\xd3\xe4\x93\x02\x30\x12./v1/webhooks/{subscription_id}/deliveries/{id}\x12\xcb\x01\n\x14ListDeliveryAttempts\x12\x33.comfyfleet.webhooks.v1.ListDeliveryAttemptsRequest\x1a\x34.comfyfleet.webhooks.v1.ListDeliveryAttemptsResponse\"H\x82\xd3\xe4\x93\x02\x42\x12@/v1/webhooks/{subscription_id}/deliveries/{delivery_id}/attempts\x12\xac\x01\n\x11RedeliverDelivery\x12\x30.comfyfleet.webhooks.v1.RedeliverDeliveryRequest\x1a .comfyfleet.webhooks.v1.Delivery\"C\x82\xd3\xe4\x93\x02=\"8/v1/webhooks/{subscription_id}/deliveries/{id}:redeliver:\x01*\x12\xb6\x01\n\x11RecoverDeliveries\x12\x30.comfyfleet.webhooks.v1.RecoverDeliveriesRequest\x1a\x31.comfyfleet.webhooks.v1.RecoverDeliveriesResponse\"<\x82\xd3\xe4\x93\x02\x36\"1/v1/webhooks/{subscription_id}/deliveries:recover:\x01*b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -44,46 +46,108 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SUBSCRIPTION'].fields_by_name['secret']._serialized_options = b'\342A\001\003'
   _globals['_SUBSCRIPTION'].fields_by_name['create_time']._loaded_options = None
   _globals['_SUBSCRIPTION'].fields_by_name['create_time']._serialized_options = b'\342A\001\003'
+  _globals['_SUBSCRIPTION'].fields_by_name['disabled_reason']._loaded_options = None
+  _globals['_SUBSCRIPTION'].fields_by_name['disabled_reason']._serialized_options = b'\342A\001\003'
+  _globals['_SUBSCRIPTION'].fields_by_name['update_time']._loaded_options = None
+  _globals['_SUBSCRIPTION'].fields_by_name['update_time']._serialized_options = b'\342A\001\003'
   _globals['_CREATESUBSCRIPTIONREQUEST'].fields_by_name['subscription']._loaded_options = None
   _globals['_CREATESUBSCRIPTIONREQUEST'].fields_by_name['subscription']._serialized_options = b'\342A\001\002'
   _globals['_GETSUBSCRIPTIONREQUEST'].fields_by_name['id']._loaded_options = None
   _globals['_GETSUBSCRIPTIONREQUEST'].fields_by_name['id']._serialized_options = b'\342A\001\002'
+  _globals['_UPDATESUBSCRIPTIONREQUEST'].fields_by_name['subscription']._loaded_options = None
+  _globals['_UPDATESUBSCRIPTIONREQUEST'].fields_by_name['subscription']._serialized_options = b'\342A\001\002'
+  _globals['_ROTATESUBSCRIPTIONSECRETREQUEST'].fields_by_name['id']._loaded_options = None
+  _globals['_ROTATESUBSCRIPTIONSECRETREQUEST'].fields_by_name['id']._serialized_options = b'\342A\001\002'
+  _globals['_PINGSUBSCRIPTIONREQUEST'].fields_by_name['id']._loaded_options = None
+  _globals['_PINGSUBSCRIPTIONREQUEST'].fields_by_name['id']._serialized_options = b'\342A\001\002'
   _globals['_DELETESUBSCRIPTIONREQUEST'].fields_by_name['id']._loaded_options = None
   _globals['_DELETESUBSCRIPTIONREQUEST'].fields_by_name['id']._serialized_options = b'\342A\001\002'
   _globals['_LISTDELIVERIESREQUEST'].fields_by_name['subscription_id']._loaded_options = None
   _globals['_LISTDELIVERIESREQUEST'].fields_by_name['subscription_id']._serialized_options = b'\342A\001\002'
+  _globals['_GETDELIVERYREQUEST'].fields_by_name['subscription_id']._loaded_options = None
+  _globals['_GETDELIVERYREQUEST'].fields_by_name['subscription_id']._serialized_options = b'\342A\001\002'
+  _globals['_GETDELIVERYREQUEST'].fields_by_name['id']._loaded_options = None
+  _globals['_GETDELIVERYREQUEST'].fields_by_name['id']._serialized_options = b'\342A\001\002'
+  _globals['_LISTDELIVERYATTEMPTSREQUEST'].fields_by_name['subscription_id']._loaded_options = None
+  _globals['_LISTDELIVERYATTEMPTSREQUEST'].fields_by_name['subscription_id']._serialized_options = b'\342A\001\002'
+  _globals['_LISTDELIVERYATTEMPTSREQUEST'].fields_by_name['delivery_id']._loaded_options = None
+  _globals['_LISTDELIVERYATTEMPTSREQUEST'].fields_by_name['delivery_id']._serialized_options = b'\342A\001\002'
+  _globals['_REDELIVERDELIVERYREQUEST'].fields_by_name['subscription_id']._loaded_options = None
+  _globals['_REDELIVERDELIVERYREQUEST'].fields_by_name['subscription_id']._serialized_options = b'\342A\001\002'
+  _globals['_REDELIVERDELIVERYREQUEST'].fields_by_name['id']._loaded_options = None
+  _globals['_REDELIVERDELIVERYREQUEST'].fields_by_name['id']._serialized_options = b'\342A\001\002'
+  _globals['_RECOVERDELIVERIESREQUEST'].fields_by_name['subscription_id']._loaded_options = None
+  _globals['_RECOVERDELIVERIESREQUEST'].fields_by_name['subscription_id']._serialized_options = b'\342A\001\002'
+  _globals['_RECOVERDELIVERIESREQUEST'].fields_by_name['since']._loaded_options = None
+  _globals['_RECOVERDELIVERIESREQUEST'].fields_by_name['since']._serialized_options = b'\342A\001\002'
   _globals['_WEBHOOKSERVICE'].methods_by_name['CreateSubscription']._loaded_options = None
   _globals['_WEBHOOKSERVICE'].methods_by_name['CreateSubscription']._serialized_options = b'\202\323\344\223\002\034\"\014/v1/webhooks:\014subscription'
   _globals['_WEBHOOKSERVICE'].methods_by_name['GetSubscription']._loaded_options = None
   _globals['_WEBHOOKSERVICE'].methods_by_name['GetSubscription']._serialized_options = b'\202\323\344\223\002\023\022\021/v1/webhooks/{id}'
   _globals['_WEBHOOKSERVICE'].methods_by_name['ListSubscriptions']._loaded_options = None
   _globals['_WEBHOOKSERVICE'].methods_by_name['ListSubscriptions']._serialized_options = b'\202\323\344\223\002\016\022\014/v1/webhooks'
+  _globals['_WEBHOOKSERVICE'].methods_by_name['UpdateSubscription']._loaded_options = None
+  _globals['_WEBHOOKSERVICE'].methods_by_name['UpdateSubscription']._serialized_options = b'\202\323\344\223\002.2\036/v1/webhooks/{subscription.id}:\014subscription'
+  _globals['_WEBHOOKSERVICE'].methods_by_name['RotateSubscriptionSecret']._loaded_options = None
+  _globals['_WEBHOOKSERVICE'].methods_by_name['RotateSubscriptionSecret']._serialized_options = b'\202\323\344\223\002#\"\036/v1/webhooks/{id}:rotateSecret:\001*'
+  _globals['_WEBHOOKSERVICE'].methods_by_name['PingSubscription']._loaded_options = None
+  _globals['_WEBHOOKSERVICE'].methods_by_name['PingSubscription']._serialized_options = b'\202\323\344\223\002\033\"\026/v1/webhooks/{id}:ping:\001*'
   _globals['_WEBHOOKSERVICE'].methods_by_name['DeleteSubscription']._loaded_options = None
   _globals['_WEBHOOKSERVICE'].methods_by_name['DeleteSubscription']._serialized_options = b'\202\323\344\223\002\023*\021/v1/webhooks/{id}'
   _globals['_WEBHOOKSERVICE'].methods_by_name['ListDeliveries']._loaded_options = None
   _globals['_WEBHOOKSERVICE'].methods_by_name['ListDeliveries']._serialized_options = b'\202\323\344\223\002+\022)/v1/webhooks/{subscription_id}/deliveries'
-  _globals['_DELIVERYSTATE']._serialized_start=1357
-  _globals['_DELIVERYSTATE']._serialized_end=1489
-  _globals['_SUBSCRIPTION']._serialized_start=162
-  _globals['_SUBSCRIPTION']._serialized_end=371
-  _globals['_CREATESUBSCRIPTIONREQUEST']._serialized_start=373
-  _globals['_CREATESUBSCRIPTIONREQUEST']._serialized_end=486
-  _globals['_GETSUBSCRIPTIONREQUEST']._serialized_start=488
-  _globals['_GETSUBSCRIPTIONREQUEST']._serialized_end=530
-  _globals['_LISTSUBSCRIPTIONSREQUEST']._serialized_start=532
-  _globals['_LISTSUBSCRIPTIONSREQUEST']._serialized_end=597
-  _globals['_LISTSUBSCRIPTIONSRESPONSE']._serialized_start=599
-  _globals['_LISTSUBSCRIPTIONSRESPONSE']._serialized_end=712
-  _globals['_DELETESUBSCRIPTIONREQUEST']._serialized_start=714
-  _globals['_DELETESUBSCRIPTIONREQUEST']._serialized_end=759
-  _globals['_DELETESUBSCRIPTIONRESPONSE']._serialized_start=761
-  _globals['_DELETESUBSCRIPTIONRESPONSE']._serialized_end=789
-  _globals['_DELIVERY']._serialized_start=792
-  _globals['_DELIVERY']._serialized_end=1099
-  _globals['_LISTDELIVERIESREQUEST']._serialized_start=1102
-  _globals['_LISTDELIVERIESREQUEST']._serialized_end=1249
-  _globals['_LISTDELIVERIESRESPONSE']._serialized_start=1251
-  _globals['_LISTDELIVERIESRESPONSE']._serialized_end=1354
-  _globals['_WEBHOOKSERVICE']._serialized_start=1492
-  _globals['_WEBHOOKSERVICE']._serialized_end=2252
+  _globals['_WEBHOOKSERVICE'].methods_by_name['GetDelivery']._loaded_options = None
+  _globals['_WEBHOOKSERVICE'].methods_by_name['GetDelivery']._serialized_options = b'\202\323\344\223\0020\022./v1/webhooks/{subscription_id}/deliveries/{id}'
+  _globals['_WEBHOOKSERVICE'].methods_by_name['ListDeliveryAttempts']._loaded_options = None
+  _globals['_WEBHOOKSERVICE'].methods_by_name['ListDeliveryAttempts']._serialized_options = b'\202\323\344\223\002B\022@/v1/webhooks/{subscription_id}/deliveries/{delivery_id}/attempts'
+  _globals['_WEBHOOKSERVICE'].methods_by_name['RedeliverDelivery']._loaded_options = None
+  _globals['_WEBHOOKSERVICE'].methods_by_name['RedeliverDelivery']._serialized_options = b'\202\323\344\223\002=\"8/v1/webhooks/{subscription_id}/deliveries/{id}:redeliver:\001*'
+  _globals['_WEBHOOKSERVICE'].methods_by_name['RecoverDeliveries']._loaded_options = None
+  _globals['_WEBHOOKSERVICE'].methods_by_name['RecoverDeliveries']._serialized_options = b'\202\323\344\223\0026\"1/v1/webhooks/{subscription_id}/deliveries:recover:\001*'
+  _globals['_DELIVERYSTATE']._serialized_start=2739
+  _globals['_DELIVERYSTATE']._serialized_end=2871
+  _globals['_SUBSCRIPTION']._serialized_start=228
+  _globals['_SUBSCRIPTION']._serialized_end=523
+  _globals['_CREATESUBSCRIPTIONREQUEST']._serialized_start=525
+  _globals['_CREATESUBSCRIPTIONREQUEST']._serialized_end=638
+  _globals['_GETSUBSCRIPTIONREQUEST']._serialized_start=640
+  _globals['_GETSUBSCRIPTIONREQUEST']._serialized_end=682
+  _globals['_LISTSUBSCRIPTIONSREQUEST']._serialized_start=684
+  _globals['_LISTSUBSCRIPTIONSREQUEST']._serialized_end=749
+  _globals['_LISTSUBSCRIPTIONSRESPONSE']._serialized_start=751
+  _globals['_LISTSUBSCRIPTIONSRESPONSE']._serialized_end=864
+  _globals['_UPDATESUBSCRIPTIONREQUEST']._serialized_start=867
+  _globals['_UPDATESUBSCRIPTIONREQUEST']._serialized_end=1009
+  _globals['_ROTATESUBSCRIPTIONSECRETREQUEST']._serialized_start=1011
+  _globals['_ROTATESUBSCRIPTIONSECRETREQUEST']._serialized_end=1106
+  _globals['_ROTATESUBSCRIPTIONSECRETRESPONSE']._serialized_start=1109
+  _globals['_ROTATESUBSCRIPTIONSECRETRESPONSE']._serialized_end=1268
+  _globals['_PINGSUBSCRIPTIONREQUEST']._serialized_start=1270
+  _globals['_PINGSUBSCRIPTIONREQUEST']._serialized_end=1313
+  _globals['_DELETESUBSCRIPTIONREQUEST']._serialized_start=1315
+  _globals['_DELETESUBSCRIPTIONREQUEST']._serialized_end=1360
+  _globals['_DELETESUBSCRIPTIONRESPONSE']._serialized_start=1362
+  _globals['_DELETESUBSCRIPTIONRESPONSE']._serialized_end=1390
+  _globals['_DELIVERY']._serialized_start=1393
+  _globals['_DELIVERY']._serialized_end=1717
+  _globals['_DELIVERYATTEMPT']._serialized_start=1720
+  _globals['_DELIVERYATTEMPT']._serialized_end=1909
+  _globals['_LISTDELIVERIESREQUEST']._serialized_start=1912
+  _globals['_LISTDELIVERIESREQUEST']._serialized_end=2077
+  _globals['_LISTDELIVERIESRESPONSE']._serialized_start=2079
+  _globals['_LISTDELIVERIESRESPONSE']._serialized_end=2182
+  _globals['_GETDELIVERYREQUEST']._serialized_start=2184
+  _globals['_GETDELIVERYREQUEST']._serialized_end=2253
+  _globals['_LISTDELIVERYATTEMPTSREQUEST']._serialized_start=2255
+  _globals['_LISTDELIVERYATTEMPTSREQUEST']._serialized_end=2381
+  _globals['_LISTDELIVERYATTEMPTSRESPONSE']._serialized_start=2383
+  _globals['_LISTDELIVERYATTEMPTSRESPONSE']._serialized_end=2497
+  _globals['_REDELIVERDELIVERYREQUEST']._serialized_start=2499
+  _globals['_REDELIVERDELIVERYREQUEST']._serialized_end=2574
+  _globals['_RECOVERDELIVERIESREQUEST']._serialized_start=2576
+  _globals['_RECOVERDELIVERIESREQUEST']._serialized_end=2682
+  _globals['_RECOVERDELIVERIESRESPONSE']._serialized_start=2684
+  _globals['_RECOVERDELIVERIESRESPONSE']._serialized_end=2736
+  _globals['_WEBHOOKSERVICE']._serialized_start=2874
+  _globals['_WEBHOOKSERVICE']._serialized_end=4842
 # @@protoc_insertion_point(module_scope)

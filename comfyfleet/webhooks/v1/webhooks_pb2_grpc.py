@@ -50,6 +50,21 @@ class WebhookServiceStub:
                 request_serializer=comfyfleet_dot_webhooks_dot_v1_dot_webhooks__pb2.ListSubscriptionsRequest.SerializeToString,
                 response_deserializer=comfyfleet_dot_webhooks_dot_v1_dot_webhooks__pb2.ListSubscriptionsResponse.FromString,
                 _registered_method=True)
+        self.UpdateSubscription = channel.unary_unary(
+                '/comfyfleet.webhooks.v1.WebhookService/UpdateSubscription',
+                request_serializer=comfyfleet_dot_webhooks_dot_v1_dot_webhooks__pb2.UpdateSubscriptionRequest.SerializeToString,
+                response_deserializer=comfyfleet_dot_webhooks_dot_v1_dot_webhooks__pb2.Subscription.FromString,
+                _registered_method=True)
+        self.RotateSubscriptionSecret = channel.unary_unary(
+                '/comfyfleet.webhooks.v1.WebhookService/RotateSubscriptionSecret',
+                request_serializer=comfyfleet_dot_webhooks_dot_v1_dot_webhooks__pb2.RotateSubscriptionSecretRequest.SerializeToString,
+                response_deserializer=comfyfleet_dot_webhooks_dot_v1_dot_webhooks__pb2.RotateSubscriptionSecretResponse.FromString,
+                _registered_method=True)
+        self.PingSubscription = channel.unary_unary(
+                '/comfyfleet.webhooks.v1.WebhookService/PingSubscription',
+                request_serializer=comfyfleet_dot_webhooks_dot_v1_dot_webhooks__pb2.PingSubscriptionRequest.SerializeToString,
+                response_deserializer=comfyfleet_dot_webhooks_dot_v1_dot_webhooks__pb2.Delivery.FromString,
+                _registered_method=True)
         self.DeleteSubscription = channel.unary_unary(
                 '/comfyfleet.webhooks.v1.WebhookService/DeleteSubscription',
                 request_serializer=comfyfleet_dot_webhooks_dot_v1_dot_webhooks__pb2.DeleteSubscriptionRequest.SerializeToString,
@@ -59,6 +74,26 @@ class WebhookServiceStub:
                 '/comfyfleet.webhooks.v1.WebhookService/ListDeliveries',
                 request_serializer=comfyfleet_dot_webhooks_dot_v1_dot_webhooks__pb2.ListDeliveriesRequest.SerializeToString,
                 response_deserializer=comfyfleet_dot_webhooks_dot_v1_dot_webhooks__pb2.ListDeliveriesResponse.FromString,
+                _registered_method=True)
+        self.GetDelivery = channel.unary_unary(
+                '/comfyfleet.webhooks.v1.WebhookService/GetDelivery',
+                request_serializer=comfyfleet_dot_webhooks_dot_v1_dot_webhooks__pb2.GetDeliveryRequest.SerializeToString,
+                response_deserializer=comfyfleet_dot_webhooks_dot_v1_dot_webhooks__pb2.Delivery.FromString,
+                _registered_method=True)
+        self.ListDeliveryAttempts = channel.unary_unary(
+                '/comfyfleet.webhooks.v1.WebhookService/ListDeliveryAttempts',
+                request_serializer=comfyfleet_dot_webhooks_dot_v1_dot_webhooks__pb2.ListDeliveryAttemptsRequest.SerializeToString,
+                response_deserializer=comfyfleet_dot_webhooks_dot_v1_dot_webhooks__pb2.ListDeliveryAttemptsResponse.FromString,
+                _registered_method=True)
+        self.RedeliverDelivery = channel.unary_unary(
+                '/comfyfleet.webhooks.v1.WebhookService/RedeliverDelivery',
+                request_serializer=comfyfleet_dot_webhooks_dot_v1_dot_webhooks__pb2.RedeliverDeliveryRequest.SerializeToString,
+                response_deserializer=comfyfleet_dot_webhooks_dot_v1_dot_webhooks__pb2.Delivery.FromString,
+                _registered_method=True)
+        self.RecoverDeliveries = channel.unary_unary(
+                '/comfyfleet.webhooks.v1.WebhookService/RecoverDeliveries',
+                request_serializer=comfyfleet_dot_webhooks_dot_v1_dot_webhooks__pb2.RecoverDeliveriesRequest.SerializeToString,
+                response_deserializer=comfyfleet_dot_webhooks_dot_v1_dot_webhooks__pb2.RecoverDeliveriesResponse.FromString,
                 _registered_method=True)
 
 
@@ -87,6 +122,30 @@ class WebhookServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def UpdateSubscription(self, request, context):
+        """Changes a subscription's URL, event types, description or enabled flag.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RotateSubscriptionSecret(self, request, context):
+        """Replaces a subscription's signing secret; the new one is returned once, here.
+        The previous secret keeps signing for an overlap, so every delivery in that time
+        carries both signatures and receivers can switch without losing events.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PingSubscription(self, request, context):
+        """Sends a "webhook.test" event to the subscription, whatever its event types, and
+        returns the delivery so its outcome can be followed.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def DeleteSubscription(self, request, context):
         """Deletes a subscription; its pending deliveries are dropped.
         """
@@ -96,6 +155,35 @@ class WebhookServiceServicer:
 
     def ListDeliveries(self, request, context):
         """Lists a subscription's deliveries, newest first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetDelivery(self, request, context):
+        """Returns one delivery of a subscription, with its body.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListDeliveryAttempts(self, request, context):
+        """Lists the attempts of one delivery, oldest first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RedeliverDelivery(self, request, context):
+        """Sends a delivery again now, with the same `webhook-id`, and gives it a full retry
+        schedule again; works on succeeded and failed deliveries alike.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RecoverDeliveries(self, request, context):
+        """Sends again every failed delivery of a subscription created at or after a time.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -119,6 +207,21 @@ def add_WebhookServiceServicer_to_server(servicer, server):
                     request_deserializer=comfyfleet_dot_webhooks_dot_v1_dot_webhooks__pb2.ListSubscriptionsRequest.FromString,
                     response_serializer=comfyfleet_dot_webhooks_dot_v1_dot_webhooks__pb2.ListSubscriptionsResponse.SerializeToString,
             ),
+            'UpdateSubscription': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateSubscription,
+                    request_deserializer=comfyfleet_dot_webhooks_dot_v1_dot_webhooks__pb2.UpdateSubscriptionRequest.FromString,
+                    response_serializer=comfyfleet_dot_webhooks_dot_v1_dot_webhooks__pb2.Subscription.SerializeToString,
+            ),
+            'RotateSubscriptionSecret': grpc.unary_unary_rpc_method_handler(
+                    servicer.RotateSubscriptionSecret,
+                    request_deserializer=comfyfleet_dot_webhooks_dot_v1_dot_webhooks__pb2.RotateSubscriptionSecretRequest.FromString,
+                    response_serializer=comfyfleet_dot_webhooks_dot_v1_dot_webhooks__pb2.RotateSubscriptionSecretResponse.SerializeToString,
+            ),
+            'PingSubscription': grpc.unary_unary_rpc_method_handler(
+                    servicer.PingSubscription,
+                    request_deserializer=comfyfleet_dot_webhooks_dot_v1_dot_webhooks__pb2.PingSubscriptionRequest.FromString,
+                    response_serializer=comfyfleet_dot_webhooks_dot_v1_dot_webhooks__pb2.Delivery.SerializeToString,
+            ),
             'DeleteSubscription': grpc.unary_unary_rpc_method_handler(
                     servicer.DeleteSubscription,
                     request_deserializer=comfyfleet_dot_webhooks_dot_v1_dot_webhooks__pb2.DeleteSubscriptionRequest.FromString,
@@ -128,6 +231,26 @@ def add_WebhookServiceServicer_to_server(servicer, server):
                     servicer.ListDeliveries,
                     request_deserializer=comfyfleet_dot_webhooks_dot_v1_dot_webhooks__pb2.ListDeliveriesRequest.FromString,
                     response_serializer=comfyfleet_dot_webhooks_dot_v1_dot_webhooks__pb2.ListDeliveriesResponse.SerializeToString,
+            ),
+            'GetDelivery': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetDelivery,
+                    request_deserializer=comfyfleet_dot_webhooks_dot_v1_dot_webhooks__pb2.GetDeliveryRequest.FromString,
+                    response_serializer=comfyfleet_dot_webhooks_dot_v1_dot_webhooks__pb2.Delivery.SerializeToString,
+            ),
+            'ListDeliveryAttempts': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListDeliveryAttempts,
+                    request_deserializer=comfyfleet_dot_webhooks_dot_v1_dot_webhooks__pb2.ListDeliveryAttemptsRequest.FromString,
+                    response_serializer=comfyfleet_dot_webhooks_dot_v1_dot_webhooks__pb2.ListDeliveryAttemptsResponse.SerializeToString,
+            ),
+            'RedeliverDelivery': grpc.unary_unary_rpc_method_handler(
+                    servicer.RedeliverDelivery,
+                    request_deserializer=comfyfleet_dot_webhooks_dot_v1_dot_webhooks__pb2.RedeliverDeliveryRequest.FromString,
+                    response_serializer=comfyfleet_dot_webhooks_dot_v1_dot_webhooks__pb2.Delivery.SerializeToString,
+            ),
+            'RecoverDeliveries': grpc.unary_unary_rpc_method_handler(
+                    servicer.RecoverDeliveries,
+                    request_deserializer=comfyfleet_dot_webhooks_dot_v1_dot_webhooks__pb2.RecoverDeliveriesRequest.FromString,
+                    response_serializer=comfyfleet_dot_webhooks_dot_v1_dot_webhooks__pb2.RecoverDeliveriesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -223,6 +346,87 @@ class WebhookService:
             _registered_method=True)
 
     @staticmethod
+    def UpdateSubscription(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/comfyfleet.webhooks.v1.WebhookService/UpdateSubscription',
+            comfyfleet_dot_webhooks_dot_v1_dot_webhooks__pb2.UpdateSubscriptionRequest.SerializeToString,
+            comfyfleet_dot_webhooks_dot_v1_dot_webhooks__pb2.Subscription.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RotateSubscriptionSecret(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/comfyfleet.webhooks.v1.WebhookService/RotateSubscriptionSecret',
+            comfyfleet_dot_webhooks_dot_v1_dot_webhooks__pb2.RotateSubscriptionSecretRequest.SerializeToString,
+            comfyfleet_dot_webhooks_dot_v1_dot_webhooks__pb2.RotateSubscriptionSecretResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PingSubscription(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/comfyfleet.webhooks.v1.WebhookService/PingSubscription',
+            comfyfleet_dot_webhooks_dot_v1_dot_webhooks__pb2.PingSubscriptionRequest.SerializeToString,
+            comfyfleet_dot_webhooks_dot_v1_dot_webhooks__pb2.Delivery.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
     def DeleteSubscription(request,
             target,
             options=(),
@@ -266,6 +470,114 @@ class WebhookService:
             '/comfyfleet.webhooks.v1.WebhookService/ListDeliveries',
             comfyfleet_dot_webhooks_dot_v1_dot_webhooks__pb2.ListDeliveriesRequest.SerializeToString,
             comfyfleet_dot_webhooks_dot_v1_dot_webhooks__pb2.ListDeliveriesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetDelivery(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/comfyfleet.webhooks.v1.WebhookService/GetDelivery',
+            comfyfleet_dot_webhooks_dot_v1_dot_webhooks__pb2.GetDeliveryRequest.SerializeToString,
+            comfyfleet_dot_webhooks_dot_v1_dot_webhooks__pb2.Delivery.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListDeliveryAttempts(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/comfyfleet.webhooks.v1.WebhookService/ListDeliveryAttempts',
+            comfyfleet_dot_webhooks_dot_v1_dot_webhooks__pb2.ListDeliveryAttemptsRequest.SerializeToString,
+            comfyfleet_dot_webhooks_dot_v1_dot_webhooks__pb2.ListDeliveryAttemptsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RedeliverDelivery(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/comfyfleet.webhooks.v1.WebhookService/RedeliverDelivery',
+            comfyfleet_dot_webhooks_dot_v1_dot_webhooks__pb2.RedeliverDeliveryRequest.SerializeToString,
+            comfyfleet_dot_webhooks_dot_v1_dot_webhooks__pb2.Delivery.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RecoverDeliveries(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/comfyfleet.webhooks.v1.WebhookService/RecoverDeliveries',
+            comfyfleet_dot_webhooks_dot_v1_dot_webhooks__pb2.RecoverDeliveriesRequest.SerializeToString,
+            comfyfleet_dot_webhooks_dot_v1_dot_webhooks__pb2.RecoverDeliveriesResponse.FromString,
             options,
             channel_credentials,
             insecure,
