@@ -10,6 +10,7 @@ import asyncio
 import io
 from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
 from urllib.parse import urlparse
 
 from minio import Minio
@@ -67,6 +68,22 @@ class ObjectStore:
             content_type=content_type,
         )
 
+    async def put_file(
+        self, key: str, path: Path, size: int, content_type: str, *, part_size: int = 0
+    ) -> None:
+        """Streams a local file up; files larger than ``part_size`` go as a multipart upload.
+
+        ``part_size`` 0 lets the SDK choose; S3 wants at least 5 MiB per part.
+        """
+
+        def run() -> None:
+            with path.open("rb") as stream:
+                self.client.put_object(
+                    self.bucket, key, stream, size, content_type=content_type, part_size=part_size
+                )
+
+        await asyncio.to_thread(run)
+
     async def get(self, key: str) -> bytes:
         def run() -> bytes:
             response = self.client.get_object(self.bucket, key)
@@ -113,6 +130,11 @@ def execution_prefix(tenant: str, execution_id: str) -> str:
 
 def input_key(tenant: str, execution_id: str, name: str) -> str:
     return f"{execution_prefix(tenant, execution_id)}/inputs/{name}"
+
+
+def model_key(tenant: str, sha256: str) -> str:
+    """Model files are stored once per tenant and content, whatever their names."""
+    return f"tenants/{tenant}/models/{sha256}"
 
 
 def output_key(tenant: str, execution_id: str, attempt: int, slot: int) -> str:
