@@ -1,0 +1,1 @@
+"""The torch implementations of the native node types, grouped by module."""

@@ -1,0 +1,163 @@
+"""The native engine end to end: benchmarks, cache, cancellation, runtime errors, I/O."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from PIL import Image
+
+from comfyfleet.workflow.io import (
+    DirectoryInputStore,
+    DirectoryOutputSink,
+    MemoryInputStore,
+    MemoryOutputSink,
+)
+from comfyfleet.workflow.runner import (
+    CancelToken,
+    ExecutionEvent,
+    NodeFinished,
+    NodesCached,
+    RunStatus,
+)
+from services.executor.native import NativeEngine
+
+
+def _workflow(ref_dir: Path, name: str) -> dict[str, Any]:
+    return json.loads((ref_dir / "workflows" / f"{name}.json").read_text())
+
+
+def test_a_tiny(ref_dir: Path, engine: NativeEngine) -> None:
+    sink = MemoryOutputSink()
+    result = engine.run(_workflow(ref_dir, "a_tiny"), MemoryInputStore(), sink)
+    assert result.status is RunStatus.SUCCEEDED
+    [file] = sink.files
+    assert (file.filename, file.subfolder, file.type) == ("bench_a_00001_.png", "", "output")
+    image = Image.open(io.BytesIO(file.data))
+    assert image.size == (64, 64) and image.getpixel((3, 3)) == (255, 255, 255)
+    assert [o.filename for o in result.outputs] == ["bench_a_00001_.png"]
+    assert result.peak_memory_bytes is None
+
+
+def test_b_medium(ref_dir: Path, engine: NativeEngine) -> None:
+    sink = MemoryOutputSink()
+    result = engine.run(_workflow(ref_dir, "b_medium"), MemoryInputStore(), sink)
+    assert result.status is RunStatus.SUCCEEDED
+    assert [f.filename for f in sink.files] == [f"bench_b_0000{i}_.png" for i in range(1, 5)]
+    image = Image.open(io.BytesIO(sink.files[0].data))
+    assert image.size == (1024, 1024)
+    # 0x3399FF inverted everywhere; 1 - 0.6 = 0.39999998 truncates to 101 as in ComfyUI
+    assert image.getpixel((500, 500)) == (204, 101, 0)
+
+
+def test_identical_resubmission_runs_nothing(ref_dir: Path, engine: NativeEngine) -> None:
+    workflow = _workflow(ref_dir, "a_tiny")
+    engine.run(workflow, MemoryInputStore(), MemoryOutputSink())
+    events: list[ExecutionEvent] = []
+    sink = MemoryOutputSink()
+    result = engine.run(workflow, MemoryInputStore(), sink, on_progress=events.append)
+    assert result.status is RunStatus.SUCCEEDED
+    assert sorted(result.cached_nodes) == ["1", "2", "3"]
+    assert result.executed_nodes == ()
+    assert sink.files == []
+    assert events[0] == NodesCached(("1", "2", "3"))
+    replayed = [e for e in events if isinstance(e, NodeFinished)]
+    assert [(e.node_id, e.cached) for e in replayed] == [("3", True)]
+    assert [o.filename for o in result.outputs] == ["bench_a_00001_.png"]
+
+
+def test_changed_input_reruns_downstream(ref_dir: Path, engine: NativeEngine) -> None:
+    workflow = _workflow(ref_dir, "a_tiny")
+    engine.run(workflow, MemoryInputStore(), MemoryOutputSink())
+    workflow["3"]["inputs"]["filename_prefix"] = "other"
+    result = engine.run(workflow, MemoryInputStore(), MemoryOutputSink())
+    assert sorted(result.cached_nodes) == ["1", "2"]
+    assert result.executed_nodes == ("3",)
+
+
+def test_cancel(ref_dir: Path, engine: NativeEngine) -> None:
+    token = CancelToken()
+
+    def cancel_on_first_finish(event: ExecutionEvent) -> None:
+        if isinstance(event, NodeFinished):
+            token.cancel()
+
+    sink = MemoryOutputSink()
+    result = engine.run(
+        _workflow(ref_dir, "a_tiny"),
+        MemoryInputStore(),
+        sink,
+        on_progress=cancel_on_first_finish,
+        cancel=token,
+    )
+    assert result.status is RunStatus.CANCELLED
+    assert result.executed_nodes == ("1",)
+    assert sink.files == []
+
+
+def test_runtime_error_names_the_node(ref_dir: Path, engine: NativeEngine) -> None:
+    workflow = _workflow(ref_dir, "runtime_error")
+    missing = {n["class_type"] for n in workflow.values()} - set(engine.catalog)
+    if missing:
+        pytest.skip(f"nodes not implemented yet: {sorted(missing)}")
+    result = engine.run(workflow, MemoryInputStore(), MemoryOutputSink())
+    if result.status is not RunStatus.FAILED:
+        pytest.fail(f"expected a failure, got {result.status}")
+    assert result.error is not None
+    assert (result.error.node_id, result.error.class_type) == ("3", "LatentConcat")
+    assert result.error.exception_type == "RuntimeError"
+    assert result.error.exception_message.startswith(
+        "Sizes of tensors must match except in dimension 3. Expected size 8 but got size 16"
+    )
+    assert sorted(result.error.executed) == ["1", "2"]
+
+
+def test_invalid_workflow_is_not_run(ref_dir: Path, engine: NativeEngine) -> None:
+    result = engine.run(
+        _workflow(ref_dir, "invalid_missing_link"), MemoryInputStore(), MemoryOutputSink()
+    )
+    assert result.status is RunStatus.INVALID
+    assert result.validation.error.type == "prompt_outputs_failed_validation"
+
+
+def test_missing_input_file_fails_validation(engine: NativeEngine) -> None:
+    workflow = {
+        "1": {"class_type": "LoadImage", "inputs": {"image": "absent.png"}},
+        "2": {"class_type": "SaveImage", "inputs": {"images": ["1", 0], "filename_prefix": "x"}},
+    }
+    result = engine.run(workflow, MemoryInputStore(), MemoryOutputSink())
+    assert result.status is RunStatus.INVALID
+    [violation] = [v for v in result.validation.field_violations() if "inputs" in v.field]
+    assert violation.field == 'workflow["1"].inputs.image'
+
+
+def test_directory_sink_continues_counters(
+    tmp_path: Path, ref_dir: Path, input_store: DirectoryInputStore
+) -> None:
+    sink = DirectoryOutputSink(tmp_path / "out", tmp_path / "temp")
+    workflow = _workflow(ref_dir, "r01_invert")
+    NativeEngine("cpu").run(workflow, input_store, sink)
+    NativeEngine("cpu").run(workflow, input_store, sink)
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        "r01_00001_.png",
+        "r01_00002_.png",
+    ]
+
+
+def test_extra_pnginfo_and_object_info(ref_dir: Path, input_store: DirectoryInputStore) -> None:
+    engine = NativeEngine("cpu")
+    sink = MemoryOutputSink()
+    engine.run(
+        _workflow(ref_dir, "a_tiny"),
+        MemoryInputStore(),
+        sink,
+        extra_pnginfo={"workflow": {"nodes": []}},
+    )
+    info = Image.open(io.BytesIO(sink.files[0].data)).info
+    assert json.loads(info["workflow"]) == {"nodes": []}
+    assert json.loads(info["prompt"])["1"]["class_type"] == "EmptyImage"
+    listing = engine.object_info(input_store)
+    assert listing["LoadImage"]["input"]["required"]["image"][0] == ["alpha.png", "shapes.png"]
