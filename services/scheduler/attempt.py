@@ -1,0 +1,200 @@
+"""Running one attempt: hand it to its executor, follow the update stream, keep the lease."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import mimetypes
+
+from google.protobuf import duration_pb2
+
+from comfyfleet.common.errors import Unavailable
+from comfyfleet.common.storage import ObjectStore, output_key
+from comfyfleet.executor.v1 import executor_pb2
+from services.scheduler.config import SchedulerSettings
+from services.scheduler.executors import ExecutorRegistry
+from services.scheduler.providers.base import Provider, ProviderError
+from services.scheduler.records import Dispatch, OutputRecord
+from services.scheduler.store import ExecutionStore, Fenced
+
+log = logging.getLogger(__name__)
+
+
+class OutputsMissing(Exception):
+    """The executor reported outputs that are not where it says it put them."""
+
+
+class AttemptRunner:
+    """Drives attempts to their end; every change goes through the fenced store, so a runner
+    that lost its attempt (cancelled, lease expired, replaced) changes nothing."""
+
+    def __init__(
+        self,
+        store: ExecutionStore,
+        registry: ExecutorRegistry,
+        provider: Provider,
+        objects: ObjectStore,
+        settings: SchedulerSettings,
+    ) -> None:
+        self.store = store
+        self.registry = registry
+        self.provider = provider
+        self.objects = objects
+        self.settings = settings
+
+    async def run(self, dispatch: Dispatch) -> None:
+        fence = Fenced(dispatch.record.id, dispatch.attempt)
+        follow = asyncio.create_task(self._follow(fence, dispatch), name=f"attempt {fence}")
+        try:
+            await self._keep_lease(fence, follow)
+        finally:
+            follow.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await follow
+
+    async def _keep_lease(self, fence: Fenced, follow: asyncio.Task[None]) -> None:
+        """Renews the lease while the executor heartbeats; drops the stream once the attempt
+        is no longer current (cancelled, or its lease was reaped)."""
+        interval = self.settings.lease_s / 3
+        while True:
+            done, _ = await asyncio.wait({follow}, timeout=interval)
+            if done:
+                follow.result()
+                return
+            try:
+                current, _renewed = await self.store.renew_lease(fence, self.settings.lease_s)
+            except Exception:
+                log.exception("renewing the lease of %s failed", fence)
+                continue
+            if not current:
+                log.info("%s is no longer current; leaving its stream", fence)
+                return
+
+    async def _follow(self, fence: Fenced, dispatch: Dispatch) -> None:
+        try:
+            request = self._request(dispatch)
+            async with contextlib.aclosing(
+                self.provider.execute(dispatch.placement, request)
+            ) as updates:
+                async for update in updates:
+                    if not await self._apply(fence, dispatch.record.tenant, update):
+                        return
+            await self._infrastructure(
+                fence, "the executor ended the stream without a result", "EXECUTOR_STREAM_ENDED"
+            )
+        except ProviderError as err:
+            await self._provider_failed(fence, dispatch, err)
+        except Exception:
+            # The database or storage failed under us: the lease runs out and the reaper
+            # turns this attempt into a retry.
+            log.exception("following %s failed", fence)
+
+    async def _provider_failed(self, fence: Fenced, dispatch: Dispatch, err: ProviderError) -> None:
+        if err.unreachable:
+            # Not reachable at all: stop sending it work until it heartbeats again.
+            placement = dispatch.placement
+            await self.registry.forget(placement.executor_id, placement.address)
+        if err.workflow_error:
+            await self.store.workflow_failed(fence, err.status)
+        else:
+            await self.store.infrastructure_failure(fence, err.status)
+
+    async def _apply(self, fence: Fenced, tenant: str, update: executor_pb2.ExecuteUpdate) -> bool:
+        """Records one update; False when the attempt is over for this runner."""
+        kind = update.WhichOneof("update")
+        if kind == "started":
+            return await self.store.started(fence)
+        if kind == "node":
+            return await self.store.progress(fence, update.node.progress, self.settings.lease_s)
+        if kind == "completed":
+            await self._completed(fence, tenant, update.completed)
+            return False
+        if kind == "failed":
+            if update.failed.retryable:
+                await self.store.infrastructure_failure(fence, update.failed.error)
+            else:
+                await self.store.workflow_failed(fence, update.failed.error)
+            return False
+        return True  # an update kind newer than this scheduler: nothing to record
+
+    async def _completed(
+        self, fence: Fenced, tenant: str, completed: executor_pb2.Completed
+    ) -> None:
+        try:
+            outputs = await self._outputs(fence, tenant, completed)
+        except OutputsMissing as err:
+            await self._infrastructure(fence, str(err), "OUTPUT_MISSING")
+            return
+        await self.store.succeeded(fence, outputs, completed.metrics)
+
+    async def _outputs(
+        self, fence: Fenced, tenant: str, completed: executor_pb2.Completed
+    ) -> list[OutputRecord]:
+        """The reported outputs, checked against the slots handed out and against storage."""
+        seen: set[int] = set()
+        outputs = []
+        for item in completed.outputs:
+            if not 0 <= item.slot < self.settings.output_slots or item.slot in seen:
+                raise OutputsMissing(f"the executor reported an invalid output slot {item.slot}")
+            seen.add(item.slot)
+            key = output_key(tenant, fence.execution_id, fence.attempt, item.slot)
+            size = await self.objects.size(key)
+            if size is None:
+                raise OutputsMissing(f"output slot {item.slot} was reported but never uploaded")
+            outputs.append(_output_record(fence, item, key, size))
+        return outputs
+
+    async def _infrastructure(self, fence: Fenced, message: str, reason: str) -> None:
+        await self.store.infrastructure_failure(
+            fence, Unavailable(message, reason=reason).to_status()
+        )
+
+    def _request(self, dispatch: Dispatch) -> executor_pb2.ExecuteRequest:
+        record, attempt, s = dispatch.record, dispatch.attempt, self.settings
+        run_timeout = duration_pb2.Duration()
+        run_timeout.FromNanoseconds(int(record.run_timeout_s * 1e9))
+        return executor_pb2.ExecuteRequest(
+            execution_id=record.id,
+            attempt=attempt,
+            tenant=record.tenant,
+            workflow_json=record.workflow_json,
+            inputs=[
+                executor_pb2.InputRef(
+                    name=i.name,
+                    url=self.objects.presign_get(i.key, s.input_url_ttl_s),
+                    size_bytes=i.size_bytes,
+                )
+                for i in dispatch.inputs
+            ],
+            output_slots=[
+                executor_pb2.OutputSlot(
+                    index=slot,
+                    url=self.objects.presign_put(
+                        output_key(record.tenant, record.id, attempt, slot),
+                        s.output_slot_url_ttl_s,
+                    ),
+                )
+                for slot in range(s.output_slots)
+            ],
+            run_timeout=run_timeout,
+        )
+
+
+def _output_record(
+    fence: Fenced, item: executor_pb2.UploadedOutput, key: str, size: int
+) -> OutputRecord:
+    out = item.output
+    content_type = out.content_type or mimetypes.guess_type(out.filename)[0] or ""
+    return OutputRecord(
+        attempt=fence.attempt,
+        slot=item.slot,
+        key=key,
+        node_id=out.node_id,
+        filename=out.filename,
+        subfolder=out.subfolder,
+        kind=out.kind,
+        content_type=content_type or "application/octet-stream",
+        size_bytes=size,
+        sha256=out.sha256,
+    )

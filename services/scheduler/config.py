@@ -1,0 +1,130 @@
+"""The scheduler's settings, read once from ``COMFYFLEET_*`` environment variables."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from comfyfleet.common.config import (
+    ConfigError,
+    DatabaseConfig,
+    NatsConfig,
+    S3Config,
+    env_float,
+    env_int,
+    env_str,
+)
+
+
+@dataclass(frozen=True)
+class SchedulerSettings:
+    """How the queue, leases, retries and timeouts behave."""
+
+    # Attempts an execution may use for infrastructure failures when the request sets none.
+    max_attempts: int = 3
+    # The most attempts a request may ask for.
+    max_attempts_limit: int = 10
+    # An attempt's lease; renewed while its executor reports progress or heartbeats.
+    lease_s: float = 30.0
+    # How often executors heartbeat; a registration lapses after three missed ones.
+    heartbeat_interval_s: float = 5.0
+    # Retry backoff: base * 2^(n-1), capped, then jittered.
+    backoff_base_s: float = 2.0
+    backoff_max_s: float = 60.0
+    # Presigned URL lifetimes: inputs and output slots for executors, outputs for clients
+    # (Get/List), and outputs in events (webhook deliveries may retry for hours).
+    input_url_ttl_s: float = 3600.0
+    output_slot_url_ttl_s: float = 3600.0
+    output_url_ttl_s: float = 3600.0
+    event_output_url_ttl_s: float = 24 * 3600.0
+    # Output files an attempt may upload.
+    output_slots: int = 32
+    # Executions one tenant may have dispatched or running at once.
+    tenant_concurrency: int = 8
+    # Defaults and limits of the per-request timeouts.
+    queue_timeout_s: float = 3600.0
+    run_timeout_s: float = 3600.0
+    max_timeout_s: float = 7 * 24 * 3600.0
+    # How often the dispatcher and reaper look again when nothing woke them.
+    poll_interval_s: float = 1.0
+    reaper_interval_s: float = 1.0
+    # How long in-flight attempts may finish after SIGTERM before they are left to the reaper.
+    shutdown_grace_s: float = 10.0
+    # How long the scheduler waits for an executor to answer Cancel.
+    cancel_timeout_s: float = 5.0
+
+    def __post_init__(self) -> None:
+        if self.max_attempts < 1 or self.max_attempts > self.max_attempts_limit:
+            raise ConfigError("max_attempts must be between 1 and max_attempts_limit")
+        if self.lease_s < 2 * self.heartbeat_interval_s:
+            # A lease is renewed only while the executor heartbeats; with fewer than two
+            # heartbeats per lease one late heartbeat would lose it.
+            raise ConfigError("lease_s must be at least twice heartbeat_interval_s")
+        if self.output_slots < 1 or self.output_slots > 999:
+            raise ConfigError("output_slots must be between 1 and 999")
+        if self.tenant_concurrency < 1:
+            raise ConfigError("tenant_concurrency must be at least 1")
+        if min(self.backoff_base_s, self.backoff_max_s, self.poll_interval_s) <= 0:
+            raise ConfigError("backoff and poll intervals must be positive")
+
+    @property
+    def executor_lapse_s(self) -> float:
+        """An executor that has not heartbeated for this long is gone."""
+        return 3 * self.heartbeat_interval_s
+
+    @classmethod
+    def from_env(cls) -> SchedulerSettings:
+        d = cls()
+        return cls(
+            max_attempts=env_int("SCHEDULER_MAX_ATTEMPTS", d.max_attempts),
+            max_attempts_limit=env_int("SCHEDULER_MAX_ATTEMPTS_LIMIT", d.max_attempts_limit),
+            lease_s=env_float("SCHEDULER_LEASE_S", d.lease_s),
+            heartbeat_interval_s=env_float(
+                "SCHEDULER_HEARTBEAT_INTERVAL_S", d.heartbeat_interval_s
+            ),
+            backoff_base_s=env_float("SCHEDULER_BACKOFF_BASE_S", d.backoff_base_s),
+            backoff_max_s=env_float("SCHEDULER_BACKOFF_MAX_S", d.backoff_max_s),
+            input_url_ttl_s=env_float("SCHEDULER_INPUT_URL_TTL_S", d.input_url_ttl_s),
+            output_slot_url_ttl_s=env_float(
+                "SCHEDULER_OUTPUT_SLOT_URL_TTL_S", d.output_slot_url_ttl_s
+            ),
+            output_url_ttl_s=env_float("SCHEDULER_OUTPUT_URL_TTL_S", d.output_url_ttl_s),
+            event_output_url_ttl_s=env_float(
+                "SCHEDULER_EVENT_OUTPUT_URL_TTL_S", d.event_output_url_ttl_s
+            ),
+            output_slots=env_int("SCHEDULER_OUTPUT_SLOTS", d.output_slots),
+            tenant_concurrency=env_int("SCHEDULER_TENANT_CONCURRENCY", d.tenant_concurrency),
+            queue_timeout_s=env_float("SCHEDULER_QUEUE_TIMEOUT_S", d.queue_timeout_s),
+            run_timeout_s=env_float("SCHEDULER_RUN_TIMEOUT_S", d.run_timeout_s),
+            max_timeout_s=env_float("SCHEDULER_MAX_TIMEOUT_S", d.max_timeout_s),
+            poll_interval_s=env_float("SCHEDULER_POLL_INTERVAL_S", d.poll_interval_s),
+            reaper_interval_s=env_float("SCHEDULER_REAPER_INTERVAL_S", d.reaper_interval_s),
+            shutdown_grace_s=env_float("SCHEDULER_SHUTDOWN_GRACE_S", d.shutdown_grace_s),
+            cancel_timeout_s=env_float("SCHEDULER_CANCEL_TIMEOUT_S", d.cancel_timeout_s),
+        )
+
+
+@dataclass(frozen=True)
+class Config:
+    """Everything the scheduler process needs."""
+
+    grpc_addr: str
+    database: DatabaseConfig
+    nats: NatsConfig
+    s3: S3Config
+    settings: SchedulerSettings = field(default_factory=SchedulerSettings)
+    # The PostgreSQL schema of the scheduler's tables; tests give each scheduler its own.
+    schema: str = "scheduler"
+    # This replica's name, in logs and the NATS connection name.
+    replica: str = "scheduler"
+
+    @classmethod
+    def from_env(cls) -> Config:
+        return cls(
+            grpc_addr=env_str("GRPC_ADDR", "127.0.0.1:50052"),
+            database=DatabaseConfig.from_env(),
+            nats=NatsConfig.from_env(),
+            s3=S3Config.from_env(),
+            settings=SchedulerSettings.from_env(),
+            schema=env_str("SCHEDULER_SCHEMA", "scheduler"),
+            replica=env_str("SCHEDULER_REPLICA", "scheduler"),
+        )

@@ -1,0 +1,106 @@
+"""The dispatch loop: claim what free executors can take, run each attempt in its own task."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from services.scheduler.attempt import AttemptRunner
+from services.scheduler.config import SchedulerSettings
+from services.scheduler.journal import DISPATCH_KEY
+from services.scheduler.notify import Notifier, wait_any
+from services.scheduler.providers.base import Provider, ProviderError
+from services.scheduler.queue import Queue
+from services.scheduler.records import Placement
+
+log = logging.getLogger(__name__)
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        queue: Queue,
+        runner: AttemptRunner,
+        provider: Provider,
+        notifier: Notifier,
+        settings: SchedulerSettings,
+    ) -> None:
+        self.queue = queue
+        self.runner = runner
+        self.provider = provider
+        self.notifier = notifier
+        self.settings = settings
+        self._attempts: dict[tuple[str, int], asyncio.Task[None]] = {}
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._attempts)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Claims until ``stop`` is set; attempts already started keep running."""
+        with self.notifier.watch(DISPATCH_KEY) as changed:
+            while not stop.is_set():
+                changed.clear()
+                if await self._claim_one():
+                    continue
+                await wait_any([changed, stop], await self._idle_s())
+
+    async def _claim_one(self) -> bool:
+        s = self.settings
+        try:
+            dispatch = await self.queue.claim(
+                tenant_cap=s.tenant_concurrency,
+                executor_lapse_s=s.executor_lapse_s,
+                lease_s=s.lease_s,
+            )
+        except Exception:
+            log.exception("claiming from the queue failed")
+            return False
+        if dispatch is None:
+            return False
+        key = (dispatch.record.id, dispatch.attempt)
+        task = asyncio.create_task(self.runner.run(dispatch), name=f"attempt {key}")
+        self._attempts[key] = task
+        task.add_done_callback(lambda _t: self._attempts.pop(key, None))
+        return True
+
+    async def _idle_s(self) -> float:
+        """Sleep until notified, the next retry backoff ends, or the poll interval passes."""
+        try:
+            wake = await self.queue.next_wakeup_s()
+        except Exception:
+            wake = None
+        return (
+            self.settings.poll_interval_s
+            if wake is None
+            else min(wake, self.settings.poll_interval_s)
+        )
+
+    async def interrupt(self, placement: Placement, execution_id: str, attempt: int) -> None:
+        """Best effort: stops following the attempt here and asks its executor to stop."""
+        task = self._attempts.get((execution_id, attempt))
+        if task is not None:
+            task.cancel()
+        try:
+            await self.provider.cancel(placement, execution_id, attempt)
+        except ProviderError as err:
+            log.info(
+                "cancelling %s/%d on %s failed: %s",
+                execution_id,
+                attempt,
+                placement.executor_id,
+                err,
+            )
+
+    async def drain(self, grace_s: float) -> None:
+        """Lets in-flight attempts finish within ``grace_s``; the rest are abandoned here and
+        their leases run out, so another replica (or this one after a restart) retries them."""
+        tasks = list(self._attempts.values())
+        if tasks:
+            _done, pending = await asyncio.wait(tasks, timeout=grace_s)
+            for task in pending:
+                task.cancel()
+            for task in pending:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task

@@ -1,0 +1,95 @@
+"""The outbox relay: publishes committed events to JetStream in order, then marks them sent.
+
+A crash between publishing and marking re-sends the event on the next round; JetStream drops
+the copy by its Nats-Msg-Id (the event id). While NATS is down the rows simply wait.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import asyncpg
+
+from comfyfleet.common.events import EventBus, decode_event
+from services.scheduler.notify import Notifier, wait_any
+
+log = logging.getLogger(__name__)
+
+
+class OutboxRelay:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        bus: EventBus,
+        notifier: Notifier,
+        *,
+        schema: str,
+        poll_s: float = 1.0,
+        batch: int = 200,
+        max_backoff_s: float = 5.0,
+    ) -> None:
+        self.pool = pool
+        self.bus = bus
+        self.notifier = notifier
+        self.lock_key = f"{schema}:outbox"
+        self.poll_s = poll_s
+        self.batch = batch
+        self.max_backoff_s = max_backoff_s
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Relays until ``stop`` is set, then once more so that nothing committed is left."""
+        failures = 0
+        with self.notifier.watch() as changed:
+            while not stop.is_set():
+                try:
+                    sent = await self.relay_once()
+                    failures = 0
+                except Exception as err:
+                    failures += 1
+                    delay = min(self.max_backoff_s, self.poll_s * 2 ** min(failures, 6))
+                    log.warning("outbox relay failed (%s); retrying in %.1fs", err, delay)
+                    await wait_any([stop], delay)
+                    continue
+                if sent < self.batch:
+                    await wait_any([changed, stop], self.poll_s)
+                    changed.clear()
+        await self.flush()
+
+    async def flush(self) -> None:
+        """Publishes what is pending now; a failure leaves it to the next relay."""
+        try:
+            while await self.relay_once() == self.batch:
+                pass
+        except Exception as err:
+            log.warning("final outbox flush failed (%s); another replica or restart sends it", err)
+
+    async def relay_once(self) -> int:
+        """Publishes one batch in outbox order; returns how many were published.
+
+        One relay at a time across replicas (a transaction-scoped advisory lock), so events of
+        one execution reach the stream in sequence order.
+        """
+        error: Exception | None = None
+        async with self.pool.acquire() as conn, conn.transaction():
+            locked = await conn.fetchval(
+                "SELECT pg_try_advisory_xact_lock(hashtext($1))", self.lock_key
+            )
+            if not locked:
+                return 0
+            rows = await conn.fetch(
+                "SELECT id, payload FROM outbox WHERE published_at IS NULL ORDER BY id LIMIT $1",
+                self.batch,
+            )
+            sent: list[int] = []
+            for row in rows:
+                try:
+                    await self.bus.publish(decode_event(row["payload"]))
+                except Exception as err:
+                    error = err
+                    break
+                sent.append(row["id"])
+            await conn.execute("UPDATE outbox SET published_at = now() WHERE id = ANY($1)", sent)
+        if error is not None:
+            raise error
+        return len(sent)

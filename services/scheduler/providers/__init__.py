@@ -1,0 +1,1 @@
+"""Where attempts run: one interface, one implementation per kind of executor pool."""

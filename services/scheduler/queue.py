@@ -1,0 +1,172 @@
+"""The durable queue: claiming the next execution for a free executor, and queue statistics."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import asyncpg
+
+from services.scheduler.journal import Journal
+from services.scheduler.lifecycle import State, check_transition
+from services.scheduler.records import Dispatch, ExecutionRecord, InputRecord, Placement
+from services.scheduler.store import ACTIVE, WAITING
+from services.scheduler.views import EventType, build_event
+
+# Candidates are locked a few at a time: replicas skip each other's, and a candidate whose
+# tenant or node types cannot be served now does not block the ones behind it.
+_CANDIDATES = f"""
+SELECT e.* FROM executions e
+WHERE e.state IN {WAITING} AND e.not_before <= now()
+  AND (SELECT count(*) FROM executions a
+       WHERE a.tenant = e.tenant AND a.state IN {ACTIVE}) < $1
+ORDER BY e.priority DESC, e.created_at, e.id
+LIMIT $2
+FOR UPDATE SKIP LOCKED
+"""
+
+# A live executor with a free slot that can run every node type of the workflow (an executor
+# that lists no node types runs anything). Executors that failed this execution before come
+# last, so a retry lands elsewhere when it can. Locking the executor row serialises the slot
+# count between replicas.
+_EXECUTOR = f"""
+SELECT x.* FROM executors x
+WHERE x.last_seen > now() - make_interval(secs => $1)
+  AND (cardinality(x.node_types) = 0 OR x.node_types @> $2::text[])
+  AND x.slots > (SELECT count(*) FROM attempts a
+                 WHERE a.executor_id = x.id AND a.state IN {ACTIVE})
+ORDER BY x.id = ANY($3::text[]),
+         x.slots - (SELECT count(*) FROM attempts a
+                    WHERE a.executor_id = x.id AND a.state IN {ACTIVE}) DESC,
+         x.gpu_free_memory_bytes DESC, x.last_seen DESC, x.id
+LIMIT 1
+FOR UPDATE OF x SKIP LOCKED
+"""
+
+
+@dataclass(frozen=True)
+class QueueSlice:
+    priority: int
+    tenant: str
+    depth: int
+    oldest_wait_s: float
+
+
+@dataclass(frozen=True)
+class QueueStats:
+    depth: int
+    oldest_wait_s: float
+    running: int
+    slices: list[QueueSlice]
+
+
+class Queue:
+    """Claims executions for executors, several replicas at once without double dispatch."""
+
+    def __init__(self, pool: asyncpg.Pool, journal: Journal, schema: str) -> None:
+        self.pool = pool
+        self.journal = journal
+        self.schema = schema
+
+    async def claim(
+        self, *, tenant_cap: int, executor_lapse_s: float, lease_s: float, batch: int = 8
+    ) -> Dispatch | None:
+        """Dispatches the first waiting execution that a free executor can take, if any."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            for row in await conn.fetch(_CANDIDATES, tenant_cap, batch):
+                record = ExecutionRecord.from_row(row)
+                if not await self._tenant_has_room(conn, record.tenant, tenant_cap):
+                    continue
+                placement = await self._free_executor(conn, record, executor_lapse_s)
+                if placement is not None:
+                    return await self._dispatch(conn, record, placement, lease_s)
+        return None
+
+    async def _tenant_has_room(self, conn: asyncpg.Connection, tenant: str, cap: int) -> bool:
+        """Re-counts the tenant's running executions under a per-tenant lock: two replicas
+        that both saw room for one more must not both take it. Busy lock: try later."""
+        key = f"{self.schema}:tenant:{tenant}"
+        if not await conn.fetchval("SELECT pg_try_advisory_xact_lock(hashtext($1))", key):
+            return False
+        running = await conn.fetchval(
+            f"SELECT count(*) FROM executions WHERE tenant = $1 AND state IN {ACTIVE}", tenant
+        )
+        return bool(running < cap)
+
+    @staticmethod
+    async def _free_executor(
+        conn: asyncpg.Connection, record: ExecutionRecord, lapse_s: float
+    ) -> Placement | None:
+        failed_on = await conn.fetchval(
+            "SELECT coalesce(array_agg(executor_id), '{}') FROM attempts"
+            " WHERE execution_id = $1 AND state = 'FAILED'",
+            record.id,
+        )
+        row = await conn.fetchrow(_EXECUTOR, lapse_s, record.node_types, failed_on)
+        if row is None:
+            return None
+        return Placement(row["id"], row["address"], row["provider"])
+
+    async def _dispatch(
+        self,
+        conn: asyncpg.Connection,
+        record: ExecutionRecord,
+        placement: Placement,
+        lease_s: float,
+    ) -> Dispatch:
+        check_transition(record.state, State.DISPATCHED)
+        attempt = record.attempt + 1
+        await conn.execute(
+            "INSERT INTO attempts (execution_id, number, executor_id, executor_address,"
+            " provider, state, dispatched_at) VALUES ($1, $2, $3, $4, $5, 'DISPATCHED', now())",
+            record.id,
+            attempt,
+            placement.executor_id,
+            placement.address,
+            placement.provider,
+        )
+        row = await conn.fetchrow(
+            "UPDATE executions SET state = 'DISPATCHED', attempt = $2, executor_id = $3,"
+            " provider = $4, lease_expires_at = now() + make_interval(secs => $5),"
+            " last_sequence = last_sequence + 1, updated_at = now()"
+            " WHERE id = $1 RETURNING *",
+            record.id,
+            attempt,
+            placement.executor_id,
+            placement.provider,
+            lease_s,
+        )
+        updated = ExecutionRecord.from_row(row)
+        await self.journal.append(conn, build_event(updated, EventType.DISPATCHED))
+        inputs = await conn.fetch(
+            "SELECT * FROM inputs WHERE execution_id = $1 ORDER BY name", record.id
+        )
+        return Dispatch(updated, attempt, placement, [InputRecord.from_row(r) for r in inputs])
+
+    async def stats(self) -> QueueStats:
+        rows = await self.pool.fetch(
+            f"SELECT priority, tenant, count(*) AS depth,"
+            f" extract(epoch FROM now() - min(queued_since)) AS oldest"
+            f" FROM executions WHERE state IN {WAITING}"
+            f" GROUP BY priority, tenant ORDER BY priority DESC, tenant"
+        )
+        running = await self.pool.fetchval(
+            f"SELECT count(*) FROM executions WHERE state IN {ACTIVE}"
+        )
+        slices = [
+            QueueSlice(r["priority"], r["tenant"], r["depth"], max(0.0, float(r["oldest"])))
+            for r in rows
+        ]
+        return QueueStats(
+            depth=sum(s.depth for s in slices),
+            oldest_wait_s=max((s.oldest_wait_s for s in slices), default=0.0),
+            running=running,
+            slices=slices,
+        )
+
+    async def next_wakeup_s(self) -> float | None:
+        """Seconds until the earliest retry backoff ends, so the dispatcher sleeps no longer."""
+        value = await self.pool.fetchval(
+            f"SELECT extract(epoch FROM min(not_before) - now()) FROM executions"
+            f" WHERE state IN {WAITING} AND not_before > now()"
+        )
+        return None if value is None else max(0.0, float(value))

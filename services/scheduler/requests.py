@@ -1,0 +1,249 @@
+"""Turning a CreateExecutionRequest into a validated new execution, or a clear error."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import mimetypes
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from google.protobuf import json_format
+
+from comfyfleet.common.errors import FieldViolation, InvalidArgument
+from comfyfleet.executions.v1 import executions_pb2
+from services.scheduler.config import SchedulerSettings
+
+MAX_PRIORITY = 100
+MAX_LABELS = 64
+MAX_LABEL_KEY = 63
+MAX_LABEL_VALUE = 256
+MAX_REQUEST_ID = 128
+MAX_INPUT_NAME = 255
+_INPUT_NAME = re.compile(r"^[A-Za-z0-9._\- ()\[\]+@,=]+(/[A-Za-z0-9._\- ()\[\]+@,=]+)*$")
+URL_INPUTS_DISABLED = "fetching inputs from URLs is not enabled on this platform"
+
+
+@dataclass(frozen=True)
+class NewInput:
+    """An input file sent inline with the request."""
+
+    name: str
+    content: bytes
+    content_type: str
+
+    @property
+    def sha256(self) -> str:
+        return hashlib.sha256(self.content).hexdigest()
+
+
+@dataclass(frozen=True)
+class NewExecution:
+    """A request that passed validation, with the defaults applied."""
+
+    workflow: dict[str, Any]
+    inputs: list[NewInput]
+    priority: int
+    labels: dict[str, str]
+    request_id: str | None
+    max_attempts: int
+    queue_timeout_s: float
+    run_timeout_s: float
+    node_types: list[str] = field(init=False)
+
+    def __post_init__(self) -> None:
+        types = sorted({node["class_type"] for node in self.workflow.values()})
+        object.__setattr__(self, "node_types", types)
+
+    @property
+    def workflow_json(self) -> str:
+        return json.dumps(self.workflow, sort_keys=True, separators=(",", ":"))
+
+    def fingerprint(self) -> str:
+        """A digest of every parameter, so a reused request_id with other parameters is caught."""
+        doc = {
+            "workflow": self.workflow_json,
+            "inputs": [[i.name, i.sha256, i.content_type] for i in self.inputs],
+            "priority": self.priority,
+            "labels": sorted(self.labels.items()),
+            "max_attempts": self.max_attempts,
+            "queue_timeout_s": self.queue_timeout_s,
+            "run_timeout_s": self.run_timeout_s,
+        }
+        return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
+
+
+def parse_create_request(
+    request: executions_pb2.CreateExecutionRequest, settings: SchedulerSettings
+) -> NewExecution:
+    """Validates everything before anything is stored; all violations are reported at once."""
+    violations: list[FieldViolation] = []
+    workflow = _parse_workflow(request, violations)
+    inputs = _parse_inputs(request, violations)
+    _check_scalars(request, settings, violations)
+    _check_labels(request, violations)
+    queue_timeout = _timeout(request, "queue_timeout", settings.queue_timeout_s, settings)
+    run_timeout = _timeout(request, "run_timeout", settings.run_timeout_s, settings)
+    for value in (queue_timeout, run_timeout):
+        if isinstance(value, FieldViolation):
+            violations.append(value)
+    if violations or workflow is None:
+        raise InvalidArgument("the execution request is invalid", violations)
+    assert isinstance(queue_timeout, float) and isinstance(run_timeout, float)
+    return NewExecution(
+        workflow=workflow,
+        inputs=inputs,
+        priority=request.priority,
+        labels=dict(request.labels),
+        request_id=request.request_id or None,
+        max_attempts=request.max_attempts or settings.max_attempts,
+        queue_timeout_s=queue_timeout,
+        run_timeout_s=run_timeout,
+    )
+
+
+def _parse_workflow(
+    request: executions_pb2.CreateExecutionRequest, violations: list[FieldViolation]
+) -> dict[str, Any] | None:
+    if request.workflow_json:
+        try:
+            graph = json.loads(request.workflow_json)
+        except ValueError as err:
+            violations.append(FieldViolation("workflow_json", f"not valid JSON: {err}"))
+            return None
+        source = "workflow_json"
+    elif request.HasField("workflow"):
+        graph = integral_floats_to_ints(json_format.MessageToDict(request.workflow))
+        source = "workflow"
+    else:
+        violations.append(FieldViolation("workflow", "a workflow or workflow_json is required"))
+        return None
+    return graph if _check_graph(graph, source, violations) else None
+
+
+def _check_graph(graph: Any, source: str, violations: list[FieldViolation]) -> bool:
+    """The shape of ComfyUI's API format: an object of nodes with a class_type and inputs."""
+    if not isinstance(graph, dict):
+        violations.append(FieldViolation(source, "must be a JSON object of nodes"))
+        return False
+    if not graph:
+        violations.append(FieldViolation(source, "the workflow has no nodes"))
+        return False
+    before = len(violations)
+    for node_id, node in graph.items():
+        where = f"{source}[{json.dumps(node_id)}]"
+        if not isinstance(node, dict):
+            violations.append(FieldViolation(where, "a node must be a JSON object"))
+            continue
+        class_type = node.get("class_type")
+        if not isinstance(class_type, str) or not class_type:
+            violations.append(FieldViolation(f"{where}.class_type", "must be a non-empty string"))
+        if not isinstance(node.get("inputs", {}), dict):
+            violations.append(FieldViolation(f"{where}.inputs", "must be a JSON object"))
+    return len(violations) == before
+
+
+def integral_floats_to_ints(value: Any) -> Any:
+    """A Struct carries every number as a double; ComfyUI wants ``20`` steps, not ``20.0``."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, dict):
+        return {k: integral_floats_to_ints(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [integral_floats_to_ints(v) for v in value]
+    return value
+
+
+def _parse_inputs(
+    request: executions_pb2.CreateExecutionRequest, violations: list[FieldViolation]
+) -> list[NewInput]:
+    inputs: list[NewInput] = []
+    seen: set[str] = set()
+    for i, item in enumerate(request.inputs):
+        where = f"inputs[{i}]"
+        problem = _input_name_problem(item.name, seen)
+        if problem:
+            violations.append(FieldViolation(f"{where}.name", problem))
+        seen.add(item.name)
+        source = item.WhichOneof("source")
+        if source == "url":
+            violations.append(FieldViolation(f"{where}.url", URL_INPUTS_DISABLED))
+        elif source is None:
+            violations.append(FieldViolation(f"{where}.content", "the file's content is required"))
+        elif not problem:
+            inputs.append(NewInput(item.name, item.content, _content_type(item)))
+    return inputs
+
+
+def _input_name_problem(name: str, seen: set[str]) -> str | None:
+    if not name:
+        return "a name is required"
+    if len(name) > MAX_INPUT_NAME:
+        return f"at most {MAX_INPUT_NAME} characters"
+    if not _INPUT_NAME.match(name) or any(part in {".", ".."} for part in name.split("/")):
+        return "a relative file name of letters, digits and ._-()[]+@,= (subfolders with /)"
+    if name in seen:
+        return "another input has the same name"
+    return None
+
+
+def _content_type(item: executions_pb2.InputFile) -> str:
+    if item.content_type:
+        return item.content_type
+    guessed, _ = mimetypes.guess_type(item.name)
+    return guessed or "application/octet-stream"
+
+
+def _check_scalars(
+    request: executions_pb2.CreateExecutionRequest,
+    settings: SchedulerSettings,
+    violations: list[FieldViolation],
+) -> None:
+    if abs(request.priority) > MAX_PRIORITY:
+        violations.append(
+            FieldViolation("priority", f"must be between -{MAX_PRIORITY} and {MAX_PRIORITY}")
+        )
+    if request.max_attempts < 0 or request.max_attempts > settings.max_attempts_limit:
+        violations.append(
+            FieldViolation(
+                "max_attempts", f"must be between 0 (default) and {settings.max_attempts_limit}"
+            )
+        )
+    if len(request.request_id) > MAX_REQUEST_ID:
+        violations.append(FieldViolation("request_id", f"at most {MAX_REQUEST_ID} characters"))
+
+
+def _check_labels(
+    request: executions_pb2.CreateExecutionRequest, violations: list[FieldViolation]
+) -> None:
+    if len(request.labels) > MAX_LABELS:
+        violations.append(FieldViolation("labels", f"at most {MAX_LABELS} labels"))
+    for key, value in request.labels.items():
+        if not key or len(key) > MAX_LABEL_KEY:
+            violations.append(
+                FieldViolation(
+                    f"labels[{json.dumps(key)}]", f"keys have 1 to {MAX_LABEL_KEY} characters"
+                )
+            )
+        if len(value) > MAX_LABEL_VALUE:
+            violations.append(
+                FieldViolation(
+                    f"labels[{json.dumps(key)}]",
+                    f"values have at most {MAX_LABEL_VALUE} characters",
+                )
+            )
+
+
+def _timeout(
+    request: executions_pb2.CreateExecutionRequest,
+    name: str,
+    default: float,
+    settings: SchedulerSettings,
+) -> float | FieldViolation:
+    if not request.HasField(name):
+        return float(default)
+    seconds = getattr(request, name).ToNanoseconds() / 1e9
+    if seconds <= 0 or seconds > settings.max_timeout_s:
+        return FieldViolation(name, f"must be positive and at most {settings.max_timeout_s:g}s")
+    return float(seconds)

@@ -1,0 +1,131 @@
+"""Wiring: the scheduler's parts built from its config, served, and stopped in order."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from comfyfleet.common.db import open_pool
+from comfyfleet.common.events import connect_bus
+from comfyfleet.common.grpcserver import RunningServer, registration, serve
+from comfyfleet.common.storage import ObjectStore
+from comfyfleet.executions.v1 import executions_pb2_grpc
+from comfyfleet.scheduler.v1 import scheduler_pb2_grpc
+from services.scheduler.attempt import AttemptRunner
+from services.scheduler.config import Config
+from services.scheduler.dispatcher import Dispatcher
+from services.scheduler.executions import Executions
+from services.scheduler.executors import ExecutorRegistry
+from services.scheduler.journal import Journal
+from services.scheduler.lifecycle import Backoff
+from services.scheduler.notify import Notifier
+from services.scheduler.outbox import OutboxRelay
+from services.scheduler.providers.local import LocalProvider
+from services.scheduler.queue import Queue
+from services.scheduler.reaper import Reaper
+from services.scheduler.servicer import ExecutionServicer, SchedulerServicer
+from services.scheduler.store import ExecutionStore
+from services.scheduler.views import OutputLinks
+
+log = logging.getLogger(__name__)
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+@dataclass
+class Scheduler:
+    """A running scheduler replica: its gRPC server and its background loops."""
+
+    server: RunningServer
+    dispatcher: Dispatcher
+    reaper: Reaper
+    relay: OutboxRelay
+    grace_s: float
+    _stop_claiming: asyncio.Event = field(default_factory=asyncio.Event)
+    _stop_loops: asyncio.Event = field(default_factory=asyncio.Event)
+    _tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    _shutdown: asyncio.Task[None] | None = None
+
+    @property
+    def port(self) -> int:
+        return self.server.port
+
+    def start(self) -> None:
+        self._tasks = [
+            asyncio.create_task(self.dispatcher.run(self._stop_claiming), name="dispatcher"),
+            asyncio.create_task(self.reaper.run(self._stop_loops), name="reaper"),
+            asyncio.create_task(self.relay.run(self._stop_loops), name="outbox relay"),
+        ]
+
+    async def shutdown(self) -> None:
+        """Stop claiming; let calls and attempts in flight finish within the grace period
+        (the rest are left to the lease reaper); publish what is in the outbox; stop."""
+        if self._shutdown is None:
+            self._shutdown = asyncio.create_task(self._stop())
+        await asyncio.shield(self._shutdown)
+
+    async def _stop(self) -> None:
+        log.info("scheduler stopping: %d attempts in flight", self.dispatcher.in_flight)
+        self._stop_claiming.set()
+        await asyncio.gather(self.server.stop(self.grace_s), self.dispatcher.drain(self.grace_s))
+        self._stop_loops.set()
+        results = await asyncio.gather(*self._tasks, return_exceptions=True)
+        for task, result in zip(self._tasks, results, strict=True):
+            if isinstance(result, BaseException):
+                log.error("%s ended with %r", task.get_name(), result)
+
+
+@asynccontextmanager
+async def running_scheduler(cfg: Config) -> AsyncIterator[Scheduler]:
+    """Connects to PostgreSQL (applying migrations), NATS and S3, serves on
+    ``cfg.grpc_addr``, and runs the dispatcher, reaper and outbox relay until the block ends."""
+    s = cfg.settings
+    objects = ObjectStore.from_config(cfg.s3)
+    await objects.ensure_bucket()
+    notifier = Notifier(f"{cfg.schema}_changes")
+    provider = LocalProvider(s.cancel_timeout_s)
+    async with (
+        open_pool(cfg.database.url, cfg.schema, MIGRATIONS, max_size=20) as pool,
+        connect_bus(cfg.nats, name=cfg.replica) as bus,
+        notifier.listening(cfg.database.url),
+        contextlib.aclosing(provider),
+    ):
+        journal = Journal(bus.subject, notifier.channel)
+        backoff = Backoff(s.backoff_base_s, s.backoff_max_s)
+        store = ExecutionStore(
+            pool, journal, backoff, OutputLinks(objects, s.event_output_url_ttl_s)
+        )
+        queue = Queue(pool, journal, cfg.schema)
+        registry = ExecutorRegistry(pool, journal)
+        runner = AttemptRunner(store, registry, provider, objects, s)
+        dispatcher = Dispatcher(queue, runner, provider, notifier, s)
+        executions = Executions(store, objects, dispatcher, notifier, s)
+        servicers = [
+            registration(
+                ExecutionServicer(executions, OutputLinks(objects, s.output_url_ttl_s)),
+                executions_pb2_grpc,
+                "ExecutionService",
+            ),
+            registration(
+                SchedulerServicer(registry, queue, s), scheduler_pb2_grpc, "SchedulerService"
+            ),
+        ]
+        async with serve(cfg.grpc_addr, servicers, grace=s.shutdown_grace_s) as server:
+            scheduler = Scheduler(
+                server=server,
+                dispatcher=dispatcher,
+                reaper=Reaper(store, registry, dispatcher, s),
+                relay=OutboxRelay(pool, bus, notifier, schema=cfg.schema, poll_s=s.poll_interval_s),
+                grace_s=s.shutdown_grace_s,
+            )
+            scheduler.start()
+            log.info("scheduler %s serving on port %d", cfg.replica, server.port)
+            try:
+                yield scheduler
+            finally:
+                await scheduler.shutdown()

@@ -1,0 +1,147 @@
+"""gRPC servicers: proto in, domain call, proto out. Errors are raised as
+comfyfleet.common.errors types and turned into statuses by the shared interceptor."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import TypeAlias
+
+import grpc
+
+from comfyfleet.common.errors import FieldViolation, InvalidArgument
+from comfyfleet.common.tenancy import tenant_of
+from comfyfleet.executions.v1 import executions_pb2, executions_pb2_grpc
+from comfyfleet.scheduler.v1 import scheduler_pb2, scheduler_pb2_grpc
+from services.scheduler.config import SchedulerSettings
+from services.scheduler.executions import Executions
+from services.scheduler.executors import ExecutorRegistry
+from services.scheduler.lifecycle import State
+from services.scheduler.queue import Queue
+from services.scheduler.views import OutputLinks, execution_proto, executor_proto, state_of
+
+Context: TypeAlias = grpc.aio.ServicerContext
+
+
+def _require_id(value: str) -> str:
+    if not value:
+        raise InvalidArgument("an execution id is required", [FieldViolation("id", "required")])
+    return value
+
+
+def _state_filter(value: int) -> State | None:
+    if value not in executions_pb2.ExecutionState.values():
+        raise InvalidArgument("unknown state", [FieldViolation("state", "not an ExecutionState")])
+    return state_of(value)
+
+
+class ExecutionServicer(executions_pb2_grpc.ExecutionServiceServicer):
+    """The internal ExecutionService the gateway calls with the caller's tenant."""
+
+    def __init__(self, executions: Executions, links: OutputLinks) -> None:
+        self.executions = executions
+        self.links = links
+
+    async def CreateExecution(
+        self, request: executions_pb2.CreateExecutionRequest, context: Context
+    ) -> executions_pb2.Execution:
+        view = await self.executions.create(tenant_of(context), request)
+        return execution_proto(view, self.links)
+
+    async def GetExecution(
+        self, request: executions_pb2.GetExecutionRequest, context: Context
+    ) -> executions_pb2.Execution:
+        view = await self.executions.get(tenant_of(context), _require_id(request.id))
+        return execution_proto(view, self.links)
+
+    async def ListExecutions(
+        self, request: executions_pb2.ListExecutionsRequest, context: Context
+    ) -> executions_pb2.ListExecutionsResponse:
+        page = await self.executions.page(
+            tenant_of(context),
+            page_size=request.page_size,
+            page_token=request.page_token,
+            state=_state_filter(request.state),
+        )
+        return executions_pb2.ListExecutionsResponse(
+            executions=[execution_proto(v, self.links) for v in page.executions],
+            next_page_token=page.next_page_token,
+        )
+
+    async def CancelExecution(
+        self, request: executions_pb2.CancelExecutionRequest, context: Context
+    ) -> executions_pb2.Execution:
+        view = await self.executions.cancel(tenant_of(context), _require_id(request.id))
+        return execution_proto(view, self.links)
+
+    async def WatchExecution(
+        self, request: executions_pb2.WatchExecutionRequest, context: Context
+    ) -> AsyncIterator[executions_pb2.WorkflowExecutionEvent]:
+        tenant = tenant_of(context)
+        async for event in self.executions.watch(
+            tenant, _require_id(request.id), request.after_sequence
+        ):
+            yield event
+
+
+class SchedulerServicer(scheduler_pb2_grpc.SchedulerServiceServicer):
+    """Executor registration and queue statistics."""
+
+    def __init__(
+        self, registry: ExecutorRegistry, queue: Queue, settings: SchedulerSettings
+    ) -> None:
+        self.registry = registry
+        self.queue = queue
+        self.settings = settings
+
+    async def RegisterExecutor(
+        self, request: scheduler_pb2.RegisterExecutorRequest, context: Context
+    ) -> scheduler_pb2.RegisterExecutorResponse:
+        await self.registry.register(request.executor)
+        return scheduler_pb2.RegisterExecutorResponse(
+            heartbeat_interval_seconds=self.settings.heartbeat_interval_s
+        )
+
+    async def Heartbeat(
+        self, request: scheduler_pb2.HeartbeatRequest, context: Context
+    ) -> scheduler_pb2.HeartbeatResponse:
+        if not request.executor_id:
+            raise InvalidArgument(
+                "an executor id is required", [FieldViolation("executor_id", "required")]
+            )
+        known = await self.registry.heartbeat(request.executor_id, request.capacity)
+        return scheduler_pb2.HeartbeatResponse(reregister=not known)
+
+    async def DeregisterExecutor(
+        self, request: scheduler_pb2.DeregisterExecutorRequest, context: Context
+    ) -> scheduler_pb2.DeregisterExecutorResponse:
+        if not request.executor_id:
+            raise InvalidArgument(
+                "an executor id is required", [FieldViolation("executor_id", "required")]
+            )
+        await self.registry.deregister(request.executor_id)
+        return scheduler_pb2.DeregisterExecutorResponse()
+
+    async def ListExecutors(
+        self, request: scheduler_pb2.ListExecutorsRequest, context: Context
+    ) -> scheduler_pb2.ListExecutorsResponse:
+        executors = await self.registry.live(self.settings.executor_lapse_s)
+        return scheduler_pb2.ListExecutorsResponse(executors=[executor_proto(e) for e in executors])
+
+    async def GetQueueStats(
+        self, request: scheduler_pb2.GetQueueStatsRequest, context: Context
+    ) -> scheduler_pb2.GetQueueStatsResponse:
+        stats = await self.queue.stats()
+        return scheduler_pb2.GetQueueStatsResponse(
+            depth=stats.depth,
+            oldest_wait_seconds=stats.oldest_wait_s,
+            running=stats.running,
+            slices=[
+                scheduler_pb2.QueueStats(
+                    priority=s.priority,
+                    tenant=s.tenant,
+                    depth=s.depth,
+                    oldest_wait_seconds=s.oldest_wait_s,
+                )
+                for s in stats.slices
+            ],
+        )

@@ -1,0 +1,575 @@
+"""Executions in PostgreSQL: every change locks the row, checks the state machine and the
+attempt fence, and writes its event in the same transaction."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import asyncpg
+from google.rpc import status_pb2
+
+from comfyfleet.common.errors import Cancelled, DeadlineExceeded, NotFound
+from comfyfleet.executions.v1 import executions_pb2
+from services.scheduler.journal import Journal
+from services.scheduler.lifecycle import (
+    Backoff,
+    GiveUp,
+    Retry,
+    State,
+    accepts_update,
+    after_infrastructure_failure,
+    check_transition,
+)
+from services.scheduler.records import (
+    ExecutionRecord,
+    ExecutionView,
+    InputRecord,
+    OutputRecord,
+    Placement,
+)
+from services.scheduler.requests import NewExecution
+from services.scheduler.views import EventType, OutputLinks, build_event
+
+ACTIVE = "('DISPATCHED', 'RUNNING')"
+WAITING = "('QUEUED', 'RETRYING')"
+
+_INSERT_EXECUTION = """
+INSERT INTO executions (
+    id, tenant, state, workflow_json, node_types, priority, labels, request_id, request_hash,
+    max_attempts, queue_timeout_s, run_timeout_s, queued_since, not_before, created_at,
+    updated_at, last_sequence)
+VALUES ($1, $2, 'QUEUED', $3, $4, $5, $6, $7, $8, $9, $10, $11, now(), now(), now(), now(), 1)
+ON CONFLICT (tenant, request_id) WHERE request_id IS NOT NULL DO NOTHING
+RETURNING *
+"""
+
+
+@dataclass(frozen=True)
+class Fenced:
+    """An attempt to change an execution on behalf of one of its attempts."""
+
+    execution_id: str
+    attempt: int
+
+
+def exhausted(error: status_pb2.Status, attempts: int) -> status_pb2.Status:
+    """The final error once every attempt failed: the last failure's code and details."""
+    out = status_pb2.Status()
+    out.CopyFrom(error)
+    out.message = f"all {attempts} attempts failed; the last one: {error.message}"
+    return out
+
+
+class ExecutionStore:
+    """The executions table and everything that hangs off it."""
+
+    def __init__(
+        self, pool: asyncpg.Pool, journal: Journal, backoff: Backoff, event_links: OutputLinks
+    ) -> None:
+        self.pool = pool
+        self.journal = journal
+        self.backoff = backoff
+        self.event_links = event_links
+
+    # ---- creating and reading -------------------------------------------------------------
+
+    async def create(
+        self, tenant: str, execution_id: str, new: NewExecution, inputs: Sequence[InputRecord]
+    ) -> tuple[ExecutionRecord, bool]:
+        """Inserts the execution, its inputs and its first event in one transaction.
+
+        Returns the execution and whether it is new: with a request_id that is already taken
+        the first execution is returned and nothing is written.
+        """
+        async with self.pool.acquire() as conn, conn.transaction():
+            row = await conn.fetchrow(
+                _INSERT_EXECUTION,
+                execution_id,
+                tenant,
+                new.workflow_json,
+                new.node_types,
+                new.priority,
+                json.dumps(new.labels),
+                new.request_id,
+                new.fingerprint(),
+                new.max_attempts,
+                new.queue_timeout_s,
+                new.run_timeout_s,
+            )
+            if row is None:
+                assert new.request_id is not None
+                existing = await self._by_request_id(conn, tenant, new.request_id)
+                assert existing is not None, "the conflicting row is committed"
+                return existing, False
+            await conn.executemany(
+                "INSERT INTO inputs (execution_id, name, key, size_bytes, content_type, sha256)"
+                " VALUES ($1, $2, $3, $4, $5, $6)",
+                [
+                    (execution_id, i.name, i.key, i.size_bytes, i.content_type, i.sha256)
+                    for i in inputs
+                ],
+            )
+            record = ExecutionRecord.from_row(row)
+            await self.journal.append(conn, build_event(record, EventType.QUEUED))
+            return record, True
+
+    async def find_by_request_id(self, tenant: str, request_id: str) -> ExecutionRecord | None:
+        async with self.pool.acquire() as conn:
+            return await self._by_request_id(conn, tenant, request_id)
+
+    @staticmethod
+    async def _by_request_id(
+        conn: asyncpg.Connection, tenant: str, request_id: str
+    ) -> ExecutionRecord | None:
+        row = await conn.fetchrow(
+            "SELECT * FROM executions WHERE tenant = $1 AND request_id = $2", tenant, request_id
+        )
+        return ExecutionRecord.from_row(row) if row else None
+
+    async def get(self, tenant: str, execution_id: str) -> ExecutionView:
+        """One execution of ``tenant``; another tenant's is as absent as a missing one."""
+        async with self.pool.acquire() as conn:
+            row = await conn.fetchrow(
+                "SELECT * FROM executions WHERE id = $1 AND tenant = $2", execution_id, tenant
+            )
+            if row is None:
+                raise NotFound(f"execution {execution_id!r} does not exist")
+            return (await self._views(conn, [ExecutionRecord.from_row(row)]))[0]
+
+    async def page(
+        self, tenant: str, *, state: State | None, before_id: str | None, limit: int
+    ) -> list[ExecutionView]:
+        """A page of ``tenant``'s executions, newest first (ids grow with time)."""
+        async with self.pool.acquire() as conn:
+            rows = await conn.fetch(
+                "SELECT * FROM executions WHERE tenant = $1"
+                " AND ($2::text IS NULL OR state = $2) AND ($3::text IS NULL OR id < $3)"
+                " ORDER BY id DESC LIMIT $4",
+                tenant,
+                state.value if state else None,
+                before_id,
+                limit,
+            )
+            return await self._views(conn, [ExecutionRecord.from_row(r) for r in rows])
+
+    @staticmethod
+    async def _views(
+        conn: asyncpg.Connection, records: list[ExecutionRecord]
+    ) -> list[ExecutionView]:
+        ids = [r.id for r in records]
+        names: dict[str, list[str]] = {i: [] for i in ids}
+        for row in await conn.fetch(
+            "SELECT execution_id, name FROM inputs WHERE execution_id = ANY($1) ORDER BY name",
+            ids,
+        ):
+            names[row["execution_id"]].append(row["name"])
+        outputs: dict[str, list[OutputRecord]] = {i: [] for i in ids}
+        succeeded = [r.id for r in records if r.state is State.SUCCEEDED]
+        for row in await conn.fetch(
+            "SELECT o.* FROM outputs o JOIN executions e ON e.id = o.execution_id"
+            " AND e.attempt = o.attempt WHERE o.execution_id = ANY($1)"
+            " ORDER BY o.execution_id, o.slot",
+            succeeded,
+        ):
+            outputs[row["execution_id"]].append(OutputRecord.from_row(row))
+        return [ExecutionView(r, names[r.id], outputs[r.id]) for r in records]
+
+    async def inputs(self, execution_id: str) -> list[InputRecord]:
+        async with self.pool.acquire() as conn:
+            rows = await conn.fetch(
+                "SELECT * FROM inputs WHERE execution_id = $1 ORDER BY name", execution_id
+            )
+            return [InputRecord.from_row(r) for r in rows]
+
+    async def events_after(
+        self, execution_id: str, after: int, limit: int = 500
+    ) -> list[executions_pb2.WorkflowExecutionEvent]:
+        async with self.pool.acquire() as conn:
+            rows = await conn.fetch(
+                "SELECT payload FROM events WHERE execution_id = $1 AND sequence > $2"
+                " ORDER BY sequence LIMIT $3",
+                execution_id,
+                after,
+                limit,
+            )
+        events = []
+        for row in rows:
+            event = executions_pb2.WorkflowExecutionEvent()
+            event.ParseFromString(row["payload"])
+            events.append(event)
+        return events
+
+    # ---- changes on behalf of an attempt (fenced) -----------------------------------------
+
+    async def started(self, fence: Fenced) -> bool:
+        """DISPATCHED -> RUNNING when the executor takes the attempt."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            record = await self._lock_fenced(conn, fence)
+            if record is None:
+                return False
+            if record.state is State.RUNNING:
+                return True  # a repeated "started" changes nothing
+            check_transition(record.state, State.RUNNING)
+            await conn.execute(
+                "UPDATE attempts SET state = 'RUNNING', started_at = now()"
+                " WHERE execution_id = $1 AND number = $2",
+                fence.execution_id,
+                fence.attempt,
+            )
+            updated = await self._update(
+                conn, fence.execution_id, "state = 'RUNNING', started_at = now()"
+            )
+            await self.journal.append(conn, build_event(updated, EventType.RUNNING))
+            return True
+
+    async def progress(
+        self, fence: Fenced, progress: executions_pb2.NodeProgress, lease_s: float
+    ) -> bool:
+        """Records node progress, which also proves the attempt alive and renews its lease."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            record = await self._lock_fenced(conn, fence)
+            if record is None:
+                return False
+            updated = await self._update(
+                conn,
+                fence.execution_id,
+                "progress = $2, lease_expires_at = now() + make_interval(secs => $3)",
+                progress.SerializeToString(),
+                lease_s,
+            )
+            await self.journal.append(
+                conn, build_event(updated, EventType.PROGRESS, progress=progress)
+            )
+            return True
+
+    async def succeeded(
+        self,
+        fence: Fenced,
+        outputs: Sequence[OutputRecord],
+        metrics: executions_pb2.ExecutionMetrics,
+    ) -> bool:
+        """Records the outputs and metrics; queue time is the scheduler's own measurement."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            record = await self._lock_fenced(conn, fence)
+            if record is None:
+                return False
+            check_transition(record.state, State.SUCCEEDED)
+            await self._insert_outputs(conn, fence, outputs)
+            await self._end_attempt(conn, fence, "SUCCEEDED", None)
+            final = executions_pb2.ExecutionMetrics()
+            final.CopyFrom(metrics)
+            started = record.started_at or record.updated_at
+            final.queue_time_seconds = max(0.0, (started - record.created_at).total_seconds())
+            updated = await self._update(
+                conn,
+                fence.execution_id,
+                "state = 'SUCCEEDED', ended_at = now(), lease_expires_at = NULL,"
+                " progress = NULL, metrics = $2, started_at = coalesce(started_at, now())",
+                final.SerializeToString(),
+            )
+            links = [self.event_links.output(o) for o in outputs]
+            await self.journal.append(
+                conn, build_event(updated, EventType.SUCCEEDED, outputs=links)
+            )
+            return True
+
+    async def workflow_failed(self, fence: Fenced, error: status_pb2.Status) -> bool:
+        """A workflow error ends the execution: another attempt would fail the same way."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            record = await self._lock_fenced(conn, fence)
+            if record is None:
+                return False
+            await self._end_attempt(conn, fence, "FAILED", error)
+            await self._fail(conn, record, error)
+            return True
+
+    async def infrastructure_failure(
+        self, fence: Fenced, error: status_pb2.Status, *, require: str = "true"
+    ) -> bool:
+        """Another attempt after a backoff, or FAILED once every attempt is used.
+
+        ``require`` is an extra SQL condition re-checked under the row lock, for the reaper
+        whose candidate may have changed since it looked.
+        """
+        async with self.pool.acquire() as conn, conn.transaction():
+            record = await self._lock_fenced(conn, fence, require)
+            if record is None:
+                return False
+            await self._end_attempt(conn, fence, "FAILED", error)
+            decision = after_infrastructure_failure(
+                record.attempt, record.max_attempts, self.backoff
+            )
+            if isinstance(decision, GiveUp):
+                await self._fail(conn, record, exhausted(error, record.attempt))
+                return True
+            await self._retry(conn, record, decision, error)
+            return True
+
+    async def _retry(
+        self,
+        conn: asyncpg.Connection,
+        record: ExecutionRecord,
+        decision: Retry,
+        error: status_pb2.Status,
+    ) -> None:
+        check_transition(record.state, State.RETRYING)
+        # The backoff is not queue time: the queue timeout counts from when it ends.
+        updated = await self._update(
+            conn,
+            record.id,
+            "state = 'RETRYING', lease_expires_at = NULL, progress = NULL, started_at = NULL,"
+            " not_before = now() + make_interval(secs => $2),"
+            " queued_since = now() + make_interval(secs => $2)",
+            decision.delay_s,
+        )
+        await self.journal.append(conn, build_event(updated, EventType.RETRYING, error=error))
+
+    async def _fail(
+        self, conn: asyncpg.Connection, record: ExecutionRecord, error: status_pb2.Status
+    ) -> ExecutionRecord:
+        check_transition(record.state, State.FAILED)
+        updated = await self._update(
+            conn,
+            record.id,
+            "state = 'FAILED', error = $2, ended_at = now(), lease_expires_at = NULL",
+            error.SerializeToString(),
+        )
+        await self.journal.append(conn, build_event(updated, EventType.FAILED, error=error))
+        return updated
+
+    async def renew_lease(self, fence: Fenced, lease_s: float) -> tuple[bool, bool]:
+        """(current, renewed): the lease is renewed only while the attempt is current and its
+        executor has heartbeated within the last lease; otherwise it runs out and the reaper
+        hands the execution to another attempt."""
+        row = await self.pool.fetchrow(
+            f"""
+            WITH current AS (
+                SELECT id, executor_id FROM executions
+                WHERE id = $1 AND attempt = $2 AND state IN {ACTIVE}
+            ), renewed AS (
+                UPDATE executions e SET lease_expires_at = now() + make_interval(secs => $3)
+                FROM current c
+                WHERE e.id = c.id AND EXISTS (
+                    SELECT 1 FROM executors x WHERE x.id = c.executor_id
+                    AND x.last_seen > now() - make_interval(secs => $3))
+                RETURNING e.id
+            )
+            SELECT (SELECT count(*) FROM current) AS current,
+                   (SELECT count(*) FROM renewed) AS renewed
+            """,
+            fence.execution_id,
+            fence.attempt,
+            lease_s,
+        )
+        return bool(row["current"]), bool(row["renewed"])
+
+    # ---- cancellation and timeouts --------------------------------------------------------
+
+    async def cancel(
+        self, tenant: str, execution_id: str
+    ) -> tuple[ExecutionView, Placement | None]:
+        """Cancels a waiting or running execution; a finished one is returned unchanged.
+
+        Returns the placement of the attempt that was running, so the caller can ask its
+        executor to stop.
+        """
+        async with self.pool.acquire() as conn, conn.transaction():
+            row = await conn.fetchrow(
+                "SELECT * FROM executions WHERE id = $1 AND tenant = $2 FOR UPDATE",
+                execution_id,
+                tenant,
+            )
+            if row is None:
+                raise NotFound(f"execution {execution_id!r} does not exist")
+            record = ExecutionRecord.from_row(row)
+            placement = None
+            if not record.state.terminal:
+                placement = await self._placement(conn, record) if record.state.active else None
+                record = await self._cancel(conn, record)
+            return (await self._views(conn, [record]))[0], placement
+
+    async def _cancel(self, conn: asyncpg.Connection, record: ExecutionRecord) -> ExecutionRecord:
+        check_transition(record.state, State.CANCELLED)
+        error = Cancelled("the execution was cancelled", reason="EXECUTION_CANCELLED").to_status()
+        if record.state.active:
+            await self._end_attempt(conn, Fenced(record.id, record.attempt), "CANCELLED", None)
+        updated = await self._update(
+            conn,
+            record.id,
+            "state = 'CANCELLED', error = $2, ended_at = now(), lease_expires_at = NULL",
+            error.SerializeToString(),
+        )
+        await self.journal.append(conn, build_event(updated, EventType.CANCELLED, error=error))
+        return updated
+
+    async def expired_leases(self, limit: int = 100) -> list[Fenced]:
+        rows = await self.pool.fetch(
+            f"SELECT id, attempt FROM executions WHERE state IN {ACTIVE}"
+            " AND lease_expires_at < now() ORDER BY lease_expires_at LIMIT $1",
+            limit,
+        )
+        return [Fenced(r["id"], r["attempt"]) for r in rows]
+
+    async def overdue_runs(self, grace_s: float, limit: int = 100) -> list[Fenced]:
+        """Running attempts past their run timeout plus ``grace_s`` for the executor to report
+        its own timeout first."""
+        rows = await self.pool.fetch(
+            "SELECT id, attempt FROM executions WHERE state = 'RUNNING'"
+            " AND started_at + make_interval(secs => run_timeout_s + $1) < now() LIMIT $2",
+            grace_s,
+            limit,
+        )
+        return [Fenced(r["id"], r["attempt"]) for r in rows]
+
+    async def fail_overdue_run(self, fence: Fenced, grace_s: float) -> Placement | None:
+        """Fails an attempt that ran too long; not retried, since another would too.
+
+        Returns the attempt's placement, so the caller can tell the executor to stop.
+        """
+        async with self.pool.acquire() as conn, conn.transaction():
+            record = await self._lock_fenced(
+                conn,
+                fence,
+                "state = 'RUNNING' AND started_at + make_interval(secs => run_timeout_s + "
+                f"{float(grace_s)!r}) < now()",
+            )
+            if record is None:
+                return None
+            error = DeadlineExceeded(
+                f"the attempt ran longer than its run timeout of {record.run_timeout_s:g}s",
+                reason="RUN_TIMEOUT",
+            ).to_status()
+            placement = await self._placement(conn, record)
+            await self._end_attempt(conn, fence, "FAILED", error)
+            await self._fail(conn, record, error)
+            return placement
+
+    async def expired_waits(self, limit: int = 100) -> list[str]:
+        rows = await self.pool.fetch(
+            f"SELECT id FROM executions WHERE state IN {WAITING}"
+            " AND queued_since + make_interval(secs => queue_timeout_s) < now() LIMIT $1",
+            limit,
+        )
+        return [r["id"] for r in rows]
+
+    async def fail_expired_wait(self, execution_id: str) -> bool:
+        """Fails an execution that waited in the queue longer than its queue timeout."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            row = await conn.fetchrow(
+                f"SELECT * FROM executions WHERE id = $1 AND state IN {WAITING}"
+                " AND queued_since + make_interval(secs => queue_timeout_s) < now() FOR UPDATE",
+                execution_id,
+            )
+            if row is None:
+                return False
+            record = ExecutionRecord.from_row(row)
+            error = DeadlineExceeded(
+                f"no executor started the execution within its queue timeout of "
+                f"{record.queue_timeout_s:g}s",
+                reason="QUEUE_TIMEOUT",
+            ).to_status()
+            await self._fail(conn, record, error)
+            return True
+
+    async def active_on(self, executor_ids: Sequence[str]) -> list[Fenced]:
+        """The current attempts that run on the given executors."""
+        rows = await self.pool.fetch(
+            f"SELECT a.execution_id, a.number FROM attempts a JOIN executions e"
+            f" ON e.id = a.execution_id AND e.attempt = a.number"
+            f" WHERE a.executor_id = ANY($1) AND a.state IN {ACTIVE} AND e.state IN {ACTIVE}",
+            list(executor_ids),
+        )
+        return [Fenced(r["execution_id"], r["number"]) for r in rows]
+
+    # ---- helpers ---------------------------------------------------------------------------
+
+    @staticmethod
+    async def _lock_fenced(
+        conn: asyncpg.Connection, fence: Fenced, require: str = "true"
+    ) -> ExecutionRecord | None:
+        """The execution, locked, when ``fence`` is its current attempt; None otherwise."""
+        row = await conn.fetchrow(
+            f"SELECT * FROM executions WHERE id = $1 AND ({require}) FOR UPDATE",
+            fence.execution_id,
+        )
+        if row is None:
+            return None
+        record = ExecutionRecord.from_row(row)
+        if not accepts_update(record.state, record.attempt, fence.attempt):
+            return None
+        return record
+
+    @staticmethod
+    async def _update(
+        conn: asyncpg.Connection, execution_id: str, assignments: str, *args: object
+    ) -> ExecutionRecord:
+        """Applies ``assignments`` and takes the next event sequence number in one statement."""
+        row = await conn.fetchrow(
+            f"UPDATE executions SET {assignments}, last_sequence = last_sequence + 1,"
+            " updated_at = now() WHERE id = $1 RETURNING *",
+            execution_id,
+            *args,
+        )
+        return ExecutionRecord.from_row(row)
+
+    @staticmethod
+    async def _end_attempt(
+        conn: asyncpg.Connection, fence: Fenced, state: str, error: status_pb2.Status | None
+    ) -> None:
+        await conn.execute(
+            "UPDATE attempts SET state = $3, ended_at = now(), error = $4"
+            " WHERE execution_id = $1 AND number = $2",
+            fence.execution_id,
+            fence.attempt,
+            state,
+            error.SerializeToString() if error is not None else None,
+        )
+
+    @staticmethod
+    async def _insert_outputs(
+        conn: asyncpg.Connection, fence: Fenced, outputs: Sequence[OutputRecord]
+    ) -> None:
+        await conn.executemany(
+            "INSERT INTO outputs (execution_id, attempt, slot, key, node_id, filename,"
+            " subfolder, kind, content_type, size_bytes, sha256)"
+            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+            [
+                (
+                    fence.execution_id,
+                    fence.attempt,
+                    o.slot,
+                    o.key,
+                    o.node_id,
+                    o.filename,
+                    o.subfolder,
+                    o.kind,
+                    o.content_type,
+                    o.size_bytes,
+                    o.sha256,
+                )
+                for o in outputs
+            ],
+        )
+
+    @staticmethod
+    async def _placement(conn: asyncpg.Connection, record: ExecutionRecord) -> Placement | None:
+        return await _placement_of(conn, Fenced(record.id, record.attempt))
+
+    async def placement(self, fence: Fenced) -> Placement | None:
+        """Where attempt ``fence`` was dispatched."""
+        async with self.pool.acquire() as conn:
+            return await _placement_of(conn, fence)
+
+
+async def _placement_of(conn: asyncpg.Connection, fence: Fenced) -> Placement | None:
+    row = await conn.fetchrow(
+        "SELECT executor_id, executor_address, provider FROM attempts"
+        " WHERE execution_id = $1 AND number = $2",
+        fence.execution_id,
+        fence.attempt,
+    )
+    if row is None:
+        return None
+    return Placement(row["executor_id"], row["executor_address"], row["provider"])
