@@ -1,0 +1,77 @@
+"""The executor's settings, read once from ``COMFYFLEET_*`` environment variables.
+
+An executor holds no database, NATS or storage credentials: everything it reads or writes
+comes as presigned URLs in the requests the scheduler sends it.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from comfyfleet.common.config import ConfigError, env_bool, env_float, env_int, env_str
+
+DEVICES = ("auto", "cpu", "cuda")
+PROVIDERS = ("local", "ecs", "runpod")
+
+
+@dataclass(frozen=True)
+class Config:
+    """Everything the executor process needs."""
+
+    # Where the ExecutorService listens ("host:port"; port 0 picks a free one).
+    grpc_addr: str = "127.0.0.1:50055"
+    # The scheduler's SchedulerService, which the executor registers with.
+    scheduler_addr: str = "127.0.0.1:50052"
+    # False runs a standalone executor that registers nowhere (driven by hand or by tests).
+    register: bool = True
+    # The address the scheduler dials back; empty: derived from the bound address.
+    advertise_addr: str = ""
+    # Stable across restarts; empty: derived from the host name and the port.
+    executor_id: str = ""
+    provider: str = "local"
+    # "auto" takes CUDA when torch sees a GPU.
+    device: str = "auto"
+    # Attempt folders and the model cache live here.
+    work_dir: Path = Path(tempfile.gettempdir()) / "comfyfleet-executor"
+    # The model cache's bound on disk; least recently used models are evicted past it.
+    model_cache_bytes: int = 50 * 1024**3
+    # How long a running attempt may finish after SIGTERM before it is handed back.
+    shutdown_grace_s: float = 30.0
+    # How long a cancelled run may take to stop at its next check before the stream ends
+    # without it (the slot stays busy until the engine thread really returns).
+    cancel_grace_s: float = 10.0
+    # Until the scheduler answers with its own interval, and between registration retries.
+    register_retry_s: float = 2.0
+    # A download or upload that stalls this long fails the attempt (retryable).
+    transfer_timeout_s: float = 300.0
+
+    def __post_init__(self) -> None:
+        if self.device not in DEVICES:
+            raise ConfigError(f"COMFYFLEET_EXECUTOR_DEVICE must be one of {DEVICES}")
+        if self.provider not in PROVIDERS:
+            raise ConfigError(f"COMFYFLEET_EXECUTOR_PROVIDER must be one of {PROVIDERS}")
+        if min(self.shutdown_grace_s, self.cancel_grace_s, self.register_retry_s) <= 0:
+            raise ConfigError("executor grace periods and retry intervals must be positive")
+        if self.model_cache_bytes < 0:
+            raise ConfigError("COMFYFLEET_EXECUTOR_MODEL_CACHE_BYTES must not be negative")
+
+    @classmethod
+    def from_env(cls) -> Config:
+        d = cls()
+        return cls(
+            grpc_addr=env_str("GRPC_ADDR", d.grpc_addr),
+            scheduler_addr=env_str("SCHEDULER_ADDR", d.scheduler_addr),
+            register=env_bool("EXECUTOR_REGISTER", d.register),
+            advertise_addr=env_str("EXECUTOR_ADVERTISE_ADDR", ""),
+            executor_id=env_str("EXECUTOR_ID", ""),
+            provider=env_str("EXECUTOR_PROVIDER", d.provider),
+            device=env_str("EXECUTOR_DEVICE", d.device),
+            work_dir=Path(env_str("EXECUTOR_WORK_DIR", str(d.work_dir))),
+            model_cache_bytes=env_int("EXECUTOR_MODEL_CACHE_BYTES", d.model_cache_bytes),
+            shutdown_grace_s=env_float("EXECUTOR_SHUTDOWN_GRACE_S", d.shutdown_grace_s),
+            cancel_grace_s=env_float("EXECUTOR_CANCEL_GRACE_S", d.cancel_grace_s),
+            register_retry_s=env_float("EXECUTOR_REGISTER_RETRY_S", d.register_retry_s),
+            transfer_timeout_s=env_float("EXECUTOR_TRANSFER_TIMEOUT_S", d.transfer_timeout_s),
+        )

@@ -1,0 +1,113 @@
+"""The machine the executor runs on: its device, memory and utilisation during a run.
+
+Peak memory means peak *device* memory: on CUDA, torch's allocator peak for the run; on CPU,
+how far the process's resident set rose above where it stood when the run began (sampled, so a
+spike shorter than the sampling interval can be missed).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+from dataclasses import dataclass
+
+import torch
+
+log = logging.getLogger(__name__)
+
+SAMPLE_INTERVAL_S = 0.05
+
+
+def resolve_device(setting: str) -> str:
+    """The torch device for "auto", "cpu" or "cuda": CUDA when asked for or available."""
+    if setting == "cuda" or (setting == "auto" and torch.cuda.is_available()):
+        if not torch.cuda.is_available():
+            raise RuntimeError("COMFYFLEET_EXECUTOR_DEVICE=cuda but torch sees no CUDA device")
+        return f"cuda:{torch.cuda.current_device()}"
+    return "cpu"
+
+
+@dataclass(frozen=True)
+class DeviceInfo:
+    name: str
+    total_memory_bytes: int
+    free_memory_bytes: int
+
+
+def device_info(device: str) -> DeviceInfo:
+    """Name and memory of the device; "cpu" with the machine's RAM when there is no GPU."""
+    if device.startswith("cuda"):
+        free, total = torch.cuda.mem_get_info(torch.device(device))
+        return DeviceInfo(torch.cuda.get_device_name(torch.device(device)), total, free)
+    page = os.sysconf("SC_PAGE_SIZE")
+    total = os.sysconf("SC_PHYS_PAGES") * page
+    free = os.sysconf("SC_AVPHYS_PAGES") * page
+    return DeviceInfo("cpu", total, free)
+
+
+def _rss_bytes() -> int:
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def _gpu_utilization(device: str) -> float | None:
+    """NVML's utilisation percent, or None where it cannot be read (no GPU, no pynvml)."""
+    if not device.startswith("cuda"):
+        return None
+    try:
+        return float(torch.cuda.utilization(torch.device(device)))
+    except Exception:
+        return None
+
+
+@dataclass(frozen=True)
+class RunUsage:
+    memory_used_bytes: int
+    # Mean over the run's samples; 0 when it could not be measured.
+    gpu_utilization: float
+
+
+class UsageMeter:
+    """Measures one run: ``async with UsageMeter(device) as meter: ...; meter.usage()``."""
+
+    def __init__(self, device: str) -> None:
+        self.device = device
+        self._baseline_rss = 0
+        self._peak_rss = 0
+        self._utilization: list[float] = []
+        self._task: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> UsageMeter:
+        if self.device.startswith("cuda"):
+            torch.cuda.reset_peak_memory_stats(torch.device(self.device))
+        self._baseline_rss = self._peak_rss = _rss_bytes()
+        self._task = asyncio.create_task(self._sample())
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        self._take_sample()
+
+    async def _sample(self) -> None:
+        while True:
+            self._take_sample()
+            await asyncio.sleep(SAMPLE_INTERVAL_S)
+
+    def _take_sample(self) -> None:
+        self._peak_rss = max(self._peak_rss, _rss_bytes())
+        utilization = _gpu_utilization(self.device)
+        if utilization is not None:
+            self._utilization.append(utilization)
+
+    def usage(self) -> RunUsage:
+        if self.device.startswith("cuda"):
+            memory = int(torch.cuda.max_memory_allocated(torch.device(self.device)))
+        else:
+            memory = self._peak_rss - self._baseline_rss
+        samples = self._utilization
+        return RunUsage(memory, sum(samples) / len(samples) if samples else 0.0)
