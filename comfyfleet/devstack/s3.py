@@ -1,10 +1,12 @@
 """Local S3 servers that the `minio` SDK talks to.
 
 Two backends behind one interface:
-- `s3rver` (npm package, run by Node.js) keeps objects in a directory, so they survive a
-  restart: the backend of `make up`.
-- `moto` (PyPI) keeps objects in memory and needs nothing but the dev dependencies: the
-  backend of the test suite.
+- `s3rver` (npm package, run by Node.js through s3rver/server.js) keeps objects in a
+  directory, so they survive a restart, and, with our sigv4.js middleware, refuses unsigned
+  requests and wrong signatures as S3 does: the backend of `make up` and of the test suite.
+- `moto` (PyPI) keeps objects in memory, takes any signature, and needs nothing but the dev
+  dependencies: a fallback (COMFYFLEET_TEST_S3_BACKEND=moto) and a second opinion in the
+  S3 contract tests.
 """
 
 from __future__ import annotations

@@ -92,8 +92,11 @@ class S3Info:
 
 
 def suite_s3_backend() -> S3Backend:
-    """Which S3 server the suite uses: $COMFYFLEET_TEST_S3_BACKEND, moto by default."""
-    name = os.environ.get("COMFYFLEET_TEST_S3_BACKEND", "moto")
+    """Which S3 server the suite uses: $COMFYFLEET_TEST_S3_BACKEND, s3rver by default.
+
+    s3rver is what `make up` runs, and it verifies signatures; moto takes any signature.
+    """
+    name = os.environ.get("COMFYFLEET_TEST_S3_BACKEND", "s3rver")
     if name not in S3_BACKENDS:
         raise ValueError(f"$COMFYFLEET_TEST_S3_BACKEND={name!r}: choose one of {S3_BACKENDS}")
     return cast(S3Backend, name)

@@ -1,11 +1,14 @@
 'use strict';
 // The devstack's persistent S3 server: s3rver storing objects under a directory, with the
 // devstack's fixed dev credentials instead of s3rver's built-in S3RVER/S3RVER pair.
+// Signatures are verified (sigv4.js) and unsigned requests refused, as S3 does.
 // Configured by environment (see comfyfleet/devstack/s3.py):
-//   S3RVER_ADDRESS, S3RVER_PORT, S3RVER_DIRECTORY, S3RVER_ACCESS_KEY, S3RVER_SECRET_KEY
+//   S3RVER_ADDRESS, S3RVER_PORT, S3RVER_DIRECTORY, S3RVER_ACCESS_KEY, S3RVER_SECRET_KEY,
+//   S3RVER_ALLOW_ANONYMOUS=1 to serve unsigned requests too.
 
 const S3rver = require('s3rver');
 const AWSAccount = require('s3rver/lib/models/account');
+const sigv4 = require('./sigv4');
 
 function required(name) {
   const value = process.env[name];
@@ -29,6 +32,8 @@ const server = new S3rver({
   vhostBuckets: false,
   silent: false,
 });
+// Right after s3rver's request logger, so refused requests are logged too.
+server.middleware.splice(1, 0, sigv4({ allowAnonymous: process.env.S3RVER_ALLOW_ANONYMOUS === '1' }));
 
 server.run().then(
   ({ address, port }) => console.log(`s3rver listening on ${address}:${port}`),
