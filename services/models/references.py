@@ -1,0 +1,123 @@
+"""Finding the models an API-format workflow names.
+
+The tables below are the one place that says which node input names which kind of model.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from comfyfleet.common.errors import FieldViolation, InvalidArgument
+
+# Inputs that name a model whatever node carries them: custom loaders keep ComfyUI's names.
+KIND_BY_INPUT: dict[str, str] = {
+    "ckpt_name": "checkpoint",
+    "lora_name": "lora",
+    "vae_name": "vae",
+    "control_net_name": "controlnet",
+    "unet_name": "diffusion_model",
+}
+
+# Inputs whose kind depends on the node: `model_name` and `clip_name` mean different things.
+KIND_BY_NODE_INPUT: dict[tuple[str, str], str] = {
+    ("UpscaleModelLoader", "model_name"): "upscale",
+    ("CLIPLoader", "clip_name"): "text_encoder",
+    ("DualCLIPLoader", "clip_name1"): "text_encoder",
+    ("DualCLIPLoader", "clip_name2"): "text_encoder",
+    ("TripleCLIPLoader", "clip_name1"): "text_encoder",
+    ("TripleCLIPLoader", "clip_name2"): "text_encoder",
+    ("TripleCLIPLoader", "clip_name3"): "text_encoder",
+    ("QuadrupleCLIPLoader", "clip_name1"): "text_encoder",
+    ("QuadrupleCLIPLoader", "clip_name2"): "text_encoder",
+    ("QuadrupleCLIPLoader", "clip_name3"): "text_encoder",
+    ("QuadrupleCLIPLoader", "clip_name4"): "text_encoder",
+    ("CLIPVisionLoader", "clip_name"): "clip_vision",
+}
+
+
+@dataclass(frozen=True)
+class ModelReference:
+    """One node input that names a model file."""
+
+    node_id: str
+    input_name: str
+    name: str
+    kind: str
+
+    @property
+    def field(self) -> str:
+        """The violation path the gateway's workflow validation uses too."""
+        return f'workflow["{self.node_id}"].inputs.{self.input_name}'
+
+
+def kind_of_input(class_type: str, input_name: str) -> str | None:
+    return KIND_BY_NODE_INPUT.get((class_type, input_name)) or KIND_BY_INPUT.get(input_name)
+
+
+def find_references(workflow_json: str) -> list[ModelReference]:
+    """Every model reference of the workflow, in node order; links between nodes are skipped.
+
+    Raises InvalidArgument, naming every malformed node, when the text is not an API-format
+    workflow.
+    """
+    nodes = _parse_workflow(workflow_json)
+    refs: list[ModelReference] = []
+    violations: list[FieldViolation] = []
+    for node_id in sorted(nodes, key=_node_order):
+        parts = _node_parts(node_id, nodes[node_id])
+        if isinstance(parts, FieldViolation):
+            violations.append(parts)
+        else:
+            refs.extend(_node_references(node_id, *parts))
+    if violations:
+        raise InvalidArgument("the workflow is malformed", violations, reason="INVALID_WORKFLOW")
+    return refs
+
+
+def _node_references(node_id: str, class_type: str, inputs: dict[str, Any]) -> list[ModelReference]:
+    refs = []
+    for input_name, value in inputs.items():
+        kind = kind_of_input(class_type, input_name)
+        # A list is a link to another node's output, not a file name.
+        if kind is not None and isinstance(value, str):
+            refs.append(ModelReference(node_id, input_name, value, kind))
+    return refs
+
+
+def _parse_workflow(text: str) -> dict[str, Any]:
+    try:
+        nodes = json.loads(text)
+    except (ValueError, RecursionError) as err:
+        raise _bad("workflow_json", f"the workflow is not valid JSON: {err}") from None
+    if not isinstance(nodes, dict):
+        raise _bad("workflow_json", "the workflow must be a JSON object of nodes by id")
+    return nodes
+
+
+def _node_parts(node_id: str, node: Any) -> tuple[str, dict[str, Any]] | FieldViolation:
+    field = f'workflow["{node_id}"]'
+    if not isinstance(node, dict):
+        return FieldViolation(field, "a node must be a JSON object with class_type and inputs")
+    class_type = node.get("class_type")
+    if not isinstance(class_type, str) or not class_type:
+        return FieldViolation(f"{field}.class_type", "class_type must be a non-empty string")
+    inputs = node.get("inputs", {})
+    if not isinstance(inputs, dict):
+        return FieldViolation(f"{field}.inputs", "inputs must be a JSON object")
+    return class_type, inputs
+
+
+def _node_order(node_id: str) -> tuple[int, int, str]:
+    """Numeric ids in number order ("2" before "10"), then the rest by text."""
+    numeric = node_id.isascii() and node_id.isdigit()
+    return (0, int(node_id), "") if numeric else (1, 0, node_id)
+
+
+def _bad(field: str, description: str) -> InvalidArgument:
+    return InvalidArgument(
+        "the workflow is malformed",
+        [FieldViolation(field, description)],
+        reason="INVALID_WORKFLOW",
+    )
