@@ -6,6 +6,7 @@ URLs are presigned with ObjectStore exactly as the scheduler presigns them.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import threading
 import uuid
@@ -39,6 +40,7 @@ from tests.support.paths import comfyui_ref
 
 TENANT = "t-executor"
 URL_TTL_S = 600.0
+STREAM_TIMEOUT_S = 30.0
 
 
 class RecordingScheduler(scheduler_pb2_grpc.SchedulerServiceServicer):
@@ -254,4 +256,6 @@ async def make_job(
 async def collect(
     stub: executor_pb2_grpc.ExecutorServiceStub, request: executor_pb2.ExecuteRequest
 ) -> list[executor_pb2.ExecuteUpdate]:
-    return [update async for update in stub.Execute(request)]
+    """Every update of one Execute call; a hung stream fails the test instead of the suite."""
+    async with asyncio.timeout(STREAM_TIMEOUT_S):
+        return [update async for update in stub.Execute(request)]
