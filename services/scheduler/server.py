@@ -42,6 +42,7 @@ class Scheduler:
     """A running scheduler replica: its gRPC server and its background loops."""
 
     server: RunningServer
+    store: ExecutionStore
     dispatcher: Dispatcher
     reaper: Reaper
     relay: OutboxRelay
@@ -118,6 +119,7 @@ async def running_scheduler(cfg: Config) -> AsyncIterator[Scheduler]:
         async with serve(cfg.grpc_addr, servicers, grace=s.shutdown_grace_s) as server:
             scheduler = Scheduler(
                 server=server,
+                store=store,
                 dispatcher=dispatcher,
                 reaper=Reaper(store, registry, dispatcher, s),
                 relay=OutboxRelay(pool, bus, notifier, schema=cfg.schema, poll_s=s.poll_interval_s),
