@@ -1,0 +1,202 @@
+"""The webhook service's settings, read once from ``COMFYFLEET_*`` environment variables."""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from dataclasses import dataclass, field
+
+from comfyfleet.common.config import (
+    ConfigError,
+    DatabaseConfig,
+    NatsConfig,
+    env_bool,
+    env_float,
+    env_int,
+    env_str,
+)
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+# Standard Webhooks' recommended schedule: after the first attempt fails, wait 5 s, 5 min,
+# 30 min, 2 h, 5 h, 10 h and 10 h (plus jitter) before the next; then give up.
+DEFAULT_RETRY_SCHEDULE = "5s,5m,30m,2h,5h,10h,10h"
+DAY_S = 24 * 3600.0
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": DAY_S, None: 1.0}
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in ``text``: a number with an optional unit (ms, s, m, h, d); bare means s."""
+    match = _DURATION.match(text)
+    if not match:
+        raise ConfigError(f"{text!r} is not a duration such as 5s, 30m or 2h")
+    return float(match.group(1)) * _UNIT_S[match.group(2)]
+
+
+def parse_schedule(text: str) -> tuple[float, ...]:
+    """A comma-separated list of durations; an empty string means "never retry"."""
+    parts = [p for p in text.split(",") if p.strip()]
+    return tuple(parse_duration(p) for p in parts)
+
+
+def parse_networks(text: str) -> tuple[IPNetwork, ...]:
+    """A comma-separated list of CIDR networks (a bare address is a /32 or /128)."""
+    out: list[IPNetwork] = []
+    for part in (p.strip() for p in text.split(",")):
+        if not part:
+            continue
+        try:
+            out.append(ipaddress.ip_network(part, strict=False))
+        except ValueError as err:
+            raise ConfigError(f"{part!r} is not an IP network: {err}") from err
+    return tuple(out)
+
+
+def _env_duration(name: str, default_s: float) -> float:
+    return parse_duration(env_str(name, f"{default_s}s"))
+
+
+@dataclass(frozen=True)
+class DeliverySettings:
+    """How deliveries are sent, retried and given up on."""
+
+    # Pauses before each retry; the number of retries is the schedule's length.
+    retry_schedule_s: tuple[float, ...] = field(
+        default_factory=lambda: parse_schedule(DEFAULT_RETRY_SCHEDULE)
+    )
+    # Each pause grows by a random share of itself up to this, so retries of many
+    # deliveries that failed together do not arrive together.
+    retry_jitter: float = 0.1
+    # The longest Retry-After (on 429 and 503) that is honoured as asked; longer ones are cut.
+    max_retry_after_s: float = DAY_S
+    # One attempt's limit, connecting and reading the answer included.
+    request_timeout_s: float = 15.0
+    # A claimed delivery stays invisible to other workers this long; a worker that died
+    # mid-attempt thus gives it back once this has passed. Must exceed the request timeout.
+    claim_lease_s: float = 45.0
+    # Attempts in flight in this process, and to any one subscription: a slow or failing
+    # receiver can hold at most its own share of the workers.
+    max_in_flight: int = 256
+    per_subscription_concurrency: int = 16
+    # How often workers look for due deliveries when nothing woke them (new events and
+    # finished attempts wake them at once in this process).
+    poll_interval_s: float = 1.0
+    # A subscription whose deliveries have failed without a success for this long is disabled.
+    disable_after_s: float = 5 * DAY_S
+    # How long a rotated-out secret keeps signing when the rotation does not say.
+    secret_overlap_s: float = DAY_S
+    # The longest overlap a rotation may ask for.
+    max_secret_overlap_s: float = 7 * DAY_S
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.retry_jitter <= 1:
+            raise ConfigError("the retry jitter must be between 0 and 1")
+        if self.request_timeout_s <= 0 or self.poll_interval_s <= 0:
+            raise ConfigError("the request timeout and poll interval must be positive")
+        if self.claim_lease_s <= self.request_timeout_s:
+            raise ConfigError("the claim lease must be longer than the request timeout")
+        if self.max_in_flight < 1 or self.per_subscription_concurrency < 1:
+            raise ConfigError("the concurrency limits must be at least 1")
+        if self.disable_after_s <= 0 or self.secret_overlap_s < 0:
+            raise ConfigError("disable_after must be positive and the secret overlap not negative")
+
+    @classmethod
+    def from_env(cls) -> DeliverySettings:
+        d = cls()
+        timeout = _env_duration("WEBHOOK_REQUEST_TIMEOUT", d.request_timeout_s)
+        return cls(
+            retry_schedule_s=parse_schedule(
+                env_str("WEBHOOK_RETRY_SCHEDULE", DEFAULT_RETRY_SCHEDULE)
+            ),
+            retry_jitter=env_float("WEBHOOK_RETRY_JITTER", d.retry_jitter),
+            max_retry_after_s=_env_duration("WEBHOOK_MAX_RETRY_AFTER", d.max_retry_after_s),
+            request_timeout_s=timeout,
+            claim_lease_s=_env_duration("WEBHOOK_CLAIM_LEASE", timeout + 30.0),
+            max_in_flight=env_int("WEBHOOK_MAX_IN_FLIGHT", d.max_in_flight),
+            per_subscription_concurrency=env_int(
+                "WEBHOOK_SUBSCRIPTION_CONCURRENCY", d.per_subscription_concurrency
+            ),
+            poll_interval_s=_env_duration("WEBHOOK_POLL_INTERVAL", d.poll_interval_s),
+            disable_after_s=_env_duration("WEBHOOK_DISABLE_AFTER", d.disable_after_s),
+            secret_overlap_s=_env_duration("WEBHOOK_SECRET_OVERLAP", d.secret_overlap_s),
+            max_secret_overlap_s=_env_duration(
+                "WEBHOOK_MAX_SECRET_OVERLAP", d.max_secret_overlap_s
+            ),
+        )
+
+
+@dataclass(frozen=True)
+class ConsumerSettings:
+    """The durable JetStream pull consumer that turns events into deliveries."""
+
+    durable_name: str = "webhook"
+    # An event not acked this long after it was handed out is handed out again.
+    ack_wait_s: float = 30.0
+    # Hand-outs per event before JetStream gives up on it. High, because an event is only
+    # handed out again when its deliveries could not be stored (the database is down).
+    max_deliver: int = 1000
+    # Events taken per fetch when there is a backlog.
+    fetch_batch: int = 256
+    # How long one fetch waits for a new event; also bounds how long a stop waits for it.
+    fetch_timeout_s: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not re.fullmatch(r"[A-Za-z0-9_-]+", self.durable_name):
+            raise ConfigError("the consumer name may hold letters, digits, '-' and '_' only")
+        if self.ack_wait_s <= 0 or self.fetch_timeout_s <= 0 or self.fetch_batch < 1:
+            raise ConfigError("ack wait, fetch timeout and fetch batch must be positive")
+
+    @classmethod
+    def from_env(cls) -> ConsumerSettings:
+        d = cls()
+        return cls(
+            durable_name=env_str("WEBHOOK_CONSUMER", d.durable_name),
+            ack_wait_s=_env_duration("WEBHOOK_ACK_WAIT", d.ack_wait_s),
+            max_deliver=env_int("WEBHOOK_MAX_DELIVER", d.max_deliver),
+            fetch_batch=env_int("WEBHOOK_FETCH_BATCH", d.fetch_batch),
+            fetch_timeout_s=_env_duration("WEBHOOK_FETCH_TIMEOUT", d.fetch_timeout_s),
+        )
+
+
+@dataclass(frozen=True)
+class AddressSettings:
+    """Which destination addresses deliveries may connect to, beyond public ones."""
+
+    # Lets deliveries reach 127.0.0.0/8 and ::1 (tests and `make up`), nothing else private.
+    allow_loopback: bool = False
+    # Networks reachable although private or reserved (an operator's internal receivers).
+    allowed_networks: tuple[IPNetwork, ...] = ()
+
+    @classmethod
+    def from_env(cls) -> AddressSettings:
+        return cls(
+            allow_loopback=env_bool("WEBHOOK_ALLOW_LOOPBACK", False),
+            allowed_networks=parse_networks(env_str("WEBHOOK_ALLOWED_NETWORKS", "")),
+        )
+
+
+@dataclass(frozen=True)
+class Config:
+    grpc_addr: str
+    database: DatabaseConfig
+    nats: NatsConfig
+    delivery: DeliverySettings = field(default_factory=DeliverySettings)
+    consumer: ConsumerSettings = field(default_factory=ConsumerSettings)
+    addresses: AddressSettings = field(default_factory=AddressSettings)
+    shutdown_grace_s: float = 10.0
+    db_pool_size: int = 10
+
+    @classmethod
+    def from_env(cls) -> Config:
+        return cls(
+            grpc_addr=env_str("GRPC_ADDR", "127.0.0.1:50054"),
+            database=DatabaseConfig.from_env(),
+            nats=NatsConfig.from_env(),
+            delivery=DeliverySettings.from_env(),
+            consumer=ConsumerSettings.from_env(),
+            addresses=AddressSettings.from_env(),
+            shutdown_grace_s=_env_duration("SHUTDOWN_GRACE", 10.0),
+            db_pool_size=env_int("WEBHOOK_DB_POOL_SIZE", 10),
+        )

@@ -1,0 +1,195 @@
+"""Delivery workers: claim due deliveries, POST them concurrently, record the results.
+
+One claim loop hands each claimed delivery to its own task, up to ``max_in_flight`` tasks
+and ``per_subscription_concurrency`` per subscription, so a receiver that hangs or fails
+ties up only its own share. Results go to a writer that stores them in batches.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from collections import Counter
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+
+import asyncpg
+
+from services.webhook.config import DeliverySettings
+from services.webhook.queue import Claim, Completed, DeliveryQueue
+from services.webhook.retry import RetryPolicy, Verdict
+from services.webhook.sender import Sender
+
+log = logging.getLogger(__name__)
+
+# Deliveries claimed per query: large enough to keep up with bursts, small enough that a
+# claim never holds rows long.
+CLAIM_BATCH = 128
+# Results stored per transaction at most.
+WRITE_BATCH = 512
+# Pause after a database error before trying again, growing to the maximum.
+DB_RETRY_S = (0.1, 0.5, 1.0, 2.0, 5.0)
+DB_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError)
+
+
+class ResultWriter:
+    """Stores finished attempts in batches; keeps them and retries while the database fails."""
+
+    def __init__(self, queue: DeliveryQueue) -> None:
+        self._queue = queue
+        self._pending: asyncio.Queue[Completed] = asyncio.Queue()
+
+    def submit(self, completed: Completed) -> None:
+        self._pending.put_nowait(completed)
+
+    async def run(self) -> None:
+        while True:
+            batch = [await self._pending.get()]
+            while len(batch) < WRITE_BATCH and not self._pending.empty():
+                batch.append(self._pending.get_nowait())
+            await self._write(batch)
+            for _ in batch:
+                self._pending.task_done()
+
+    async def _write(self, batch: list[Completed]) -> None:
+        for failures in range(1_000_000):
+            try:
+                disabled = await self._queue.complete(batch)
+            except DB_ERRORS as err:
+                pause = DB_RETRY_S[min(failures, len(DB_RETRY_S) - 1)]
+                log.warning("storing %d results failed (%s); again in %gs", len(batch), err, pause)
+                await asyncio.sleep(pause)
+                continue
+            for sub in disabled:
+                log.warning("subscription %s disabled", sub)
+            return
+
+    async def flush(self) -> None:
+        """Returns once everything submitted so far is stored."""
+        await self._pending.join()
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        queue: DeliveryQueue,
+        sender: Sender,
+        settings: DeliverySettings,
+        *,
+        rng: random.Random | None = None,
+    ) -> None:
+        self._queue = queue
+        self._sender = sender
+        self._settings = settings
+        self._policy = RetryPolicy(
+            settings.retry_schedule_s, settings.retry_jitter, settings.max_retry_after_s
+        )
+        self._rng = rng or random.Random()
+        self._writer = ResultWriter(queue)
+        self._wake = asyncio.Event()
+        self._stopping = False
+        self._busy: Counter[str] = Counter()
+        self._tasks: dict[asyncio.Task[None], Claim] = {}
+
+    def wake(self) -> None:
+        """Look for due deliveries now (new ones were added, or capacity was freed)."""
+        self._wake.set()
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._tasks)
+
+    @asynccontextmanager
+    async def running(self, grace_s: float) -> AsyncIterator[Dispatcher]:
+        """Runs the workers; on exit stops claiming and lets attempts finish within grace."""
+        writer = asyncio.create_task(self._writer.run(), name="webhook-result-writer")
+        claimer = asyncio.create_task(self._claim_loop(), name="webhook-claimer")
+        try:
+            yield self
+        finally:
+            self._stopping = True
+            self.wake()
+            await claimer
+            await self._finish_in_flight(grace_s)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._writer.flush(), timeout=max(grace_s, 1.0))
+            writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await writer
+
+    async def _claim_loop(self) -> None:
+        failures = 0
+        while not self._stopping:
+            self._wake.clear()
+            try:
+                full = await self._claim_some()
+                failures = 0
+            except DB_ERRORS as err:
+                log.warning("claiming deliveries failed: %s", err)
+                failures += 1
+                full = False
+            if full:
+                continue
+            pause = DB_RETRY_S[min(failures, len(DB_RETRY_S)) - 1] if failures else None
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(
+                    self._wake.wait(), timeout=pause or self._settings.poll_interval_s
+                )
+
+    async def _claim_some(self) -> bool:
+        """Claims as many due deliveries as there is room for; True if there may be more."""
+        room = min(self._settings.max_in_flight - len(self._tasks), CLAIM_BATCH)
+        if room <= 0:
+            return False
+        claims = await self._queue.claim(
+            room,
+            dict(self._busy),
+            self._settings.per_subscription_concurrency,
+            self._settings.claim_lease_s,
+        )
+        for claim in claims:
+            self._start(claim)
+        return len(claims) == room
+
+    def _start(self, claim: Claim) -> None:
+        self._busy[claim.subscription_id] += 1
+        task = asyncio.create_task(self._attempt(claim), name=f"webhook-attempt-{claim.id}")
+        self._tasks[task] = claim
+        task.add_done_callback(self._finished)
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        claim = self._tasks.pop(task)
+        self._busy[claim.subscription_id] -= 1
+        if self._busy[claim.subscription_id] <= 0:
+            del self._busy[claim.subscription_id]
+        if not task.cancelled() and task.exception() is not None:
+            log.error("attempt of %s crashed", claim.id, exc_info=task.exception())
+        self.wake()
+
+    async def _attempt(self, claim: Claim) -> None:
+        started = datetime.now(UTC)
+        result = await self._sender.post(claim.url, claim.id, claim.payload.encode(), claim.secrets)
+        outcome = self._policy.judge(result, claim.round_attempts, self._rng)
+        if outcome.verdict is Verdict.RETRY and outcome.delay_s < self._settings.poll_interval_s:
+            # Sooner than the next poll: come back for it on time.
+            asyncio.get_running_loop().call_later(outcome.delay_s, self.wake)
+        self._writer.submit(Completed(claim, result, outcome, started))
+
+    async def _finish_in_flight(self, grace_s: float) -> None:
+        """Waits for attempts in flight; those still running after grace are cancelled and
+        their deliveries handed back for another worker (or the next start) to send."""
+        if not self._tasks:
+            return
+        _, late = await asyncio.wait(set(self._tasks), timeout=grace_s)
+        if not late:
+            return
+        cut = [self._tasks[t] for t in late]
+        for task in late:
+            task.cancel()
+        await asyncio.gather(*late, return_exceptions=True)
+        log.warning("stopped with %d attempts unfinished; handing them back", len(cut))
+        with contextlib.suppress(*DB_ERRORS):
+            await self._queue.release(cut)

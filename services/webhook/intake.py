@@ -1,0 +1,167 @@
+"""The durable JetStream consumer that turns execution events into deliveries.
+
+Each fetched batch becomes deliveries in one transaction and is acked only after it
+commits; a crash in between makes JetStream hand the events out again, and the unique
+(event, subscription) key makes the second pass add nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
+
+import asyncpg
+import nats.errors
+from google.protobuf.message import DecodeError
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+
+from comfyfleet.common.events import EventBus, decode_event
+from comfyfleet.common.timeutil import utcnow
+from services.webhook.config import ConsumerSettings
+from services.webhook.deliveries import fan_out
+from services.webhook.payload import Event, execution_event
+
+log = logging.getLogger(__name__)
+
+DB_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError)
+# Redelivery pauses asked for when the database could not take a batch.
+NAK_DELAY_S = (1.0, 2.0, 5.0, 10.0, 30.0)
+
+
+def consumer_config(bus: EventBus, settings: ConsumerSettings) -> ConsumerConfig:
+    return ConsumerConfig(
+        durable_name=settings.durable_name,
+        name=settings.durable_name,
+        deliver_policy=DeliverPolicy.ALL,
+        ack_policy=AckPolicy.EXPLICIT,
+        ack_wait=settings.ack_wait_s,
+        max_deliver=settings.max_deliver,
+        filter_subject=bus.all_subjects(),
+        max_ack_pending=max(settings.fetch_batch * 4, 1024),
+    )
+
+
+def _decode(msg: Msg) -> Event | None:
+    """The event in a message, or None when it is not a usable execution event."""
+    try:
+        event = decode_event(msg.data)
+    except DecodeError:
+        return None
+    if not (event.event_id and event.tenant and event.event_type):
+        return None
+    return execution_event(event, utcnow())
+
+
+class Intake:
+    def __init__(
+        self,
+        bus: EventBus,
+        pool: asyncpg.Pool,
+        settings: ConsumerSettings,
+        on_new: Callable[[], None],
+    ) -> None:
+        self._bus = bus
+        self._pool = pool
+        self._settings = settings
+        self._on_new = on_new
+        self._stop = asyncio.Event()
+
+    @asynccontextmanager
+    async def running(self) -> AsyncIterator[Intake]:
+        """Consumes until exit; on exit finishes the batch in hand and stops fetching."""
+        sub = await self._subscribe()
+        task = asyncio.create_task(self._run(sub), name="webhook-intake")
+        try:
+            yield self
+        finally:
+            self._stop.set()
+            try:
+                await asyncio.wait_for(task, timeout=self._settings.fetch_timeout_s + 5.0)
+            except TimeoutError:
+                log.warning("intake did not stop in time; its unacked events will come back")
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+
+    async def _subscribe(self) -> JetStreamContext.PullSubscription:
+        config = consumer_config(self._bus, self._settings)
+        # Creates the consumer, or brings an existing one up to this configuration.
+        await self._bus.js.add_consumer(self._bus.cfg.stream, config=config)
+        return await self._bus.js.pull_subscribe_bind(
+            durable=self._settings.durable_name, stream=self._bus.cfg.stream
+        )
+
+    async def _run(self, sub: JetStreamContext.PullSubscription) -> None:
+        backlog = 0
+        while not self._stop.is_set():
+            msgs = await self._fetch(sub, backlog)
+            if not msgs:
+                continue
+            backlog = _pending_after(msgs[-1])
+            await self._handle(msgs)
+
+    async def _fetch(self, sub: JetStreamContext.PullSubscription, backlog: int) -> list[Msg]:
+        """The next events: a batch when a backlog is known, else the first to arrive.
+
+        A batch fetch on an idle stream waits out its whole timeout for the batch to fill,
+        so it is only used when the last event said more were waiting.
+        """
+        batch = min(backlog, self._settings.fetch_batch) if backlog else 1
+        try:
+            return await sub.fetch(batch, timeout=self._settings.fetch_timeout_s)
+        except (TimeoutError, nats.errors.TimeoutError):
+            return []
+        except nats.errors.Error as err:
+            log.warning("fetching events failed: %s", err)
+            await self._pause(1.0)
+            return []
+
+    async def _handle(self, msgs: Sequence[Msg]) -> None:
+        usable: list[tuple[Msg, Event]] = []
+        for msg in msgs:
+            event = _decode(msg)
+            if event is None:
+                log.error("dropping a message on %s that is no execution event", msg.subject)
+                await msg.term()
+            else:
+                usable.append((msg, event))
+        try:
+            async with self._pool.acquire() as conn, conn.transaction():
+                added = await fan_out(conn, [e for _, e in usable])
+        except DB_ERRORS as err:
+            await self._retry_later([m for m, _ in usable], err)
+            return
+        for msg, _ in usable:
+            await msg.ack()
+        if added:
+            self._on_new()
+
+    async def _retry_later(self, msgs: Sequence[Msg], err: BaseException) -> None:
+        log.warning("storing deliveries for %d events failed: %s", len(msgs), err)
+        for msg in msgs:
+            delivered = _delivered_count(msg)
+            await msg.nak(delay=NAK_DELAY_S[min(delivered, len(NAK_DELAY_S)) - 1])
+        await self._pause(NAK_DELAY_S[0])
+
+    async def _pause(self, seconds: float) -> None:
+        """Waits, but no longer than until a stop."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stop.wait(), timeout=seconds)
+
+
+def _pending_after(msg: Msg) -> int:
+    try:
+        return int(msg.metadata.num_pending)
+    except (ValueError, TypeError, AttributeError):
+        return 0
+
+
+def _delivered_count(msg: Msg) -> int:
+    try:
+        return max(1, int(msg.metadata.num_delivered))
+    except (ValueError, TypeError, AttributeError):
+        return 1
