@@ -5,10 +5,16 @@ from __future__ import annotations
 from functools import cache
 
 from comfyfleet.workflow.runner import NodeDefinition, NodeRegistry
-from services.executor.native.nodes import files, image
+from services.executor.native.nodes import files, image, latent, mask, transform
 from services.executor.native.nodes.base import NodeSet
 
-NODE_SETS: tuple[NodeSet, ...] = (image.nodes, files.nodes)
+NODE_SETS: tuple[NodeSet, ...] = (
+    image.nodes,
+    transform.nodes,
+    mask.nodes,
+    latent.nodes,
+    files.nodes,
+)
 
 
 def native_definitions() -> list[NodeDefinition]:

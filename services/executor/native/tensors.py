@@ -6,6 +6,8 @@ Layouts: IMAGE ``[B, H, W, C]`` floats in 0..1, MASK ``[B, H, W]``, latent sampl
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -134,3 +136,14 @@ def to_uint8(image: torch.Tensor) -> np.ndarray:
 def from_uint8(pixels: np.ndarray) -> torch.Tensor:
     """8-bit pixels as floats in 0..1."""
     return torch.from_numpy(pixels.astype(np.float32) / 255.0)
+
+
+def repeat_to_batch(tensor: torch.Tensor, batch: int) -> torch.Tensor:
+    """Cut or cyclically repeat ``tensor`` along dim 0 to ``batch`` entries."""
+    size = tensor.shape[0]
+    if size > batch:
+        return tensor[:batch]
+    if size < batch:
+        reps = [math.ceil(batch / size)] + [1] * (tensor.ndim - 1)
+        return tensor.repeat(reps)[:batch]
+    return tensor
