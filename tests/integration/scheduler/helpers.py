@@ -40,14 +40,14 @@ async def get(clients: Clients, tenant: str, execution_id: str) -> executions_pb
 
 
 async def wait_for_state(
-    clients: Clients, tenant: str, execution_id: str, state: int, *, timeout: float = 15.0
+    clients: Clients, tenant: str, execution_id: str, state: int, *, wait_s: float = 15.0
 ) -> executions_pb2.Execution:
     async def reached() -> executions_pb2.Execution:
         execution = await get(clients, tenant, execution_id)
         assert execution.state == state, STATE.Name(execution.state)
         return execution
 
-    return await eventually(reached, timeout=timeout)
+    return await eventually(reached, timeout=wait_s)
 
 
 async def watch(
