@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
+from comfyfleet.devstack.errors import DevStackError
 from comfyfleet.devstack.launcher import ServiceSpec, platform_services, run_infra, run_up
 from comfyfleet.devstack.s3 import S3_BACKENDS
 from comfyfleet.devstack.stack import StackConfig
@@ -70,10 +71,15 @@ def _services(args: argparse.Namespace) -> list[ServiceSpec]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    config = _config(args)
-    if args.command == "infra":
-        return run_infra(config)
-    return run_up(config, _services(args), stop_grace_s=args.stop_grace)
+    try:
+        config = _config(args)
+        if args.command == "infra":
+            return run_infra(config)
+        return run_up(config, _services(args), stop_grace_s=args.stop_grace)
+    except DevStackError as exc:
+        # Raised before anything started (bad config, a missing program): no traceback.
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

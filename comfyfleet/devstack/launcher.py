@@ -9,6 +9,7 @@ services (SIGTERM, a grace period, then SIGKILL) and then the infrastructure.
 from __future__ import annotations
 
 import os
+import shlex
 import signal
 import sys
 import threading
@@ -279,7 +280,7 @@ def run_infra(config: StackConfig, *, out: TextIO = sys.stdout) -> int:
             return 1
         try:
             for key, value in stack.env().items():
-                out.write(f"export {key}={value}\n")
+                out.write(f"export {key}={shlex.quote(value)}\n")
             _print_table(
                 [("COMPONENT", "ADDRESS", "LOG")]
                 + [(n, a, str(log)) for n, a, log in stack.endpoints()],

@@ -155,3 +155,11 @@ async def test_killed_launcher_leaves_no_servers_behind(home: Path) -> None:
         assert [p for p in ports if port_in_use(p)] == []
 
     await eventually(all_closed, timeout=20)
+
+
+async def test_missing_s3rver_install_is_a_clear_error(home: Path, tmp_path: Path) -> None:
+    async with devstack(home, "up", COMFYFLEET_NODE_DIR=str(tmp_path)) as run:
+        assert await run.finish() == 2, run.output
+    assert "s3rver npm package is not installed" in run.output
+    assert "scripts/install-system-deps.sh" in run.output
+    assert "Traceback" not in run.output
