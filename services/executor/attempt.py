@@ -15,7 +15,7 @@ import logging
 import shutil
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -193,7 +193,7 @@ class Attempt:
         if self._work is not None:
             self._work.cancel()
 
-    async def updates(self) -> AsyncIterator[Update]:
+    async def updates(self) -> AsyncGenerator[Update, None]:
         """Every update until the final one. Leaving early (the caller went away) cancels."""
         try:
             while (update := await self._queue.get()) is not None:
