@@ -1,0 +1,112 @@
+"""The REST front as an aiohttp application, and serving it on an address."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+from aiohttp import web
+from aiohttp.typedefs import Middleware
+
+from services.gateway.rest.proxy import RestOptions, RestProxy
+from services.gateway.rest.routing import RouteTable, ServiceRef, resolve_services, routes_of
+
+PROXY_KEY = web.AppKey("rest_proxy", RestProxy)
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def build_rest_app(
+    grpc_target: str,
+    services: Iterable[ServiceRef],
+    *,
+    options: RestOptions | None = None,
+) -> web.Application:
+    """An app that serves every ``google.api.http`` binding of ``services`` over ``grpc_target``.
+
+    ``services`` are full names in the default descriptor pool (import the ``*_pb2`` modules
+    first), service descriptors or file descriptors. Routes the app's own router knows
+    (``/health``, and whatever the caller adds) are served first; every other request goes
+    through the transcoder, which answers unknown paths with a NOT_FOUND Status.
+    """
+    opts = options or RestOptions()
+    table = RouteTable(routes_of(resolve_services(services)))
+    proxy = RestProxy(table, grpc_target, opts)
+    app = web.Application(
+        middlewares=[_transcode_unrouted(proxy)], client_max_size=opts.max_body_bytes + 1
+    )
+    app[PROXY_KEY] = proxy
+    app.router.add_get("/health", _health)
+    app.cleanup_ctx.append(_connected(proxy))
+    app.on_shutdown.append(_stop_streams(proxy))
+    return app
+
+
+def _transcode_unrouted(proxy: RestProxy) -> Middleware:
+    @web.middleware
+    async def transcode(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.match_info.http_exception is None:
+            return await handler(request)
+        return await proxy.handle(request)
+
+    return transcode
+
+
+def _connected(proxy: RestProxy) -> Callable[[web.Application], AsyncIterator[None]]:
+    async def lifecycle(_: web.Application) -> AsyncIterator[None]:
+        async with proxy.connected():
+            yield
+
+    return lifecycle
+
+
+def _stop_streams(proxy: RestProxy) -> Callable[[web.Application], Awaitable[None]]:
+    async def on_shutdown(_: web.Application) -> None:
+        proxy.stop_streams()
+
+    return on_shutdown
+
+
+async def _health(_: web.Request) -> web.Response:
+    """Liveness: the process answers HTTP. Readiness is the gateway's to add."""
+    return web.json_response({"status": "SERVING"})
+
+
+@dataclass(frozen=True)
+class RunningRest:
+    host: str
+    port: int
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+
+@asynccontextmanager
+async def serve_rest(
+    address: str, app: web.Application, *, shutdown_timeout: float = 5.0
+) -> AsyncIterator[RunningRest]:
+    """Serves ``app`` on ``address`` ("host:port", port 0 picks one) until the block exits.
+
+    A client that disconnects cancels its handler, and with it the gRPC call it waits on.
+    On exit, open streams end with UNAVAILABLE and requests in flight get ``shutdown_timeout``.
+    """
+    host, port = split_address(address)
+    runner = web.AppRunner(app, handler_cancellation=True, shutdown_timeout=shutdown_timeout)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, host or None, port)
+        await site.start()
+        bound = runner.addresses[0]
+        yield RunningRest(host or "0.0.0.0", int(bound[1]))
+    finally:
+        await runner.cleanup()
+
+
+def split_address(address: str) -> tuple[str, int]:
+    """ "127.0.0.1:8080" -> ("127.0.0.1", 8080); "[::]:0" -> ("::", 0); ":8080" -> ("", 8080)."""
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit():
+        raise ValueError(f"REST address {address!r} is not host:port")
+    return host.strip("[]"), int(port)
