@@ -196,3 +196,37 @@ async def test_a_failing_input_url_is_a_retryable_failure(
     info = error_info(failed.error)
     assert info is not None and info.reason == "INPUT_DOWNLOAD_FAILED"
     assert [u.WhichOneof("update") for u in updates] == ["started", "failed"]
+
+
+async def test_runtime_error_workflow_names_the_failing_node(
+    executor: ExecutorUnderTest, store: ObjectStore
+) -> None:
+    job = await make_job(store, workflow_text("runtime_error"))
+
+    updates = await collect(executor.stub, job.request)
+
+    failed = updates[-1].failed
+    assert updates[-1].WhichOneof("update") == "failed"
+    assert failed.retryable is False
+    info = error_info(failed.error)
+    assert info is not None
+    assert (info.metadata["node_id"], info.metadata["node_type"]) == ("3", "LatentConcat")
+    assert info.metadata["exception_type"] == "RuntimeError"
+    assert "Sizes of tensors must match" in info.metadata["exception_message"]
+    done = [n.progress.node_id for n in nodes_of(updates) if n.state == DONE]
+    assert sorted(done) == ["1", "2"]
+
+
+async def test_a_latent_output_keeps_its_subfolder_and_kind(
+    executor: ExecutorUnderTest, store: ObjectStore
+) -> None:
+    job = await make_job(store, workflow_text("r08_latent"))
+
+    updates = await collect(executor.stub, job.request)
+
+    out = updates[-1].completed.outputs[0].output
+    assert (out.node_id, out.kind, out.subfolder) == ("4", "latents", "latents")
+    assert out.filename.endswith(".latent")
+    reference = comfyui_ref() / "reference" / "r08_latent" / "node4_latents_0.latent"
+    assert out.size_bytes == reference.stat().st_size
+    assert await store.size(job.output_keys[0]) == out.size_bytes
