@@ -204,6 +204,8 @@ class Server(ABC):
         return self._process is not None and self._process.running()
 
     def start(self) -> Self:
+        if self._fixed_port is not None:
+            self._check_port_free()  # before _prepare: an initdb for nothing takes seconds
         self._prepare()
         for attempt in range(1, self._bind_attempts + 1):
             try:
@@ -217,13 +219,16 @@ class Server(ABC):
                 self.port = free_port(self.host)
         return self
 
-    def _launch(self) -> None:
+    def _check_port_free(self) -> None:
         if port_in_use(self.port, self.host):
             raise StartupError(
                 f"{self.name}: port {self.port} on {self.host} is already in use "
                 "(address already in use): is another devstack running? "
                 "Stop it or choose another port."
             )
+
+    def _launch(self) -> None:
+        self._check_port_free()
         process = self._make_process()
         self._process = process
         process.start()
