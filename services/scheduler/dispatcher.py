@@ -32,6 +32,8 @@ class Dispatcher:
         self.notifier = notifier
         self.settings = settings
         self._attempts: dict[tuple[str, int], asyncio.Task[None]] = {}
+        # Attempts this replica has dispatched since it started.
+        self.dispatched = 0
 
     @property
     def in_flight(self) -> int:
@@ -59,6 +61,7 @@ class Dispatcher:
             return False
         if dispatch is None:
             return False
+        self.dispatched += 1
         key = (dispatch.record.id, dispatch.attempt)
         task = asyncio.create_task(self.runner.run(dispatch), name=f"attempt {key}")
         self._attempts[key] = task

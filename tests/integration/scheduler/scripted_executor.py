@@ -188,6 +188,7 @@ class RunningExecutor:
     servicer: ScriptedExecutor
     server: RunningServer
     slots: int = 1
+    heartbeat_s: float = 0.1
     heartbeats: asyncio.Task[None] | None = None
 
     @property
@@ -202,21 +203,27 @@ class RunningExecutor:
         """As if the executor's host froze: the scheduler hears nothing more from it."""
         if self.heartbeats is not None:
             self.heartbeats.cancel()
+            self.heartbeats = None
+
+    def heartbeat_to(self, scheduler_address: str) -> None:
+        """Heartbeats to this scheduler replica from now on."""
+        self.stop_heartbeats()
+        self.heartbeats = asyncio.create_task(_heartbeat(scheduler_address, self, self.heartbeat_s))
 
 
-async def _heartbeat(
-    stub: scheduler_pb2_grpc.SchedulerServiceStub, executor: RunningExecutor, every_s: float
-) -> None:
-    while True:
-        response = await stub.Heartbeat(
-            scheduler_pb2.HeartbeatRequest(
-                executor_id=executor.id,
-                capacity=scheduler_pb2.ExecutorCapacity(slots=executor.slots),
+async def _heartbeat(address: str, executor: RunningExecutor, every_s: float) -> None:
+    async with channel(address) as ch:
+        stub = scheduler_pb2_grpc.SchedulerServiceStub(ch)
+        while True:
+            response = await stub.Heartbeat(
+                scheduler_pb2.HeartbeatRequest(
+                    executor_id=executor.id,
+                    capacity=scheduler_pb2.ExecutorCapacity(slots=executor.slots),
+                )
             )
-        )
-        if response.reregister:
-            return
-        await asyncio.sleep(every_s)
+            if response.reregister:
+                return
+            await asyncio.sleep(every_s)
 
 
 @contextlib.asynccontextmanager
@@ -232,10 +239,9 @@ async def scripted_executor(
     servicer = ScriptedExecutor(executor_id, list(scripts) or [succeed()])
     reg = registration(servicer, executor_pb2_grpc, "ExecutorService")
     async with serve("127.0.0.1:0", [reg], grace=0.1) as server:
-        executor = RunningExecutor(servicer, server, slots)
+        executor = RunningExecutor(servicer, server, slots, heartbeat_s)
         async with channel(scheduler_address) as ch:
-            stub = scheduler_pb2_grpc.SchedulerServiceStub(ch)
-            await stub.RegisterExecutor(
+            await scheduler_pb2_grpc.SchedulerServiceStub(ch).RegisterExecutor(
                 scheduler_pb2.RegisterExecutorRequest(
                     executor=scheduler_pb2.Executor(
                         id=executor_id,
@@ -247,10 +253,8 @@ async def scripted_executor(
                     )
                 )
             )
-            executor.heartbeats = asyncio.create_task(_heartbeat(stub, executor, heartbeat_s))
-            try:
-                yield executor
-            finally:
-                executor.stop_heartbeats()
-                with contextlib.suppress(asyncio.CancelledError, grpc.aio.AioRpcError):
-                    await executor.heartbeats
+        executor.heartbeat_to(scheduler_address)
+        try:
+            yield executor
+        finally:
+            executor.stop_heartbeats()
