@@ -207,6 +207,7 @@ class Attempt:
             self._queue.put_nowait(update)
 
     async def _run(self) -> None:
+        log.info("attempt %s of %s started", self.spec.attempt, self.spec.execution_id)
         self._emit(Started(self._deps.executor_id, self._deps.engine.device))
         self._work = asyncio.create_task(self._steps())
         if self._stop_reason is not None:
@@ -218,6 +219,7 @@ class Attempt:
             )
             await asyncio.wait({self._work})
         outcome = self._outcome(self._work)
+        _log_outcome(self.spec, outcome)
         # Free the slot before the scheduler hears the end, so its next dispatch is taken;
         # unless the engine still runs (it ignored the cancel): then report first.
         engine_idle = self._engine_future is None or self._engine_future.done()
@@ -322,6 +324,26 @@ class Attempt:
             )
 
         return tuple(await asyncio.gather(*(put(s, f) for s, f in zip(slots, files, strict=False))))
+
+
+def _log_outcome(spec: AttemptSpec, outcome: Completed | Failed) -> None:
+    if isinstance(outcome, Completed):
+        log.info(
+            "attempt %s of %s completed in %.2fs with %d outputs",
+            spec.attempt,
+            spec.execution_id,
+            outcome.execution_time_s,
+            len(outcome.outputs),
+        )
+    else:
+        log.info(
+            "attempt %s of %s failed (%s, retryable=%s): %s",
+            spec.attempt,
+            spec.execution_id,
+            outcome.error.reason,
+            outcome.retryable,
+            outcome.error.message,
+        )
 
 
 def failure_of(err: BaseException) -> ComfyfleetError:
