@@ -38,6 +38,7 @@ service GreeterService {
     option (google.api.http) = {
       get: "/v1/{name=people/*}:greet"
       additional_bindings {post: "/v1/greetings" body: "*"}
+      additional_bindings {post: "/v1/greetings:text" body: "*" response_body: "text"}
     };
   }
 
@@ -167,6 +168,8 @@ async def test_an_annotated_test_only_proto_is_served_without_new_code(greeter_u
         body = {"name": "people/bob", "times": 1}
         async with client.post("/v1/greetings", json=body) as response:
             assert await response.json() == {"text": "hello people/bob x1 after 0s"}
+        async with client.post("/v1/greetings:text", json=body) as response:
+            assert await response.json() == "hello people/bob x1 after 0s"
         async with client.get("/v1/counts/3", headers={"Accept": "text/event-stream"}) as response:
             text = await response.text()
         assert text.count("data: ") == 3

@@ -74,6 +74,13 @@ async def test_get_with_path_variable_and_response_metadata(
     assert got["createTime"] == "2023-11-14T22:13:20Z"
 
 
+async def test_encoded_slashes_stay_inside_one_path_variable(
+    client: aiohttp.ClientSession, stack: Stack
+) -> None:
+    async with client.get("/v1/executions/a%2Fb%20c") as response:
+        assert (await _json(response))["id"] == "a/b c"
+
+
 async def test_get_with_query_parameters(client: aiohttp.ClientSession, stack: Stack) -> None:
     params = [("page_size", "20"), ("pageToken", "abc"), ("state", "EXECUTION_STATE_RUNNING")]
     async with client.get("/v1/executions", params=params) as response:
