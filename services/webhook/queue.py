@@ -180,6 +180,13 @@ class DeliveryQueue:
         disables the subscriptions that answered 410 or failed for too long, all in one
         transaction. Returns the subscriptions disabled."""
         async with self._pool.acquire() as conn, conn.transaction():
+            # Subscriptions before deliveries, the order every other writer locks them in
+            # (a delete cascades from one to the other); otherwise the two deadlock.
+            await conn.execute(
+                "SELECT 1 FROM subscriptions WHERE id = ANY($1::text[]) ORDER BY id"
+                " FOR NO KEY UPDATE",
+                sorted({c.claim.subscription_id for c in batch}),
+            )
             await self._log(conn, batch)
             await self._record(conn, batch)
             failing = await self._health(conn, batch)
