@@ -5,7 +5,7 @@ from __future__ import annotations
 from functools import cache
 
 from comfyfleet.workflow.runner import NodeDefinition, NodeRegistry
-from services.executor.native.nodes import files, image, latent, mask, transform
+from services.executor.native.nodes import files, image, latent, mask, text, transform
 from services.executor.native.nodes.base import NodeSet
 
 NODE_SETS: tuple[NodeSet, ...] = (
@@ -14,6 +14,7 @@ NODE_SETS: tuple[NodeSet, ...] = (
     mask.nodes,
     latent.nodes,
     files.nodes,
+    text.nodes,
 )
 
 
