@@ -160,6 +160,17 @@ class NodeError:
     traceback: tuple[str, ...] = ()
     executed: tuple[str, ...] = ()
 
+    def to_comfy(self) -> dict[str, Any]:
+        """The data of ComfyUI's ``execution_error`` message (without prompt id and time)."""
+        return {
+            "node_id": self.node_id,
+            "node_type": self.class_type,
+            "executed": list(self.executed),
+            "exception_message": f"{self.exception_message}\n",
+            "exception_type": self.exception_type,
+            "traceback": list(self.traceback),
+        }
+
 
 @dataclass(frozen=True, slots=True)
 class NodeDone:
@@ -344,10 +355,15 @@ class _Run:
     """The state of one execution."""
 
     workflow: Workflow
-    ctx_base: dict[str, Any]
+    definitions: dict[str, NodeDefinition]
+    inputs: InputStore
+    outputs: OutputSink
+    extra_pnginfo: Mapping[str, Any] | None
+    resources: Any
     on_event: EventCallback | None
     cancel: CancelToken
     started: float
+    prompt: Mapping[str, Any] = field(default_factory=dict)
     signatures: dict[str, bytes] = field(default_factory=dict)
     values: dict[str, tuple[list[Any], ...]] = field(default_factory=dict)
     ui: dict[str, Mapping[str, list[Any]]] = field(default_factory=dict)
@@ -376,9 +392,10 @@ class Runner:
             raise GraphError(node_id, f"node {node_id}: unknown node type {class_type!r}")
         return definition
 
-    def _is_lazy(self, workflow: Workflow) -> Callable[[str, str], bool]:
+    @staticmethod
+    def _is_lazy(run: _Run) -> Callable[[str, str], bool]:
         def is_lazy(node_id: str, input_name: str) -> bool:
-            spec = self._definition(workflow, node_id).spec.input(input_name)
+            spec = run.definitions[node_id].spec.input(input_name)
             return spec is not None and spec.lazy
 
         return is_lazy
@@ -410,25 +427,22 @@ class Runner:
         order = execution_order(workflow, goal)
         run = _Run(
             workflow=workflow,
-            ctx_base={
-                "cancel": cancel or CancelToken(),
-                "inputs": inputs,
-                "outputs": outputs,
-                "extra_pnginfo": extra_pnginfo,
-                "resources": resources,
-            },
+            definitions={nid: self._definition(workflow, nid) for nid in order},
+            inputs=inputs,
+            outputs=outputs,
+            extra_pnginfo=extra_pnginfo,
+            resources=resources,
             on_event=on_event,
-            cancel=cancel or CancelToken(),
+            cancel=cancel if cancel is not None else CancelToken(),
             started=started,
         )
-        run.ctx_base["cancel"] = run.cancel
         try:
             fingerprints = self._fingerprints(run, order)
         except ExecutionCancelled:
             return self._finish(run, RunStatus.CANCELLED, None)
         except _FingerprintFailure as failure:
             return self._finish(run, RunStatus.FAILED, failure.error)
-        run.ctx_base["prompt"] = _prompt_json(workflow, fingerprints)
+        run.prompt = _prompt_json(workflow, fingerprints)
         self._sign(run, order, fingerprints)
         cached = self._take_cached(run, order) if use_cache else []
         run.emit(NodesCached(tuple(cached)))
@@ -444,10 +458,10 @@ class Runner:
     def _fingerprints(self, run: _Run, order: Sequence[str]) -> dict[str, Any]:
         found: dict[str, Any] = {}
         for node_id in order:
-            definition = self._definition(run.workflow, node_id)
+            definition = run.definitions[node_id]
             if definition.fingerprint is None:
                 continue
-            ctx = self._context(run, node_id, definition, prompt={})
+            ctx = self._context(run, node_id, definition)
             literals = {
                 k: v
                 for k, v in run.workflow[node_id].inputs.items()
@@ -465,7 +479,7 @@ class Runner:
         """Compute each node's signature: its class, literals and upstream signatures."""
         for node_id in order:
             node = run.workflow[node_id]
-            definition = self._definition(run.workflow, node_id)
+            definition = run.definitions[node_id]
             digest = hashlib.blake2b(digest_size=20)
             digest.update(definition.class_type.encode())
             digest.update(b"\0" + _literal_key(fingerprints.get(node_id)).encode())
@@ -509,8 +523,8 @@ class Runner:
         scheduler = Scheduler(
             workflow,
             goal,
-            is_output=lambda nid: self._definition(workflow, nid).spec.output_node,
-            is_lazy=self._is_lazy(workflow),
+            is_output=lambda nid: run.definitions[nid].spec.output_node,
+            is_lazy=self._is_lazy(run),
             done=cached,
         )
         while not scheduler.finished:
@@ -543,23 +557,17 @@ class Runner:
             scheduler.complete(node_id)
         return RunStatus.SUCCEEDED, None
 
-    def _context(
-        self,
-        run: _Run,
-        node_id: str,
-        definition: NodeDefinition,
-        prompt: Mapping[str, Any] | None = None,
-    ) -> NodeContext:
-        base = run.ctx_base
+    @staticmethod
+    def _context(run: _Run, node_id: str, definition: NodeDefinition) -> NodeContext:
         return NodeContext(
             node_id=node_id,
             class_type=definition.class_type,
             cancel=run.cancel,
-            inputs=base["inputs"],
-            outputs=base["outputs"],
-            prompt=base.get("prompt", {}) if prompt is None else prompt,
-            extra_pnginfo=base["extra_pnginfo"],
-            resources=base["resources"],
+            inputs=run.inputs,
+            outputs=run.outputs,
+            prompt=run.prompt,
+            extra_pnginfo=run.extra_pnginfo,
+            resources=run.resources,
             report=run.report_progress,
         )
 
@@ -585,7 +593,7 @@ class Runner:
         return gathered
 
     def _run_node(self, run: _Run, node_id: str, force: bool = False) -> NodeResult:
-        definition = self._definition(run.workflow, node_id)
+        definition = run.definitions[node_id]
         class_type = definition.class_type
         run.emit(NodeStarted(node_id, class_type))
         t0 = time.perf_counter()

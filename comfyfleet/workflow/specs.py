@@ -142,17 +142,16 @@ class NodeSpec:
     python_module: str = "nodes"
     output_tooltips: bool = False
     extra: Mapping[str, Any] = field(default_factory=dict)
+    _by_name: dict[str, InputSpec] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        names = [i.name for i in self.inputs]
-        if len(names) != len(set(names)):
+        by_name = {i.name: i for i in self.inputs}
+        if len(by_name) != len(self.inputs):
             raise ValueError(f"{self.name}: duplicate input names")
+        object.__setattr__(self, "_by_name", by_name)
 
     def input(self, name: str) -> InputSpec | None:
-        for spec in self.inputs:
-            if spec.name == name:
-                return spec
-        return None
+        return self._by_name.get(name)
 
     def visible_inputs(self) -> Iterator[InputSpec]:
         """Required and optional inputs, in declaration order."""

@@ -188,8 +188,15 @@ class ValidationResult:
         return {"error": self.error.to_comfy(), "node_errors": self.node_errors_body()}
 
     def field_violations(self) -> list[FieldViolation]:
-        """Every issue as a field violation (``reason`` is the ComfyUI error type)."""
-        return [FieldViolation(i.field, i.description, i.type) for i in self.issues]
+        """Every issue as a field violation (``reason`` is the ComfyUI error type).
+
+        The "outputs failed validation" summary is left out when node errors say it all.
+        """
+        issues = list(self.issues)
+        summary = ErrorType.PROMPT_OUTPUTS_FAILED_VALIDATION.value
+        if self.node_errors and issues and issues[0].type == summary:
+            issues = issues[1:]
+        return [FieldViolation(i.field, i.description, i.type) for i in issues]
 
 
 class _InnerFailure(Exception):

@@ -8,6 +8,7 @@ import pytest
 
 from comfyfleet.workflow.io import DirectoryInputStore
 from services.executor.native import NativeEngine
+from tests.engine.devices import native_device
 from tests.unit.workflow.refdata import comfyui_ref_dir
 
 
@@ -26,4 +27,4 @@ def input_store(ref_dir: Path) -> DirectoryInputStore:
 
 @pytest.fixture
 def engine() -> NativeEngine:
-    return NativeEngine("cpu")
+    return NativeEngine(native_device())

@@ -24,6 +24,7 @@ from comfyfleet.workflow.runner import (
     RunStatus,
 )
 from services.executor.native import NativeEngine
+from tests.engine.devices import native_device
 
 
 def _workflow(ref_dir: Path, name: str) -> dict[str, Any]:
@@ -39,7 +40,10 @@ def test_a_tiny(ref_dir: Path, engine: NativeEngine) -> None:
     image = Image.open(io.BytesIO(file.data))
     assert image.size == (64, 64) and image.getpixel((3, 3)) == (255, 255, 255)
     assert [o.filename for o in result.outputs] == ["bench_a_00001_.png"]
-    assert result.peak_memory_bytes is None
+    if engine.device.type == "cuda":
+        assert result.peak_memory_bytes is not None and result.peak_memory_bytes > 0
+    else:
+        assert result.peak_memory_bytes is None
 
 
 def test_b_medium(ref_dir: Path, engine: NativeEngine) -> None:
@@ -109,6 +113,8 @@ def test_runtime_error_names_the_node(ref_dir: Path, engine: NativeEngine) -> No
         "Sizes of tensors must match except in dimension 3. Expected size 8 but got size 16"
     )
     assert sorted(result.error.executed) == ["1", "2"]
+    body = result.error.to_comfy()
+    assert body["node_type"] == "LatentConcat" and body["exception_message"].endswith(".\n")
 
 
 def test_invalid_workflow_is_not_run(ref_dir: Path, engine: NativeEngine) -> None:
@@ -135,8 +141,8 @@ def test_directory_sink_continues_counters(
 ) -> None:
     sink = DirectoryOutputSink(tmp_path / "out", tmp_path / "temp")
     workflow = _workflow(ref_dir, "r01_invert")
-    NativeEngine("cpu").run(workflow, input_store, sink)
-    NativeEngine("cpu").run(workflow, input_store, sink)
+    NativeEngine(native_device()).run(workflow, input_store, sink)
+    NativeEngine(native_device()).run(workflow, input_store, sink)
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
         "r01_00001_.png",
         "r01_00002_.png",
@@ -144,7 +150,7 @@ def test_directory_sink_continues_counters(
 
 
 def test_extra_pnginfo_and_object_info(ref_dir: Path, input_store: DirectoryInputStore) -> None:
-    engine = NativeEngine("cpu")
+    engine = NativeEngine(native_device())
     sink = MemoryOutputSink()
     engine.run(
         _workflow(ref_dir, "a_tiny"),

@@ -30,6 +30,7 @@ from comfyfleet.workflow.runner import (
 from comfyfleet.workflow.specs import InputSpec, NodeSpec
 from services.executor.native import NativeEngine
 from services.executor.native.registry import native_definitions
+from tests.engine.devices import native_device
 
 CAPTURED: dict[str, Any] = {}
 
@@ -52,7 +53,7 @@ CAPTURE_LIST = NodeDefinition(
 @pytest.fixture(scope="module")
 def smoke_engine() -> NativeEngine:
     registry = NodeRegistry([*native_definitions(), CAPTURE, CAPTURE_LIST])
-    return NativeEngine("cpu", registry=registry)
+    return NativeEngine(native_device(), registry=registry)
 
 
 def _latent_file(samples: torch.Tensor, versioned: bool = True) -> bytes:

@@ -69,7 +69,6 @@ def test_field_violations_name_each_input() -> None:
     result = validate_workflow(workflow_text("invalid_multi_validation"), NATIVE_CATALOG)
     fields = {v.field: v.reason for v in result.field_violations()}
     assert fields == {
-        "workflow": "prompt_outputs_failed_validation",
         'workflow["1"].inputs.width': "value_smaller_than_min",
         'workflow["2"].inputs.image': "exception_during_inner_validation",
         'workflow["4"].inputs.scale_by': "invalid_input_type",

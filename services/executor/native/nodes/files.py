@@ -36,6 +36,8 @@ def file_fingerprint(ctx: NodeContext, inputs: Mapping[str, Any]) -> str:
 
 def expand_prefix(prefix: str, width: int, height: int) -> str:
     """Replace ComfyUI's server-side prefix variables (``%width%``, ``%year%`` ...)."""
+    if "%" not in prefix:
+        return prefix
     now = time.localtime()
     values = {
         "%width%": str(width),
