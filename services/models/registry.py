@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import json
+import re
 from collections.abc import AsyncIterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +26,7 @@ CONTENT_TYPE = "application/octet-stream"
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 1000
 _TOKEN_PREFIX = "after:"
+_ID = re.compile(rf"{repository.ID_PREFIX}_[0-9a-z]{{26}}")
 
 
 @dataclass(frozen=True)
@@ -82,7 +85,7 @@ class ModelRegistry:
                 raise
 
     async def _insert(self, new: NewModel, file: SpooledFile) -> ModelRecord:
-        name_lock = f"models:name:{new.tenant}\0{new.name}\0{new.kind}"
+        name_lock = "models:name:" + json.dumps([new.tenant, new.name, new.kind])
         async with repository.locked(self.pool, name_lock, _object_lock(new.storage_key)) as conn:
             # A concurrent upload of the same bytes may have won while ours was on its way.
             same = await repository.find_same(conn, new.tenant, new.name, new.kind, new.sha256)
@@ -107,7 +110,7 @@ class ModelRegistry:
 
     async def get(self, tenant: str, model_id: str) -> ModelRecord:
         _require_id(model_id)
-        record = await repository.get(self.pool, tenant, model_id)
+        record = await repository.get(self.pool, tenant, model_id) if _is_id(model_id) else None
         if record is None:
             raise NotFound(f"model {model_id!r} does not exist", reason="MODEL_NOT_FOUND")
         return record
@@ -125,7 +128,7 @@ class ModelRegistry:
 
     async def delete(self, tenant: str, model_id: str) -> None:
         _require_id(model_id)
-        record = await repository.delete(self.pool, tenant, model_id)
+        record = await repository.delete(self.pool, tenant, model_id) if _is_id(model_id) else None
         if record is None:
             raise NotFound(f"model {model_id!r} does not exist", reason="MODEL_NOT_FOUND")
         # Other names (or versions) of the same bytes share the file.
@@ -137,7 +140,9 @@ class ModelRegistry:
         Every reference to a model that is not registered is reported at once.
         """
         refs = find_references(workflow_json)
-        found = await repository.latest(self.pool, tenant, ((r.name, r.kind) for r in refs))
+        # A name no upload could have used is missing without asking the database.
+        wanted = {(r.name, r.kind) for r in refs if not name_violations(r.name)}
+        found = await repository.latest(self.pool, tenant, wanted)
         missing = [r for r in refs if (r.name, r.kind) not in found]
         if missing:
             raise InvalidArgument(
@@ -180,6 +185,10 @@ def _require_id(model_id: str) -> None:
         raise InvalidArgument("the id is required", [FieldViolation("id", "the id is required")])
 
 
+def _is_id(text: str) -> bool:
+    return _ID.fullmatch(text) is not None
+
+
 def _page_size(page_size: int) -> int:
     if page_size < 0:
         raise InvalidArgument(
@@ -200,7 +209,7 @@ def _decode_token(token: str) -> str | None:
         text = base64.urlsafe_b64decode(token.encode()).decode()
     except (binascii.Error, UnicodeError, ValueError):
         text = ""
-    if not text.startswith(_TOKEN_PREFIX) or len(text) == len(_TOKEN_PREFIX):
+    if not text.startswith(_TOKEN_PREFIX) or not _is_id(text.removeprefix(_TOKEN_PREFIX)):
         raise InvalidArgument(
             "page_token is not a token this service gave out",
             [FieldViolation("page_token", "page_token is not a token this service gave out")],
