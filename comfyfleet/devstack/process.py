@@ -63,7 +63,12 @@ def _die_with_parent(argv: Sequence[str], sig: int) -> list[str]:
 
 
 class ManagedProcess:
-    """One child process in its own process group, logging to a file."""
+    """One child process in its own process group, logging to a file.
+
+    Start it from a thread that lives as long as the process should: the kernel's "parent
+    died" signal fires when the *thread* that started the child exits (so not from a
+    short-lived worker thread; the main thread or an event loop's thread is right).
+    """
 
     def __init__(
         self,
