@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import Any
 
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
+from services.gateway.rest.docs import render_docs
+from services.gateway.rest.openapi import openapi_document
+from services.gateway.rest.protodocs import load_comments
 from services.gateway.rest.proxy import RestOptions, RestProxy
 from services.gateway.rest.routing import RouteTable, ServiceRef, resolve_services, routes_of
+from services.gateway.rest.transcode import dumps
 
 PROXY_KEY = web.AppKey("rest_proxy", RestProxy)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -20,14 +25,18 @@ def build_rest_app(
     grpc_target: str,
     services: Iterable[ServiceRef],
     *,
+    openapi: bool = True,
     options: RestOptions | None = None,
+    comments: Mapping[str, str] | None = None,
 ) -> web.Application:
     """An app that serves every ``google.api.http`` binding of ``services`` over ``grpc_target``.
 
     ``services`` are full names in the default descriptor pool (import the ``*_pb2`` modules
     first), service descriptors or file descriptors. Routes the app's own router knows
-    (``/health``, and whatever the caller adds) are served first; every other request goes
-    through the transcoder, which answers unknown paths with a NOT_FOUND Status.
+    (``/health``, ``/openapi.json`` and ``/docs`` when ``openapi``, and whatever the caller
+    adds) are served first; every other request goes through the transcoder, which answers
+    unknown paths with a NOT_FOUND Status. ``comments`` (full name -> text) describe the
+    OpenAPI document; the committed proto comments by default.
     """
     opts = options or RestOptions()
     table = RouteTable(routes_of(resolve_services(services)))
@@ -37,9 +46,27 @@ def build_rest_app(
     )
     app[PROXY_KEY] = proxy
     app.router.add_get("/health", _health)
+    if openapi:
+        document = openapi_document(table.routes, load_comments() if comments is None else comments)
+        _add_documents(app, document)
     app.cleanup_ctx.append(_connected(proxy))
     app.on_shutdown.append(_stop_streams(proxy))
     return app
+
+
+def _add_documents(app: web.Application, document: dict[str, Any]) -> None:
+    """Serves the OpenAPI document and its HTML rendering, both made once, here."""
+    spec = dumps(document)
+    page = render_docs(document)
+
+    async def openapi_json(_: web.Request) -> web.Response:
+        return web.Response(body=spec, content_type="application/json")
+
+    async def docs(_: web.Request) -> web.Response:
+        return web.Response(text=page, content_type="text/html")
+
+    app.router.add_get("/openapi.json", openapi_json)
+    app.router.add_get("/docs", docs)
 
 
 def _transcode_unrouted(proxy: RestProxy) -> Middleware:

@@ -22,7 +22,7 @@ FD: TypeAlias = descriptor.FieldDescriptor
 FIELD_MASK = "google.protobuf.FieldMask"
 # Messages whose JSON form is a single string or scalar, so one query value can carry them.
 _STRING_MESSAGES = {"google.protobuf.Timestamp", "google.protobuf.Duration", FIELD_MASK}
-_WRAPPERS = {
+WRAPPERS = {
     f"google.protobuf.{name}Value"
     for name in ("Double", "Float", "Int64", "UInt64", "Int32", "UInt32", "Bool", "String", "Bytes")
 }
@@ -54,7 +54,7 @@ def resolve(message_type: descriptor.Descriptor, path: Sequence[str]) -> list[FD
         if found is None:
             return None
         chain.append(found)
-        current = found.message_type if _is_plain_message(found) else None
+        current = found.message_type if is_plain_message(found) else None
     return chain
 
 
@@ -62,15 +62,15 @@ def is_path_leaf(fd: FD) -> bool:
     """Whether a path variable may bind the field: singular, and a scalar, enum or wrapper."""
     if _is_repeated(fd):
         return False
-    return fd.type != FD.TYPE_MESSAGE or _is_scalar_message(fd)
+    return fd.type != FD.TYPE_MESSAGE or is_scalar_message(fd)
 
 
 def json_value(fd: FD, raw: str) -> Any:
     """The proto3 JSON value of one string for a singular (or one element of a repeated) field."""
     if fd.type == FD.TYPE_MESSAGE:
-        if not _is_scalar_message(fd):
+        if not is_scalar_message(fd):
             raise BadValue(f"a {fd.message_type.full_name} cannot be given as a string")
-        if fd.message_type.full_name in _WRAPPERS:
+        if fd.message_type.full_name in WRAPPERS:
             return json_value(fd.message_type.fields_by_name["value"], raw)
         if fd.message_type.full_name == FIELD_MASK:
             return _field_mask_json(raw)
@@ -110,7 +110,7 @@ def body_field_mask(value: Any, message_type: descriptor.Descriptor, prefix: str
         if fd is None:
             continue
         path = prefix + fd.name
-        if _is_plain_message(fd) and not _is_well_known(fd) and isinstance(sub, dict) and sub:
+        if is_plain_message(fd) and not is_well_known(fd) and isinstance(sub, dict) and sub:
             paths += body_field_mask(sub, fd.message_type, path + ".")
         else:
             paths.append(path)
@@ -191,7 +191,7 @@ def _leaf_tree(chain: list[FD], map_key: str | None, values: Sequence[str]) -> d
 
 
 def _map_value(fd: FD, map_key: str, values: Sequence[str]) -> Any:
-    if not _is_map(fd):
+    if not is_map(fd):
         raise BadValue(f"{fd.name} is not a map, so {fd.name}[{map_key}] means nothing")
     if len(values) != 1:
         raise BadValue(f"{fd.name}[{map_key}] takes one value, got {len(values)}")
@@ -233,21 +233,22 @@ def _is_repeated(fd: FD) -> bool:
     return bool(fd.is_repeated)
 
 
-def _is_map(fd: FD) -> bool:
+def is_map(fd: FD) -> bool:
     return (
         _is_repeated(fd) and fd.type == FD.TYPE_MESSAGE and fd.message_type.GetOptions().map_entry
     )
 
 
-def _is_scalar_message(fd: FD) -> bool:
+def is_scalar_message(fd: FD) -> bool:
+    """Whether the field is a message whose JSON form is one string or scalar."""
     name = fd.message_type.full_name
-    return name in _STRING_MESSAGES or name in _WRAPPERS
+    return name in _STRING_MESSAGES or name in WRAPPERS
 
 
-def _is_well_known(fd: FD) -> bool:
+def is_well_known(fd: FD) -> bool:
     return bool(fd.message_type.full_name.startswith("google.protobuf."))
 
 
-def _is_plain_message(fd: FD) -> bool:
+def is_plain_message(fd: FD) -> bool:
     """A singular message that a dotted path may step into."""
-    return fd.type == FD.TYPE_MESSAGE and not _is_repeated(fd) and not _is_scalar_message(fd)
+    return fd.type == FD.TYPE_MESSAGE and not _is_repeated(fd) and not is_scalar_message(fd)

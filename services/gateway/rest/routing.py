@@ -86,12 +86,21 @@ def resolve_services(refs: Iterable[ServiceRef]) -> list[descriptor.ServiceDescr
     out: list[descriptor.ServiceDescriptor] = []
     for ref in refs:
         if isinstance(ref, str):
-            out.append(descriptor_pool.Default().FindServiceByName(ref))
+            out.append(_find_service(ref))
         elif isinstance(ref, descriptor.FileDescriptor):
             out.extend(ref.services_by_name.values())
         else:
             out.append(ref)
     return out
+
+
+def _find_service(name: str) -> descriptor.ServiceDescriptor:
+    try:
+        return descriptor_pool.Default().FindServiceByName(name)
+    except KeyError:
+        raise LookupError(
+            f"service {name!r} is not in the default descriptor pool: import its *_pb2 module first"
+        ) from None
 
 
 def routes_of(services: Sequence[descriptor.ServiceDescriptor]) -> list[Route]:

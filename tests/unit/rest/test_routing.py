@@ -85,6 +85,11 @@ def test_a_known_path_with_another_method_lists_the_allowed_ones() -> None:
     assert TABLE.lookup("GET", "/v1/models:resolve").allowed == ("POST",)
 
 
+def test_an_unimported_service_name_says_what_to_do() -> None:
+    with pytest.raises(LookupError, match="import its"):
+        resolve_services(["comfyfleet.nothing.v1.NoService"])
+
+
 def test_file_descriptors_and_service_descriptors_are_accepted() -> None:
     by_file = resolve_services([executions_pb2.DESCRIPTOR])
     by_service = resolve_services([executions_pb2.DESCRIPTOR.services_by_name["ExecutionService"]])
