@@ -541,7 +541,8 @@ class Runner:
             if isinstance(result, NodeFailed):
                 return RunStatus.FAILED, result.error
             if isinstance(result, NodePending):
-                upstream = [workflow[node_id].inputs[name] for name in result.inputs]
+                inputs = workflow[node_id].inputs
+                upstream = [inputs.get(name) for name in result.inputs]
                 links = [u.node_id for u in upstream if isinstance(u, Link)]
                 if scheduler.wait_for(node_id, links):
                     continue
@@ -613,7 +614,9 @@ class Runner:
             if force:
                 message = f"asked again for inputs that are available: {list(result.inputs)}"
                 error = NodeError(node_id, class_type, "RuntimeError", message)
+                run.emit(NodeFinished(node_id, class_type, NodeStatus.FAILED, False, seconds))
                 return NodeFailed(error)
+            run.emit(NodeFinished(node_id, class_type, NodeStatus.PENDING, False, seconds))
             return result
         run.reports[node_id] = NodeReport(node_id, class_type, False, t0 - run.started, seconds)
         run.executed.append(node_id)
