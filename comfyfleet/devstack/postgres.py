@@ -154,7 +154,13 @@ class PostgresServer(Server):
         if not self.durable:
             argv.append("--no-sync")
         result = subprocess.run(
-            argv, capture_output=True, text=True, user=self.os_user, timeout=300, check=False
+            argv,
+            capture_output=True,
+            text=True,
+            cwd=self.data_dir,
+            user=self.os_user,
+            timeout=300,
+            check=False,
         )
         with self.log_path.open("a") as log:
             log.write(result.stdout + result.stderr)

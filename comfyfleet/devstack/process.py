@@ -270,6 +270,7 @@ class Server(ABC):
             self._argv(),
             log_path=self.log_path,
             env=self._env(),
+            cwd=self.data_dir,
             user=self._user(),
             stop_signal=self._stop_signal(),
         )
