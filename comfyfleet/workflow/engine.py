@@ -85,6 +85,7 @@ class WorkflowEngine:
         targets: Sequence[str] | None = None,
         resources: Any = None,
         use_cache: bool = True,
+        fresh_outputs: bool = False,
     ) -> RunResult:
         """Validate ``workflow`` and, when it is acceptable, run its valid outputs.
 
@@ -107,6 +108,7 @@ class WorkflowEngine:
                 extra_pnginfo=extra_pnginfo,
                 resources=resources,
                 use_cache=use_cache,
+                fresh_outputs=fresh_outputs,
             )
         except GraphError as exc:
             return _graph_failure(validation, exc, started)

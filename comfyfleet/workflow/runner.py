@@ -416,8 +416,14 @@ class Runner:
         extra_pnginfo: Mapping[str, Any] | None = None,
         resources: Any = None,
         use_cache: bool = True,
+        fresh_outputs: bool = False,
     ) -> RunResult:
         """Execute ``workflow`` (already validated) for ``targets`` (default: every output).
+
+        ``use_cache=False`` neither reads nor updates the output cache. ``fresh_outputs``
+        always runs output nodes (their inputs may still come from the cache), so every
+        execution writes its own files; by default an unchanged output node is served from
+        the cache and only its ui is replayed, as ComfyUI does.
 
         Graph problems (cycles, links to missing nodes, unknown types) raise
         :class:`GraphError`; a node that raises makes a ``FAILED`` result.
@@ -444,7 +450,7 @@ class Runner:
             return self._finish(run, RunStatus.FAILED, failure.error)
         run.prompt = _prompt_json(workflow, fingerprints)
         self._sign(run, order, fingerprints)
-        cached = self._take_cached(run, order) if use_cache else []
+        cached = self._take_cached(run, order, fresh_outputs) if use_cache else []
         run.emit(NodesCached(tuple(cached)))
         for node_id in cached:
             self._report_cached(run, node_id)
@@ -495,9 +501,11 @@ class Runner:
                     digest.update(_literal_key(value).encode())
             run.signatures[node_id] = digest.digest()
 
-    def _take_cached(self, run: _Run, order: Sequence[str]) -> list[str]:
+    def _take_cached(self, run: _Run, order: Sequence[str], fresh_outputs: bool) -> list[str]:
         cached: list[str] = []
         for node_id in order:
+            if fresh_outputs and run.definitions[node_id].spec.output_node:
+                continue
             entry = self.cache.get(run.signatures[node_id])
             if entry is None:
                 continue

@@ -20,6 +20,7 @@ from comfyfleet.workflow.runner import (
     CancelToken,
     ExecutionEvent,
     NodeFinished,
+    NodeProgress,
     NodesCached,
     RunStatus,
 )
@@ -174,3 +175,26 @@ def test_c_latent(ref_dir: Path, engine: NativeEngine) -> None:
     tensors = safetensors.torch.load(file.data)
     assert tensors["latent_tensor"].shape == (2, 4, 96, 96)
     assert tensors["latent_format_version_0"].shape == (0,)
+
+
+def test_fresh_outputs_rerun_output_nodes_only(ref_dir: Path, engine: NativeEngine) -> None:
+    workflow = _workflow(ref_dir, "a_tiny")
+    engine.run(workflow, MemoryInputStore(), MemoryOutputSink())
+    sink = MemoryOutputSink()
+    result = engine.run(workflow, MemoryInputStore(), sink, fresh_outputs=True)
+    assert sorted(result.cached_nodes) == ["1", "2"]
+    assert result.executed_nodes == ("3",)
+    assert [f.filename for f in sink.files] == ["bench_a_00001_.png"]
+    assert not result.outputs[0].cached
+
+
+def test_progress_events_for_saved_images(ref_dir: Path, engine: NativeEngine) -> None:
+    events: list[ExecutionEvent] = []
+    engine.run(
+        _workflow(ref_dir, "b_medium"),
+        MemoryInputStore(),
+        MemoryOutputSink(),
+        on_progress=events.append,
+    )
+    progress = [(e.value, e.max) for e in events if isinstance(e, NodeProgress)]
+    assert progress == [(1, 4), (2, 4), (3, 4), (4, 4)]

@@ -80,6 +80,7 @@ class NativeEngine:
         extra_pnginfo: Mapping[str, Any] | None = None,
         targets: Sequence[str] | None = None,
         use_cache: bool = True,
+        fresh_outputs: bool = False,
     ) -> RunResult:
         """Validate and run ``workflow``; see :class:`comfyfleet.workflow.runner.RunResult`.
 
@@ -100,6 +101,7 @@ class NativeEngine:
                 targets=targets,
                 resources=self._resources,
                 use_cache=use_cache,
+                fresh_outputs=fresh_outputs,
             )
         if on_cuda:
             peak = torch.cuda.max_memory_allocated(self.device)

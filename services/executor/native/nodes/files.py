@@ -103,6 +103,7 @@ def save_images(
         ctx.check_cancelled()
         data = _encode_png(frame, info, compress_level)
         results.append(target.write(".png", data, "image/png", batch))
+        ctx.progress(batch + 1, len(images))
     return NodeOutput((), {"images": results})
 
 
