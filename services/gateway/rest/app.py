@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -9,13 +10,17 @@ from typing import Any
 
 from aiohttp import web
 from aiohttp.typedefs import Middleware
+from google.rpc import code_pb2, status_pb2
 
 from services.gateway.rest.docs import render_docs
 from services.gateway.rest.openapi import openapi_document
 from services.gateway.rest.protodocs import load_comments
 from services.gateway.rest.proxy import RestOptions, RestProxy
+from services.gateway.rest.replies import error_response
 from services.gateway.rest.routing import RouteTable, ServiceRef, resolve_services, routes_of
 from services.gateway.rest.transcode import dumps
+
+log = logging.getLogger(__name__)
 
 PROXY_KEY = web.AppKey("rest_proxy", RestProxy)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -74,7 +79,16 @@ def _transcode_unrouted(proxy: RestProxy) -> Middleware:
     async def transcode(request: web.Request, handler: Handler) -> web.StreamResponse:
         if request.match_info.http_exception is None:
             return await handler(request)
-        return await proxy.handle(request)
+        try:
+            return await proxy.handle(request)
+        except ConnectionResetError:
+            raise
+        except Exception:
+            # Still a Status body, as for every other error, and no internals in it.
+            log.exception("REST %s %s failed", request.method, request.path)
+            return error_response(
+                status_pb2.Status(code=code_pb2.INTERNAL, message="internal error")
+            )
 
     return transcode
 

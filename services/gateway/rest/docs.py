@@ -71,28 +71,37 @@ def _contents(document: dict[str, Any], operations: dict[str, list[tuple[str, st
 
 
 def _operation(path: str, verb: str, op: dict[str, Any]) -> str:
-    rows = [
-        f"<tr><td><code>{escape(p['name'])}</code></td><td>{escape(p['in'])}</td>"
-        f"<td class=type>{_type(p.get('schema', {}))}</td>"
-        f"<td>{_flags(p.get('required', False))}{_pre(p.get('description', ''))}</td></tr>"
-        for p in op.get("parameters", [])
-    ]
     parts = [
         f'<section id="op-{escape(op["operationId"])}"><h3><span class="verb {escape(verb)}">'
         f"{escape(verb.upper())}</span><code>{escape(path)}</code></h3>",
         _paragraph(op.get("summary", "")),
         _paragraph(op.get("description", "")),
+        _parameters(op.get("parameters", [])),
     ]
-    if rows:
-        parts.append(
-            "<table><tr><th>Parameter</th><th>In</th><th>Type</th><th></th></tr>"
-            + "".join(rows)
-            + "</table>"
-        )
     body = op.get("requestBody", {}).get("content", {}).get("application/json")
     if body:
         parts.append(f"<p>Body: <span class=type>{_type(body['schema'])}</span></p>")
-    for status, response in op.get("responses", {}).items():
+    parts += _responses(op.get("responses", {}))
+    parts.append("</section>")
+    return "\n".join(parts)
+
+
+def _parameters(parameters: list[dict[str, Any]]) -> str:
+    rows = [
+        f"<tr><td><code>{escape(p['name'])}</code></td><td>{escape(p['in'])}</td>"
+        f"<td class=type>{_type(p.get('schema', {}))}</td>"
+        f"<td>{_flags(p.get('required', False))}{_pre(p.get('description', ''))}</td></tr>"
+        for p in parameters
+    ]
+    if not rows:
+        return ""
+    header = "<tr><th>Parameter</th><th>In</th><th>Type</th><th></th></tr>"
+    return f"<table>{header}{''.join(rows)}</table>"
+
+
+def _responses(responses: dict[str, Any]) -> list[str]:
+    parts = []
+    for status, response in responses.items():
         for media, content in response.get("content", {}).items():
             parts.append(
                 f"<p>{escape(status)} <code>{escape(media)}</code>: "
@@ -100,8 +109,7 @@ def _operation(path: str, verb: str, op: dict[str, Any]) -> str:
             )
         if status == "200" and "stream" in response.get("description", ""):
             parts.append(_paragraph(response["description"]))
-    parts.append("</section>")
-    return "\n".join(parts)
+    return parts
 
 
 def _schema(name: str, schema: dict[str, Any]) -> str:

@@ -84,8 +84,3 @@ def retry_after(status: status_pb2.Status) -> str | None:
             seconds = info.retry_delay.seconds + info.retry_delay.nanos / 1e9
             return str(max(0, math.ceil(seconds)))
     return None
-
-
-def routing_status(code: int, message: str) -> status_pb2.Status:
-    """The Status of an HTTP-level refusal (unknown path, method, oversized body)."""
-    return status_pb2.Status(code=code, message=message)

@@ -9,6 +9,7 @@ has gone out, a failure becomes the stream's last item: an ``event: error`` in S
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
 
 import grpc
@@ -23,6 +24,8 @@ from services.gateway.rest.replies import JSON, error_response
 from services.gateway.rest.routing import Route
 from services.gateway.rest.status import status_json
 from services.gateway.rest.transcode import JsonOptions, dumps, response_json, sequence_of
+
+log = logging.getLogger(__name__)
 
 EVENT_STREAM = "text/event-stream"
 KEEPALIVE = object()
@@ -96,6 +99,11 @@ class Relay:
         except ServerStopping:
             stopping = "the server is shutting down; resume the stream on another connection"
             return await self._fail(status_pb2.Status(code=code_pb2.UNAVAILABLE, message=stopping))
+        except (ValueError, TypeError):
+            # A message JSON cannot express (NaN in a Struct, an Any of an unknown type).
+            log.exception("cannot write a %s as JSON", self._route.method.output_type.full_name)
+            internal = status_pb2.Status(code=code_pb2.INTERNAL, message="internal error")
+            return await self._fail(internal)
         except ConnectionResetError:
             # The client went away; the caller cancels the call.
             if self._response is None:

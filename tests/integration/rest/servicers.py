@@ -121,6 +121,9 @@ class Executions(executions_pb2_grpc.ExecutionServiceServicer):
         context.set_trailing_metadata([("x-cost-usd", "0.25")])
         execution = executions_pb2.Execution(id=request.id, max_attempts=3)
         execution.create_time.FromSeconds(1_700_000_000)
+        if request.id == "nan":
+            # Valid protobuf, but proto3 JSON has no way to write it.
+            execution.workflow["seed"] = float("nan")
         return execution
 
     async def ListExecutions(
@@ -146,7 +149,11 @@ class Executions(executions_pb2_grpc.ExecutionServiceServicer):
         self.recorder.record("WatchExecution", request, context)
         raise_for(request.id)
         for sequence in range(request.after_sequence + 1, EVENTS_PER_WATCH + 1):
-            yield _event(request.id, sequence)
+            event = _event(request.id, sequence)
+            if request.id == "unwritable" and sequence == 2:
+                # Valid protobuf, but this process cannot write an Any of an unknown type.
+                event.error.details.add(type_url="type.googleapis.com/unknown.Type")
+            yield event
             if request.id == "fail-midway":
                 raise errors.Unavailable("the event stream broke")
         if request.id.startswith("hold"):

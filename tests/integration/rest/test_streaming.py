@@ -112,6 +112,15 @@ async def test_sse_failure_midway_is_an_error_event(client: aiohttp.ClientSessio
     assert events[1].data["message"] == "the event stream broke"
 
 
+async def test_a_message_json_cannot_express_ends_the_stream_with_internal(
+    client: aiohttp.ClientSession,
+) -> None:
+    async with client.get("/v1/executions/unwritable:watch", headers=SSE) as response:
+        events = await _all_events(response)
+    assert [e.event for e in events] == [None, "error"]
+    assert events[1].data == {"code": 13, "message": "internal error", "details": []}
+
+
 async def test_ndjson_results_and_the_after_sequence_query(client: aiohttp.ClientSession) -> None:
     params = {"afterSequence": "1"}
     async with client.get("/v1/executions/e-2:watch", params=params) as response:

@@ -233,6 +233,14 @@ async def test_backend_errors_map_to_http_statuses(client: aiohttp.ClientSession
         assert response.status == 503
 
 
+async def test_a_response_json_cannot_express_is_a_500_status(
+    client: aiohttp.ClientSession,
+) -> None:
+    async with client.get("/v1/executions/nan") as response:
+        assert response.status == 500
+        assert await _json(response) == {"code": 13, "message": "internal error", "details": []}
+
+
 async def test_resource_exhausted_is_429_with_retry_after(client: aiohttp.ClientSession) -> None:
     async with client.get("/v1/executions/quota") as response:
         assert response.status == 429
