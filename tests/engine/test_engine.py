@@ -198,3 +198,16 @@ def test_progress_events_for_saved_images(ref_dir: Path, engine: NativeEngine) -
     )
     progress = [(e.value, e.max) for e in events if isinstance(e, NodeProgress)]
     assert progress == [(1, 4), (2, 4), (3, 4), (4, 4)]
+
+
+def test_changed_input_file_invalidates_the_loader(ref_dir: Path, engine: NativeEngine) -> None:
+    shapes = (ref_dir / "inputs" / "shapes.png").read_bytes()
+    store = MemoryInputStore({"shapes.png": shapes})
+    workflow = _workflow(ref_dir, "r01_invert")
+    engine.run(workflow, store, MemoryOutputSink())
+    assert sorted(engine.run(workflow, store, MemoryOutputSink()).cached_nodes) == ["1", "2", "3"]
+    store.files["shapes.png"] = (ref_dir / "inputs" / "alpha.png").read_bytes()
+    sink = MemoryOutputSink()
+    result = engine.run(workflow, store, sink)
+    assert result.cached_nodes == ()
+    assert Image.open(io.BytesIO(sink.files[0].data)).size == (128, 128)
