@@ -30,6 +30,10 @@ PICKLE_PROTO_OPCODE = 0x80
 REASON_BAD_NAME = "INVALID_MODEL_NAME"
 REASON_PICKLE = "PICKLE_FORMAT_REFUSED"
 REASON_BAD_FILE = "INVALID_SAFETENSORS"
+# Training tools store megabytes in a file's own metadata (kohya's tag frequencies); every
+# Model message carries it, so only this much is kept.
+MAX_METADATA_KEYS = 256
+MAX_METADATA_VALUE_CHARS = 4096
 PICKLE_ADVICE = "pickle-based formats can run code when loaded; convert the file to safetensors"
 
 
@@ -102,12 +106,24 @@ def _refused(what: str) -> InvalidArgument:
 def describe(header: SafetensorsHeader) -> dict[str, Any]:
     """What the registry records about a file: counts, dtypes, its own metadata, a guess."""
     guess = architecture.guess(header.tensors)
+    file_metadata, truncated = _bounded(header.metadata)
     return {
         "tensor_count": len(header.tensors),
         "parameters": sum(t.numel for t in header.tensors),
         "dtypes": dict(sorted(Counter(t.dtype for t in header.tensors).items())),
         "header_bytes": header.header_bytes,
-        "file_metadata": dict(header.metadata),
+        "file_metadata": file_metadata,
+        "file_metadata_truncated": truncated,
         "architecture": guess.family,
         "component": guess.component,
     }
+
+
+def _bounded(metadata: dict[str, str]) -> tuple[dict[str, str], bool]:
+    kept = dict(sorted(metadata.items())[:MAX_METADATA_KEYS])
+    truncated = len(kept) < len(metadata)
+    for key, value in kept.items():
+        if len(value) > MAX_METADATA_VALUE_CHARS:
+            kept[key] = value[:MAX_METADATA_VALUE_CHARS]
+            truncated = True
+    return kept, truncated

@@ -10,6 +10,8 @@ import torch
 
 from comfyfleet.common.errors import InvalidArgument
 from services.models.inspection import (
+    MAX_METADATA_KEYS,
+    MAX_METADATA_VALUE_CHARS,
     REASON_BAD_FILE,
     REASON_BAD_NAME,
     REASON_PICKLE,
@@ -122,6 +124,7 @@ def test_metadata_counts_tensors_parameters_and_dtypes() -> None:
     assert meta["parameters"] == 6 + 4 + 3
     assert meta["dtypes"] == {"BOOL": 1, "F16": 1, "F32": 1}
     assert meta["file_metadata"] == {"format": "pt", "ss_network_dim": "4"}
+    assert meta["file_metadata_truncated"] is False
     assert meta["header_bytes"] > 0
     assert meta["component"] == "unknown"
     assert meta["architecture"] == "unknown"
@@ -132,3 +135,12 @@ def test_metadata_of_an_empty_file() -> None:
     assert meta["tensor_count"] == 0
     assert meta["parameters"] == 0
     assert meta["dtypes"] == {}
+
+
+def test_huge_file_metadata_is_cut_down() -> None:
+    big = {f"k{i:04d}": "v" for i in range(MAX_METADATA_KEYS + 5)}
+    big["k0000"] = "x" * (MAX_METADATA_VALUE_CHARS + 1)
+    meta = inspect(safetensors_bytes({"t": torch.ones(1)}, metadata=big))
+    assert len(meta["file_metadata"]) == MAX_METADATA_KEYS
+    assert meta["file_metadata"]["k0000"] == "x" * MAX_METADATA_VALUE_CHARS
+    assert meta["file_metadata_truncated"] is True
