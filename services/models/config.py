@@ -29,7 +29,8 @@ class Config:
     presign_ttl_s: float = 900.0
     part_size: int = 64 * MIB
     spool_dir: Path | None = None
-    shutdown_grace_s: float = 30.0
+    # Under Kubernetes' default 30 s termination grace, so the pool still closes cleanly.
+    shutdown_grace_s: float = 25.0
 
     @classmethod
     def from_env(cls) -> Config:
