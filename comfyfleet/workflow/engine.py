@@ -86,13 +86,19 @@ class WorkflowEngine:
         resources: Any = None,
         use_cache: bool = True,
         fresh_outputs: bool = False,
+        validated: ValidationResult | None = None,
     ) -> RunResult:
         """Validate ``workflow`` and, when it is acceptable, run its valid outputs.
 
         An invalid workflow gives ``RunStatus.INVALID`` with the ``validation`` result set.
+        ``validated`` passes the result of an earlier :meth:`validate` of the same workflow
+        (and inputs) to skip validating it again.
         """
         started = time.perf_counter()
-        validation = self.validate(workflow, inputs, outputs=targets)
+        if validated is not None:
+            validation = validated
+        else:
+            validation = self.validate(workflow, inputs, outputs=targets)
         if not validation.ok or validation.workflow is None:
             return RunResult(
                 RunStatus.INVALID, validation=validation, seconds=time.perf_counter() - started

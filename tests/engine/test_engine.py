@@ -211,3 +211,10 @@ def test_changed_input_file_invalidates_the_loader(ref_dir: Path, engine: Native
     result = engine.run(workflow, store, sink)
     assert result.cached_nodes == ()
     assert Image.open(io.BytesIO(sink.files[0].data)).size == (128, 128)
+
+
+def test_run_reuses_an_earlier_validation(ref_dir: Path, engine: NativeEngine) -> None:
+    workflow = _workflow(ref_dir, "a_tiny")
+    validation = engine.validate(workflow)
+    result = engine.run(workflow, MemoryInputStore(), MemoryOutputSink(), validated=validation)
+    assert result.status is RunStatus.SUCCEEDED and result.validation is validation

@@ -81,11 +81,14 @@ class NativeEngine:
         targets: Sequence[str] | None = None,
         use_cache: bool = True,
         fresh_outputs: bool = False,
+        validated: ValidationResult | None = None,
     ) -> RunResult:
         """Validate and run ``workflow``; see :class:`comfyfleet.workflow.runner.RunResult`.
 
         ``on_progress`` receives every execution event (cached nodes, node start, progress,
         finish). ``cancel`` stops the run between nodes and inside long node loops.
+        ``fresh_outputs`` always runs output nodes, so every run writes its own files;
+        ``validated`` reuses an earlier :meth:`validate` result of the same workflow.
         """
         on_cuda = self.device.type == "cuda"
         if on_cuda:
@@ -102,6 +105,7 @@ class NativeEngine:
                 resources=self._resources,
                 use_cache=use_cache,
                 fresh_outputs=fresh_outputs,
+                validated=validated,
             )
         if on_cuda:
             peak = torch.cuda.max_memory_allocated(self.device)
