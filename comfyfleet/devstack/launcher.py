@@ -87,6 +87,17 @@ def platform_services(addrs: PlatformAddrs | None = None) -> list[ServiceSpec]:
     ]
 
 
+ADMIN_KEY_FILE = "admin.key"
+
+
+def platform_env(base_dir: Path) -> dict[str, str]:
+    """What the services of a local platform keep under its base dir."""
+    return {
+        "COMFYFLEET_ADMIN_KEY_FILE": str(base_dir / ADMIN_KEY_FILE),
+        "COMFYFLEET_EXECUTOR_WORK_DIR": str(base_dir / "executor"),
+    }
+
+
 def grpc_serving(addr: str, timeout_s: float = 1.0) -> bool:
     """True when the grpc.health.v1 Check of the server at addr answers SERVING."""
     with grpc.insecure_channel(addr) as channel:
@@ -244,13 +255,14 @@ def run_up(
             stack.start()
             launcher = Launcher(
                 services,
-                base_env=stack.env(),
+                base_env={**stack.env(), **platform_env(config.base_dir)},
                 log_dir=stack.log_dir,
                 stop_event=stop,
                 stop_grace_s=stop_grace_s,
             )
             launcher.start_all()
             out.write(f"comfyfleet is up (data in {config.base_dir}); Ctrl-C stops it\n")
+            out.write(f"admin API key: {config.base_dir / ADMIN_KEY_FILE} (the CLI finds it)\n")
             _print_table(_table_rows(stack, launcher), out)
             launcher.supervise()
             out.write("stopping...\n")

@@ -17,6 +17,7 @@ from comfyfleet.workflow.catalog import NATIVE_CATALOG
 from services.gateway.auth import Authenticator
 from services.gateway.bootstrap import ensure_admin_key
 from services.gateway.config import Config
+from services.gateway.rest import RunningRest, build_rest_app, serve_rest
 from services.gateway.servicer import (
     ExecutionsServicer,
     ModelsServicer,
@@ -28,9 +29,18 @@ from services.gateway.tenants import TenantStore
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 
+PUBLIC_SERVICES = (
+    "comfyfleet.executions.v1.ExecutionService",
+    "comfyfleet.tenants.v1.TenantService",
+    "comfyfleet.webhooks.v1.WebhookService",
+    "comfyfleet.models.v1.ModelService",
+)
+
+
 @dataclass
 class Gateway:
     grpc: RunningServer
+    rest: RunningRest
     store: TenantStore
 
     @property
@@ -74,4 +84,9 @@ async def build_gateway(cfg: Config) -> AsyncIterator[Gateway]:
         server = await stack.enter_async_context(
             serve(cfg.grpc_addr, registrations, grace=cfg.shutdown_grace_s)
         )
-        yield Gateway(server, store)
+        # REST is a client of our own gRPC server, as grpc-gateway is: one code path for both.
+        grpc_target = f"127.0.0.1:{server.port}"
+        rest = await stack.enter_async_context(
+            serve_rest(cfg.rest_addr, build_rest_app(grpc_target, PUBLIC_SERVICES))
+        )
+        yield Gateway(server, rest, store)
