@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import mimetypes
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -69,7 +70,7 @@ class WorkflowEngine:
         def listing(spec: NodeSpec, ispec: InputSpec) -> list[str]:
             if spec.name == "LoadLatent":
                 return [n for n in names if n.endswith(".latent")]
-            return [n for n in names if not n.endswith(".latent")]
+            return [n for n in names if (mimetypes.guess_type(n)[0] or "").startswith("image/")]
 
         return self.catalog.object_info(listing)
 
