@@ -28,6 +28,7 @@ system-deps:
 
 proto: install
 	scripts/genproto.sh
+	$(PY) -m services.gateway.rest.protodocs
 
 lint: lint-python lint-proto check-generated
 
