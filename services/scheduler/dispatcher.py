@@ -62,6 +62,12 @@ class Dispatcher:
         if dispatch is None:
             return False
         self.dispatched += 1
+        log.info(
+            "dispatched %s attempt %d to %s",
+            dispatch.record.id,
+            dispatch.attempt,
+            dispatch.placement.executor_id,
+        )
         key = (dispatch.record.id, dispatch.attempt)
         task = asyncio.create_task(self.runner.run(dispatch), name=f"attempt {key}")
         self._attempts[key] = task

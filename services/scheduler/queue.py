@@ -24,23 +24,46 @@ LIMIT $2
 FOR UPDATE SKIP LOCKED
 """
 
-# A live executor with a free slot that can run every node type of the workflow (an executor
-# that lists no node types runs anything). Executors that failed this execution before come
-# last, so a retry lands elsewhere when it can. Locking the executor row serialises the slot
-# count between replicas.
-_EXECUTOR = f"""
-SELECT x.* FROM executors x
-WHERE x.last_seen > now() - make_interval(secs => $1)
-  AND (cardinality(x.node_types) = 0 OR x.node_types @> $2::text[])
-  AND x.slots > (SELECT count(*) FROM attempts a
-                 WHERE a.executor_id = x.id AND a.state IN {ACTIVE})
-ORDER BY x.id = ANY($3::text[]),
-         x.slots - (SELECT count(*) FROM attempts a
-                    WHERE a.executor_id = x.id AND a.state IN {ACTIVE}) DESC,
-         x.gpu_free_memory_bytes DESC, x.last_seen DESC, x.id
-LIMIT 1
-FOR UPDATE OF x SKIP LOCKED
+# Live executors with a free slot. Read before the queue: a claim then never sees an executor
+# that registered after work it does not see yet, so priority order holds.
+_FREE_EXECUTORS = f"""
+SELECT x.id, x.address, x.provider, x.node_types, x.slots, x.gpu_free_memory_bytes, b.busy
+FROM executors x
+CROSS JOIN LATERAL (SELECT count(*) AS busy FROM attempts a
+                    WHERE a.executor_id = x.id AND a.state IN {ACTIVE}) b
+WHERE x.last_seen > now() - make_interval(secs => $1) AND x.slots > b.busy
 """
+
+
+@dataclass(frozen=True)
+class FreeExecutor:
+    placement: Placement
+    node_types: frozenset[str]
+    free_slots: int
+    slots: int
+    gpu_free_memory_bytes: int
+
+    def can_run(self, node_types: list[str]) -> bool:
+        """An executor that lists no node types runs anything."""
+        return not self.node_types or self.node_types.issuperset(node_types)
+
+
+def rank(
+    executors: list[FreeExecutor], node_types: list[str], failed_on: set[str]
+) -> list[FreeExecutor]:
+    """The executors that can run the workflow, best first: not one that already failed this
+    execution (a retry lands elsewhere when it can), then most free slots, then most free
+    device memory."""
+    able = [x for x in executors if x.can_run(node_types)]
+    return sorted(
+        able,
+        key=lambda x: (
+            x.placement.executor_id in failed_on,
+            -x.free_slots,
+            -x.gpu_free_memory_bytes,
+            x.placement.executor_id,
+        ),
+    )
 
 
 @dataclass(frozen=True)
@@ -72,11 +95,14 @@ class Queue:
     ) -> Dispatch | None:
         """Dispatches the first waiting execution that a free executor can take, if any."""
         async with self.pool.acquire() as conn, conn.transaction():
+            executors = [_free(r) for r in await conn.fetch(_FREE_EXECUTORS, executor_lapse_s)]
+            if not executors:
+                return None
             for row in await conn.fetch(_CANDIDATES, tenant_cap, batch):
                 record = ExecutionRecord.from_row(row)
                 if not await self._tenant_has_room(conn, record.tenant, tenant_cap):
                     continue
-                placement = await self._free_executor(conn, record, executor_lapse_s)
+                placement = await self._place(conn, record, executors)
                 if placement is not None:
                     return await self._dispatch(conn, record, placement, lease_s)
         return None
@@ -92,19 +118,32 @@ class Queue:
         )
         return bool(running < cap)
 
-    @staticmethod
-    async def _free_executor(
-        conn: asyncpg.Connection, record: ExecutionRecord, lapse_s: float
+    async def _place(
+        self, conn: asyncpg.Connection, record: ExecutionRecord, executors: list[FreeExecutor]
     ) -> Placement | None:
         failed_on = await conn.fetchval(
             "SELECT coalesce(array_agg(executor_id), '{}') FROM attempts"
             " WHERE execution_id = $1 AND state = 'FAILED'",
             record.id,
         )
-        row = await conn.fetchrow(_EXECUTOR, lapse_s, record.node_types, failed_on)
-        if row is None:
-            return None
-        return Placement(row["id"], row["address"], row["provider"])
+        for executor in rank(executors, record.node_types, set(failed_on)):
+            if await self._slot_free(conn, executor):
+                return executor.placement
+        return None
+
+    async def _slot_free(self, conn: asyncpg.Connection, executor: FreeExecutor) -> bool:
+        """Re-counts the executor's attempts under a per-executor lock, so two replicas never
+        fill its last slot twice. An advisory lock rather than the row lock: heartbeats update
+        the row all the time and must not make a claim pass the executor by."""
+        executor_id = executor.placement.executor_id
+        key = f"{self.schema}:executor:{executor_id}"
+        if not await conn.fetchval("SELECT pg_try_advisory_xact_lock(hashtext($1))", key):
+            return False
+        busy = await conn.fetchval(
+            f"SELECT count(*) FROM attempts WHERE executor_id = $1 AND state IN {ACTIVE}",
+            executor_id,
+        )
+        return bool(busy < executor.slots)
 
     async def _dispatch(
         self,
@@ -170,3 +209,13 @@ class Queue:
             f" WHERE state IN {WAITING} AND not_before > now()"
         )
         return None if value is None else max(0.0, float(value))
+
+
+def _free(row: asyncpg.Record) -> FreeExecutor:
+    return FreeExecutor(
+        placement=Placement(row["id"], row["address"], row["provider"]),
+        node_types=frozenset(row["node_types"]),
+        free_slots=row["slots"] - row["busy"],
+        slots=row["slots"],
+        gpu_free_memory_bytes=row["gpu_free_memory_bytes"],
+    )
