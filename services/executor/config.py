@@ -46,6 +46,15 @@ class Config:
     register_retry_s: float = 2.0
     # A download or upload that stalls this long fails the attempt (retryable).
     transfer_timeout_s: float = 300.0
+    # Serverless mode, when either is set: exit once idle this long, or once this many
+    # attempts ran (0: no limit). The RunPod worker counts idle job polls instead of seconds.
+    idle_exit_s: float = 0.0
+    max_jobs: int = 0
+    idle_exit_polls: int = 0
+    # A workflow (file path or inline JSON) run once at start, before any work is taken,
+    # with its loaders reading from the inputs dir.
+    warmup_workflow: str = ""
+    warmup_inputs_dir: Path | None = None
 
     def __post_init__(self) -> None:
         if self.device not in DEVICES:
@@ -56,6 +65,8 @@ class Config:
             raise ConfigError("executor grace periods and retry intervals must be positive")
         if self.model_cache_bytes < 0:
             raise ConfigError("COMFYFLEET_EXECUTOR_MODEL_CACHE_BYTES must not be negative")
+        if min(self.idle_exit_s, self.max_jobs, self.idle_exit_polls) < 0:
+            raise ConfigError("executor serverless limits must not be negative (0: no limit)")
 
     @classmethod
     def from_env(cls) -> Config:
@@ -74,4 +85,13 @@ class Config:
             cancel_grace_s=env_float("EXECUTOR_CANCEL_GRACE_S", d.cancel_grace_s),
             register_retry_s=env_float("EXECUTOR_REGISTER_RETRY_S", d.register_retry_s),
             transfer_timeout_s=env_float("EXECUTOR_TRANSFER_TIMEOUT_S", d.transfer_timeout_s),
+            idle_exit_s=env_float("EXECUTOR_IDLE_EXIT_S", d.idle_exit_s),
+            max_jobs=env_int("EXECUTOR_MAX_JOBS", d.max_jobs),
+            idle_exit_polls=env_int("EXECUTOR_IDLE_EXIT_POLLS", d.idle_exit_polls),
+            warmup_workflow=env_str("EXECUTOR_WARMUP_WORKFLOW", ""),
+            warmup_inputs_dir=_optional_path(env_str("EXECUTOR_WARMUP_INPUTS_DIR", "")),
         )
+
+
+def _optional_path(value: str) -> Path | None:
+    return Path(value) if value else None
