@@ -73,10 +73,18 @@ class ExecutorRegistry:
             )
             await self.journal.notify(conn, DISPATCH_KEY)
 
-    async def heartbeat(self, executor_id: str, capacity: scheduler_pb2.ExecutorCapacity) -> bool:
-        """Renews a registration; False when the scheduler does not know the executor (never
-        registered, deregistered, or dropped after its heartbeats lapsed)."""
-        status = await self.pool.execute(_HEARTBEAT, executor_id, *_capacity(capacity))
+    async def heartbeat(
+        self, executor_id: str, capacity: scheduler_pb2.ExecutorCapacity | None
+    ) -> bool:
+        """Renews a registration, with the capacity when the heartbeat reports one; False when
+        the scheduler does not know the executor (never registered, deregistered, or dropped
+        after its heartbeats lapsed)."""
+        if capacity is None:
+            status = await self.pool.execute(
+                "UPDATE executors SET last_seen = now() WHERE id = $1", executor_id
+            )
+        else:
+            status = await self.pool.execute(_HEARTBEAT, executor_id, *_capacity(capacity))
         return status != "UPDATE 0"
 
     async def deregister(self, executor_id: str) -> None:

@@ -9,7 +9,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from google.protobuf import json_format
+from google.protobuf import json_format, struct_pb2
 
 from comfyfleet.common.errors import FieldViolation, InvalidArgument
 from comfyfleet.executions.v1 import executions_pb2
@@ -108,7 +108,7 @@ def _parse_workflow(
 ) -> dict[str, Any] | None:
     if request.workflow_json:
         try:
-            graph = json.loads(request.workflow_json)
+            graph = json.loads(request.workflow_json, parse_constant=_no_constants)
         except ValueError as err:
             violations.append(FieldViolation("workflow_json", f"not valid JSON: {err}"))
             return None
@@ -120,6 +120,10 @@ def _parse_workflow(
         violations.append(FieldViolation("workflow", "a workflow or workflow_json is required"))
         return None
     return graph if _check_graph(graph, source, violations) else None
+
+
+def _no_constants(name: str) -> None:
+    raise ValueError(f"{name} is not a JSON number")
 
 
 def _check_graph(graph: Any, source: str, violations: list[FieldViolation]) -> bool:
@@ -141,7 +145,18 @@ def _check_graph(graph: Any, source: str, violations: list[FieldViolation]) -> b
             violations.append(FieldViolation(f"{where}.class_type", "must be a non-empty string"))
         if not isinstance(node.get("inputs", {}), dict):
             violations.append(FieldViolation(f"{where}.inputs", "must be a JSON object"))
+    if len(violations) == before and not _fits_a_struct(graph):
+        violations.append(FieldViolation(source, "a number is too large for a double"))
     return len(violations) == before
+
+
+def _fits_a_struct(graph: dict[str, Any]) -> bool:
+    """The workflow is returned as a Struct, whose numbers are doubles."""
+    try:
+        json_format.ParseDict(graph, struct_pb2.Struct())
+    except (OverflowError, json_format.ParseError):
+        return False
+    return True
 
 
 def integral_floats_to_ints(value: Any) -> Any:

@@ -108,7 +108,8 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServiceServicer):
             raise InvalidArgument(
                 "an executor id is required", [FieldViolation("executor_id", "required")]
             )
-        known = await self.registry.heartbeat(request.executor_id, request.capacity)
+        capacity = request.capacity if request.HasField("capacity") else None
+        known = await self.registry.heartbeat(request.executor_id, capacity)
         return scheduler_pb2.HeartbeatResponse(reregister=not known)
 
     async def DeregisterExecutor(

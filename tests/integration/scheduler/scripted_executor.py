@@ -37,10 +37,12 @@ class Script:
     retryable: bool = False
     message: str = "boom"
     steps: int = 2
+    # Wait for the executor's gate to open before finishing.
+    gated: bool = False
 
 
-def succeed(*outputs: tuple[str, str, bytes], steps: int = 2) -> Script:
-    return Script("succeed", outputs=outputs, steps=steps)
+def succeed(*outputs: tuple[str, str, bytes], steps: int = 2, gated: bool = False) -> Script:
+    return Script("succeed", outputs=outputs, steps=steps, gated=gated)
 
 
 def fail(*, retryable: bool, message: str = "boom") -> Script:
@@ -63,6 +65,7 @@ class ScriptedExecutor(executor_pb2_grpc.ExecutorServiceServicer):
     inputs_seen: dict[str, bytes] = field(default_factory=dict)
     running: set[tuple[str, int]] = field(default_factory=set)
     max_running: int = 0
+    gate: asyncio.Event = field(default_factory=asyncio.Event)
     _cancelled: dict[tuple[str, int], asyncio.Event] = field(default_factory=dict)
 
     def _next_script(self) -> Script:
@@ -106,6 +109,8 @@ class ScriptedExecutor(executor_pb2_grpc.ExecutorServiceServicer):
             code = code_pb2.UNAVAILABLE if script.retryable else code_pb2.INVALID_ARGUMENT
             yield _failed(code, script.message, retryable=script.retryable)
             return
+        if script.gated:
+            await self.gate.wait()
         await self._download_inputs(request)
         yield await self._upload_outputs(request, script)
 
@@ -215,14 +220,18 @@ async def _heartbeat(address: str, executor: RunningExecutor, every_s: float) ->
     async with channel(address) as ch:
         stub = scheduler_pb2_grpc.SchedulerServiceStub(ch)
         while True:
-            response = await stub.Heartbeat(
-                scheduler_pb2.HeartbeatRequest(
-                    executor_id=executor.id,
-                    capacity=scheduler_pb2.ExecutorCapacity(slots=executor.slots),
+            try:
+                response = await stub.Heartbeat(
+                    scheduler_pb2.HeartbeatRequest(
+                        executor_id=executor.id,
+                        capacity=scheduler_pb2.ExecutorCapacity(slots=executor.slots),
+                    )
                 )
-            )
-            if response.reregister:
-                return
+            except grpc.aio.AioRpcError:
+                pass  # the scheduler is away; keep trying, as a real executor does
+            else:
+                if response.reregister:
+                    return
             await asyncio.sleep(every_s)
 
 

@@ -52,6 +52,8 @@ async def test_executors_register_heartbeat_and_deregister(clients: Clients) -> 
         )
     )
     assert not beat.reregister
+    # A heartbeat that reports no capacity keeps the last one.
+    assert not (await stub.Heartbeat(scheduler_pb2.HeartbeatRequest(executor_id="ex-9"))).reregister
     [listed] = (await stub.ListExecutors(scheduler_pb2.ListExecutorsRequest())).executors
     assert (listed.id, listed.address, listed.provider, listed.engine) == (
         "ex-9",

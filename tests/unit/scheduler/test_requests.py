@@ -73,6 +73,8 @@ def test_struct_numbers_that_are_integral_become_ints() -> None:
         ('{"1": 5}', 'workflow_json["1"]'),
         ('{"1": {"inputs": {}}}', 'workflow_json["1"].class_type'),
         ('{"1": {"class_type": "X", "inputs": []}}', 'workflow_json["1"].inputs'),
+        ('{"1": {"class_type": "X", "inputs": {"a": NaN}}}', "workflow_json"),
+        ('{"1": {"class_type": "X", "inputs": {"a": 1' + "0" * 400 + "}}}", "workflow_json"),
     ],
 )
 def test_malformed_workflows_are_rejected(workflow_json: str, field: str) -> None:
