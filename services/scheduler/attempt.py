@@ -104,7 +104,7 @@ class AttemptRunner:
         """Records one update; False when the attempt is over for this runner."""
         kind = update.WhichOneof("update")
         if kind == "started":
-            return await self.store.started(fence)
+            return await self.store.started(fence, self.settings.lease_s)
         if kind == "node":
             return await self.store.progress(fence, update.node.progress, self.settings.lease_s)
         if kind == "completed":

@@ -51,6 +51,8 @@ class SchedulerSettings:
     shutdown_grace_s: float = 10.0
     # How long the scheduler waits for an executor to answer Cancel.
     cancel_timeout_s: float = 5.0
+    # How long published outbox rows are kept (JetStream deduplicates within 2 minutes).
+    outbox_retention_s: float = 3600.0
 
     def __post_init__(self) -> None:
         if self.max_attempts < 1 or self.max_attempts > self.max_attempts_limit:
@@ -100,6 +102,7 @@ class SchedulerSettings:
             reaper_interval_s=env_float("SCHEDULER_REAPER_INTERVAL_S", d.reaper_interval_s),
             shutdown_grace_s=env_float("SCHEDULER_SHUTDOWN_GRACE_S", d.shutdown_grace_s),
             cancel_timeout_s=env_float("SCHEDULER_CANCEL_TIMEOUT_S", d.cancel_timeout_s),
+            outbox_retention_s=env_float("SCHEDULER_OUTBOX_RETENTION_S", d.outbox_retention_s),
         )
 
 

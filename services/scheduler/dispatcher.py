@@ -34,6 +34,7 @@ class Dispatcher:
         self._attempts: dict[tuple[str, int], asyncio.Task[None]] = {}
         # Attempts this replica has dispatched since it started.
         self.dispatched = 0
+        self._interrupts: set[asyncio.Task[None]] = set()
 
     @property
     def in_flight(self) -> int:
@@ -102,10 +103,16 @@ class Dispatcher:
                 err,
             )
 
+    def interrupt_soon(self, placement: Placement, execution_id: str, attempt: int) -> None:
+        """``interrupt`` in the background, for loops that must not wait on an executor."""
+        task = asyncio.create_task(self.interrupt(placement, execution_id, attempt))
+        self._interrupts.add(task)
+        task.add_done_callback(self._interrupts.discard)
+
     async def drain(self, grace_s: float) -> None:
         """Lets in-flight attempts finish within ``grace_s``; the rest are abandoned here and
         their leases run out, so another replica (or this one after a restart) retries them."""
-        tasks = list(self._attempts.values())
+        tasks = [*self._attempts.values(), *self._interrupts]
         if tasks:
             _done, pending = await asyncio.wait(tasks, timeout=grace_s)
             for task in pending:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 
 import asyncpg
 
@@ -28,6 +29,7 @@ class OutboxRelay:
         poll_s: float = 1.0,
         batch: int = 200,
         max_backoff_s: float = 5.0,
+        retention_s: float = 3600.0,
     ) -> None:
         self.pool = pool
         self.bus = bus
@@ -36,6 +38,10 @@ class OutboxRelay:
         self.poll_s = poll_s
         self.batch = batch
         self.max_backoff_s = max_backoff_s
+        # Published rows are kept well past JetStream's duplicate window, then dropped: the
+        # events table keeps the history.
+        self.retention_s = retention_s
+        self._pruned_at = 0.0
 
     async def run(self, stop: asyncio.Event) -> None:
         """Relays until ``stop`` is set, then once more so that nothing committed is left."""
@@ -44,6 +50,7 @@ class OutboxRelay:
             while not stop.is_set():
                 try:
                     sent = await self.relay_once()
+                    await self._prune_now_and_then()
                     failures = 0
                 except Exception as err:
                     failures += 1
@@ -55,6 +62,21 @@ class OutboxRelay:
                     await wait_any([changed, stop], self.poll_s)
                     changed.clear()
         await self.flush()
+
+    async def _prune_now_and_then(self) -> None:
+        now = time.monotonic()
+        if now - self._pruned_at < min(self.retention_s, 60.0):
+            return
+        self._pruned_at = now
+        await self.prune()
+
+    async def prune(self) -> int:
+        """Deletes rows published longer than the retention ago; returns how many."""
+        status = await self.pool.execute(
+            "DELETE FROM outbox WHERE published_at < now() - make_interval(secs => $1)",
+            self.retention_s,
+        )
+        return int(status.split()[-1])
 
     async def flush(self) -> None:
         """Publishes what is pending now; a failure leaves it to the next relay."""

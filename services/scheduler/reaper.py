@@ -61,7 +61,7 @@ class Reaper:
             ):
                 log.warning("%s: lease expired", fence)
                 if placement is not None:
-                    await self.dispatcher.interrupt(placement, fence.execution_id, fence.attempt)
+                    self.dispatcher.interrupt_soon(placement, fence.execution_id, fence.attempt)
 
     async def drop_lapsed_executors(self) -> None:
         lapsed = await self.registry.drop_lapsed(self.settings.executor_lapse_s)
@@ -86,7 +86,7 @@ class Reaper:
         for fence in await self.store.overdue_runs(grace):
             placement = await self.store.fail_overdue_run(fence, grace)
             if placement is not None:
-                await self.dispatcher.interrupt(placement, fence.execution_id, fence.attempt)
+                self.dispatcher.interrupt_soon(placement, fence.execution_id, fence.attempt)
 
     async def fail_expired_waits(self) -> None:
         for execution_id in await self.store.expired_waits():

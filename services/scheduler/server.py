@@ -122,7 +122,14 @@ async def running_scheduler(cfg: Config) -> AsyncIterator[Scheduler]:
                 store=store,
                 dispatcher=dispatcher,
                 reaper=Reaper(store, registry, dispatcher, s),
-                relay=OutboxRelay(pool, bus, notifier, schema=cfg.schema, poll_s=s.poll_interval_s),
+                relay=OutboxRelay(
+                    pool,
+                    bus,
+                    notifier,
+                    schema=cfg.schema,
+                    poll_s=s.poll_interval_s,
+                    retention_s=s.outbox_retention_s,
+                ),
                 grace_s=s.shutdown_grace_s,
             )
             scheduler.start()

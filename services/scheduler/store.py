@@ -203,8 +203,8 @@ class ExecutionStore:
 
     # ---- changes on behalf of an attempt (fenced) -----------------------------------------
 
-    async def started(self, fence: Fenced) -> bool:
-        """DISPATCHED -> RUNNING when the executor takes the attempt."""
+    async def started(self, fence: Fenced, lease_s: float) -> bool:
+        """DISPATCHED -> RUNNING when the executor takes the attempt; renews the lease."""
         async with self.pool.acquire() as conn, conn.transaction():
             record = await self._lock_fenced(conn, fence)
             if record is None:
@@ -219,7 +219,11 @@ class ExecutionStore:
                 fence.attempt,
             )
             updated = await self._update(
-                conn, fence.execution_id, "state = 'RUNNING', started_at = now()"
+                conn,
+                fence.execution_id,
+                "state = 'RUNNING', started_at = now(),"
+                " lease_expires_at = now() + make_interval(secs => $2)",
+                lease_s,
             )
             await self.journal.append(conn, build_event(updated, EventType.RUNNING))
             return True

@@ -23,6 +23,7 @@ from tests.integration.scheduler.helpers import (
     stream_has,
     stream_messages,
 )
+from tests.support.eventually import eventually
 from tests.support.infra import S3Info
 
 TENANT = "acme"
@@ -190,3 +191,23 @@ async def test_another_tenants_execution_is_not_found(clients: Clients) -> None:
     )
     assert list(listed.executions) == []
     assert (await get(clients, TENANT, mine.id)).state == STATE.EXECUTION_STATE_QUEUED
+
+
+async def test_published_outbox_rows_are_pruned_but_the_history_stays(
+    clients: Clients, scheduler: Scheduler, scheduler_config: Config
+) -> None:
+    execution = await create(clients, TENANT)
+    await stream_has(scheduler_config.nats.url, scheduler_config.nats.stream, execution.id, 1)
+
+    async def published() -> None:
+        pending = await scheduler.relay.pool.fetchval(
+            "SELECT count(*) FROM outbox WHERE published_at IS NULL"
+        )
+        assert pending == 0
+
+    await eventually(published)
+    assert await scheduler.relay.prune() == 0, "kept for the retention period"
+    scheduler.relay.retention_s = 0.0
+    assert await scheduler.relay.prune() == 1
+    assert await rows(scheduler_config, "SELECT 1 FROM outbox") == []
+    assert len(await rows(scheduler_config, "SELECT 1 FROM events")) == 1

@@ -106,7 +106,7 @@ async def test_updates_of_a_stale_attempt_change_nothing(
         error = status_pb2.Status(code=code_pb2.INTERNAL, message="late")
         progress = executions_pb2.NodeProgress(node_id="1", value=1, max=2)
         output = OutputRecord(1, 0, "k", "2", "f.png", "", "images", "image/png", 1, "00")
-        assert not await store.started(stale)
+        assert not await store.started(stale, 1.0)
         assert not await store.progress(stale, progress, 1.0)
         assert not await store.succeeded(stale, [output], executions_pb2.ExecutionMetrics())
         assert not await store.workflow_failed(stale, error)
