@@ -1,0 +1,340 @@
+"""The comfyui engine: runs workflows on a real ComfyUI server, as an :class:`Engine`.
+
+Each run opens a websocket with a client id of its own, submits the prompt under that id
+(ComfyUI sends a prompt's messages only to the socket named in its ``POST /prompt``), turns
+the messages into node events, and reads the result from ``/history/{prompt_id}``, which is
+filled before ComfyUI announces the end. When the socket falls silent longer than the
+watchdog allows (a long node, or a stuck socket) or drops, the run is followed by polling
+``/history`` instead. A ComfyUI that cannot be reached fails the run as retryable
+UNAVAILABLE; a process this engine started is restarted before the next run.
+
+``run`` blocks: the async work runs on an event loop of its own on the caller's thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import shutil
+import time
+import uuid
+import weakref
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from comfyfleet.common.errors import FieldViolation
+from comfyfleet.workflow.runner import CancelToken
+from services.executor.comfyui.client import ComfyUIClient, ComfyUIUnavailable, MessageStream
+from services.executor.comfyui.process import ComfyUIProcess
+from services.executor.comfyui.protocol import (
+    Outcome,
+    OutputRef,
+    RunTracker,
+    nodes_to_run,
+    outcome_of,
+)
+from services.executor.comfyui.settings import ComfyUISettings
+from services.executor.engine import (
+    EngineJob,
+    EngineResult,
+    NodeRaised,
+    OnEvent,
+    ProducedFile,
+    RunInterrupted,
+    WorkflowRejected,
+)
+
+log = logging.getLogger(__name__)
+
+# How often a run looks at its cancel token and the process while waiting for messages.
+TICK_S = 0.05
+# Between readiness probes of a starting ComfyUI.
+READY_POLL_S = 0.2
+
+
+class ComfyUIEngine:
+    """:class:`Engine` over one ComfyUI server; call :meth:`start` before anything else."""
+
+    name = "comfyui"
+
+    def __init__(self, settings: ComfyUISettings, device: str, work_dir: Path) -> None:
+        self.settings = settings
+        self._device = device
+        self._base_url = settings.url.rstrip("/")
+        self._process: ComfyUIProcess | None = None
+        if settings.command:
+            self._process = ComfyUIProcess(settings.argv, work_dir, device)
+            # The child must not outlive the executor, even when close() is never called.
+            weakref.finalize(self, self._process.stop)
+        self._object_info: Mapping[str, Any] = {}
+        self._output_classes: frozenset[str] = frozenset()
+
+    @property
+    def device(self) -> str:
+        return self._device
+
+    @property
+    def base_url(self) -> str:
+        return self._base_url
+
+    @property
+    def process(self) -> ComfyUIProcess | None:
+        return self._process
+
+    def node_types(self) -> Sequence[str]:
+        return sorted(self._object_info)
+
+    def start(self) -> None:
+        """Starts (or reaches) ComfyUI, waits until it answers and reads its node types.
+
+        Blocking. Raises :class:`ComfyUIUnavailable` when it does not come up in time.
+        """
+        asyncio.run(self._start())
+
+    def close(self) -> None:
+        """Stops a ComfyUI process this engine started."""
+        if self._process is not None:
+            self._process.stop()
+
+    def run(self, job: EngineJob, on_event: OnEvent, cancel: CancelToken) -> EngineResult:
+        return asyncio.run(self._run(job, on_event, cancel))
+
+    # ------------------------------------------------------------------ server lifecycle
+
+    @contextlib.asynccontextmanager
+    async def _client(self) -> AsyncIterator[ComfyUIClient]:
+        limit = self.settings.request_timeout_s
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=limit, sock_read=limit)
+        async with aiohttp.ClientSession(timeout=timeout) as http:
+            yield ComfyUIClient(http, self._base_url)
+
+    async def _start(self) -> None:
+        async with self._client() as client:
+            await self._bring_up(client)
+            info = await client.object_info()
+        self._object_info = info
+        self._output_classes = frozenset(
+            name
+            for name, node in info.items()
+            if isinstance(node, Mapping) and node.get("output_node")
+        )
+        log.info("ComfyUI at %s is ready with %d node types", self._base_url, len(info))
+
+    async def _bring_up(self, client: ComfyUIClient) -> None:
+        """Starts the process when there is one, then waits until ComfyUI answers."""
+        if self._process is not None:
+            self._base_url = client.base_url = await asyncio.to_thread(self._process.start)
+        deadline = time.monotonic() + self.settings.startup_timeout_s
+        while True:
+            self._check_process("while starting")
+            try:
+                await client.system_stats()
+                return
+            except ComfyUIUnavailable as err:
+                if time.monotonic() >= deadline:
+                    raise ComfyUIUnavailable(
+                        f"ComfyUI did not answer within {self.settings.startup_timeout_s:g}s: "
+                        f"{err.message}{self._log_tail()}"
+                    ) from err
+            await asyncio.sleep(READY_POLL_S)
+
+    async def _ensure_up(self, client: ComfyUIClient) -> None:
+        """Before a run: restarts a process that died, or checks that the URL answers."""
+        process = self._process
+        if process is not None and (not process.started or process.exit_code() is not None):
+            log.warning("ComfyUI exited with code %s; restarting it", process.exit_code())
+            await self._bring_up(client)
+            return
+        await client.system_stats()
+
+    def _check_process(self, when: str) -> None:
+        code = None if self._process is None else self._process.exit_code()
+        if code is not None:
+            raise ComfyUIUnavailable(f"ComfyUI exited with code {code} {when}{self._log_tail()}")
+
+    def _log_tail(self) -> str:
+        tail = self._process.log_tail() if self._process is not None else ""
+        return f"; its log ends with:\n{tail}" if tail else ""
+
+    # ------------------------------------------------------------------ one run
+
+    async def _run(self, job: EngineJob, on_event: OnEvent, cancel: CancelToken) -> EngineResult:
+        prompt = _decode(job.workflow_json)
+        async with self._client() as client:
+            try:
+                await self._ensure_up(client)
+                await self._place_inputs(client, job.input_dir)
+                if cancel.cancelled:
+                    raise RunInterrupted("the run was cancelled before it was submitted")
+                tracker, entry = await self._execute(client, prompt, on_event, cancel)
+                outcome = outcome_of(entry)
+                tracker.settle(outcome)
+                return await self._result(client, outcome, tracker.expected)
+            except ComfyUIUnavailable:
+                # A refused connection says little; a process that exited says why.
+                self._check_process("during the run")
+                raise
+
+    async def _execute(
+        self,
+        client: ComfyUIClient,
+        prompt: Mapping[str, Any],
+        on_event: OnEvent,
+        cancel: CancelToken,
+    ) -> tuple[RunTracker, Mapping[str, Any]]:
+        client_id = str(uuid.uuid4())
+        # Open before submitting: a short prompt may end before a later socket would connect.
+        async with client.messages(client_id) as stream:
+            submitted = await client.submit(prompt, client_id)
+            expected = nodes_to_run(prompt, self._output_classes, submitted.node_errors)
+            tracker = RunTracker(submitted.prompt_id, prompt, expected, on_event)
+            entry = await self._follow(client, stream, tracker, cancel)
+        return tracker, entry
+
+    async def _follow(
+        self, client: ComfyUIClient, stream: MessageStream, tracker: RunTracker, cancel: CancelToken
+    ) -> Mapping[str, Any]:
+        """Feeds the tracker until the prompt's history entry is there, and returns it."""
+        watchdog = _Watchdog(self.settings.watchdog_s, self.settings.poll_s)
+        while True:
+            if cancel.cancelled:
+                await self._interrupt(client, tracker.prompt_id)
+                raise RunInterrupted("the run was cancelled")
+            self._check_process("during the run")
+            message = await stream.next(TICK_S)
+            if message is not None:
+                watchdog.heard()
+                tracker.feed(message)
+            if watchdog.due(tracker.finished, stream.closed):
+                entry = await client.history(tracker.prompt_id)
+                if entry is not None:
+                    return entry
+
+    async def _interrupt(self, client: ComfyUIClient, prompt_id: str) -> None:
+        """Stops the prompt, running or queued; kills a started process that ignores it."""
+        deadline = time.monotonic() + self.settings.interrupt_timeout_s
+        with contextlib.suppress(ComfyUIUnavailable):
+            await client.interrupt(prompt_id)
+            while time.monotonic() < deadline:
+                if (
+                    await client.history(prompt_id) is not None
+                    or prompt_id not in await client.queued()
+                ):
+                    return
+                await asyncio.sleep(TICK_S)
+        log.warning("ComfyUI did not stop prompt %s after an interrupt", prompt_id)
+        if self._process is not None:
+            # Restarted before the next run, which would otherwise wait behind this prompt.
+            await asyncio.to_thread(self._process.stop)
+
+    async def _place_inputs(self, client: ComfyUIClient, input_dir: Path) -> None:
+        if self._process is not None:
+            # Emptied first: a run must not read files an earlier run (or tenant) left there.
+            await asyncio.to_thread(_replace_tree, input_dir, self._process.input_dir)
+            return
+        for name, data in await asyncio.to_thread(_read_tree, input_dir):
+            await client.upload_input(data, name)
+
+    async def _result(
+        self, client: ComfyUIClient, outcome: Outcome, expected: Sequence[str]
+    ) -> EngineResult:
+        if outcome.status == "interrupted":
+            raise RunInterrupted("ComfyUI interrupted the run")
+        if outcome.status == "error":
+            raise _node_raised(outcome.error)
+        refs = [ref for ref in outcome.outputs if ref.type == "output"]
+        files = [await self._fetch(client, ref) for ref in refs]
+        if self._process is not None:
+            await asyncio.to_thread(_keep_only, self._process.output_dir, outcome.outputs)
+        cached = tuple(n for n in outcome.cached_nodes if n in expected)
+        return EngineResult(tuple(files), cached)
+
+    @staticmethod
+    async def _fetch(client: ComfyUIClient, ref: OutputRef) -> ProducedFile:
+        data, content_type = await client.view(ref)
+        return ProducedFile(ref.node_id, ref.filename, ref.subfolder, ref.kind, content_type, data)
+
+
+class _Watchdog:
+    """Says when to ask ``/history``: once the prompt ended, and while the socket is silent
+    past its limit or gone, every ``poll_s``."""
+
+    def __init__(self, silence_s: float, poll_s: float) -> None:
+        self.silence_s = silence_s
+        self.poll_s = poll_s
+        self.last_heard = time.monotonic()
+        self.next_poll = 0.0
+        self.fired = False
+
+    def heard(self) -> None:
+        self.last_heard = time.monotonic()
+
+    def due(self, finished: bool, closed: bool) -> bool:
+        now = time.monotonic()
+        silent = closed or now - self.last_heard >= self.silence_s
+        if silent and not self.fired and not finished:
+            self.fired = True
+            log.warning(
+                "ComfyUI's websocket is %s; following the run through /history",
+                "closed" if closed else f"silent for {self.silence_s:g}s",
+            )
+        if not (finished or silent) or now < self.next_poll:
+            return False
+        self.next_poll = now + self.poll_s
+        return True
+
+
+def _decode(workflow_json: str) -> Mapping[str, Any]:
+    try:
+        prompt = json.loads(workflow_json)
+    except ValueError as err:
+        violation = FieldViolation("workflow", f"malformed JSON: {err}", "invalid_prompt")
+        raise WorkflowRejected("the workflow is not valid JSON", [violation]) from err
+    if not isinstance(prompt, dict):
+        violation = FieldViolation("workflow", "must be a JSON object of nodes", "invalid_prompt")
+        raise WorkflowRejected("the workflow must be a JSON object of nodes", [violation])
+    return prompt
+
+
+def _node_raised(error: Mapping[str, Any]) -> NodeRaised:
+    trace = error.get("traceback")
+    return NodeRaised(
+        str(error.get("node_id", "")),
+        str(error.get("node_type", "")),
+        str(error.get("exception_type", "")),
+        str(error.get("exception_message", "")).strip(),
+        "".join(trace) if isinstance(trace, list) else str(trace or ""),
+    )
+
+
+def _read_tree(root: Path) -> list[tuple[str, bytes]]:
+    """Every file under ``root`` as (its path relative to ``root``, its bytes)."""
+    if not root.is_dir():
+        return []
+    files = sorted(p for p in root.rglob("*") if p.is_file())
+    return [(p.relative_to(root).as_posix(), p.read_bytes()) for p in files]
+
+
+def _replace_tree(source: Path, target: Path) -> None:
+    shutil.rmtree(target, ignore_errors=True)
+    if source.is_dir():
+        shutil.copytree(source, target)
+    else:
+        target.mkdir(parents=True)
+
+
+def _keep_only(output_dir: Path, refs: Iterable[OutputRef]) -> None:
+    """Deletes the files earlier runs left, keeping this run's.
+
+    A resubmission answered from ComfyUI's cache reports the files of the run that filled
+    the cache, so those must stay until a run reports others.
+    """
+    keep = {(output_dir / r.subfolder / r.filename).resolve() for r in refs if r.type == "output"}
+    for path in output_dir.rglob("*"):
+        if path.is_file() and path.resolve() not in keep:
+            path.unlink(missing_ok=True)

@@ -1,0 +1,104 @@
+"""A ComfyUI process the engine starts, watches and restarts.
+
+The engine adds the flags that tie the process to it: a loopback port of its own, and the
+input and output folders it fills and reads. ComfyUI's own output goes to a log file whose
+tail explains a failed start or a crash.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import socket
+import subprocess
+from collections.abc import Sequence
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+LOG_TAIL_BYTES = 2000
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def device_flags(device: str) -> list[str]:
+    """ComfyUI's flags for the executor's torch device ("cpu", "cuda:1")."""
+    if device == "cpu":
+        return ["--cpu"]
+    if device.startswith("cuda:"):
+        return ["--cuda-device", device.removeprefix("cuda:")]
+    return []
+
+
+class ComfyUIProcess:
+    """One ComfyUI server process at a time, in its own process group."""
+
+    def __init__(self, argv: Sequence[str], root: Path, device: str) -> None:
+        self.argv = list(argv)
+        self.root = root
+        self.device = device
+        self.input_dir = root / "input"
+        self.output_dir = root / "output"
+        self.log_path = root / "comfyui.log"
+        self.base_url = ""
+        self._popen: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> str:
+        """Starts ComfyUI (stopping an earlier process) and returns its base URL."""
+        self.stop()
+        for folder in (self.input_dir, self.output_dir):
+            folder.mkdir(parents=True, exist_ok=True)
+        port = _free_port()
+        argv = [
+            *self.argv,
+            *("--listen", "127.0.0.1", "--port", str(port)),
+            *("--input-directory", str(self.input_dir)),
+            *("--output-directory", str(self.output_dir)),
+            *device_flags(self.device),
+        ]
+        log.info("starting ComfyUI: %s", " ".join(argv))
+        with open(self.log_path, "ab") as out:
+            # A process group of its own, so stopping it stops whatever it started too.
+            self._popen = subprocess.Popen(
+                argv, cwd=self.root, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+            )
+        self.base_url = f"http://127.0.0.1:{port}"
+        return self.base_url
+
+    @property
+    def started(self) -> bool:
+        return self._popen is not None
+
+    def exit_code(self) -> int | None:
+        """None while it runs (or was never started)."""
+        return None if self._popen is None else self._popen.poll()
+
+    def stop(self, grace_s: float = 5.0) -> None:
+        popen, self._popen = self._popen, None
+        if popen is None or popen.poll() is not None:
+            return
+        self._signal(popen, signal.SIGTERM)
+        try:
+            popen.wait(grace_s)
+        except subprocess.TimeoutExpired:
+            self._signal(popen, signal.SIGKILL)
+            popen.wait()
+
+    @staticmethod
+    def _signal(popen: subprocess.Popen[bytes], sig: signal.Signals) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(popen.pid, sig)
+
+    def log_tail(self) -> str:
+        try:
+            with open(self.log_path, "rb") as f:
+                f.seek(max(0, f.seek(0, os.SEEK_END) - LOG_TAIL_BYTES))
+                return f.read().decode("utf-8", "replace").strip()
+        except OSError:
+            return ""
