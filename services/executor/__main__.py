@@ -1,24 +1,32 @@
-"""``python -m services.executor``: serve the ExecutorService until SIGTERM."""
+"""``python -m services.executor``: serve the ExecutorService until SIGTERM (or, in serverless
+mode, until its share of work is done)."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 
-from comfyfleet.common.grpcserver import wait_for_shutdown_signal
 from services.executor.config import Config
 from services.executor.server import running_executor
+from services.executor.serverless import WarmupFailed
+
+log = logging.getLogger(__name__)
 
 
-async def main() -> None:
+async def main() -> int:
     cfg = Config.from_env()
-    async with running_executor(cfg) as executor:
-        logging.getLogger(__name__).info(
-            "executor %s serving on port %d", executor.identity.executor_id, executor.port
-        )
-        await wait_for_shutdown_signal()
+    try:
+        async with running_executor(cfg) as executor:
+            log.info("executor %s serving on port %d", executor.identity.executor_id, executor.port)
+            reason = await executor.until_stopped()
+            log.info("executor %s stopping after %s", executor.identity.executor_id, reason)
+    except WarmupFailed as err:
+        log.error("executor not started: %s", err)
+        return 1
+    return 0
 
 
 if __name__ == "__main__":
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    asyncio.run(main())
+    sys.exit(asyncio.run(main()))

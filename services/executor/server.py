@@ -5,13 +5,20 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import functools
+import logging
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 import aiohttp
 
-from comfyfleet.common.grpcserver import RunningServer, registration, serve
+from comfyfleet.common.grpcserver import (
+    RunningServer,
+    registration,
+    serve,
+    wait_for_shutdown_signal,
+)
 from comfyfleet.executor.v1 import executor_pb2_grpc
 from services.executor.attempt import AttemptDeps
 from services.executor.config import Config
@@ -20,10 +27,13 @@ from services.executor.engine import Engine, build_engine
 from services.executor.models import ModelCache
 from services.executor.registrar import Identity, Registrar
 from services.executor.resources import resolve_device
+from services.executor.serverless import ServerlessWatch, warm_up
 from services.executor.servicer import ExecutorServicer
 from services.executor.worker import Worker
 
 ENGINE = "native"
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -32,10 +42,25 @@ class RunningExecutor:
     worker: Worker
     identity: Identity
     registrar: Registrar | None
+    watch: ServerlessWatch
 
     @property
     def port(self) -> int:
         return self.server.port
+
+    async def until_stopped(self) -> str:
+        """Waits for SIGTERM/SIGINT or, in serverless mode, the end of its share of work;
+        returns which."""
+        tasks = {
+            asyncio.create_task(wait_for_shutdown_signal(), name="signal"),
+            asyncio.create_task(self.watch.finished(), name="serverless"),
+        }
+        done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+        ended = done.pop()
+        return "a shutdown signal" if ended.get_name() == "signal" else str(ended.result())
 
 
 def _host_and_port(address: str) -> tuple[str, int]:
@@ -58,16 +83,11 @@ def identity_for(cfg: Config, port: int, engine: Engine) -> Identity:
 
 
 @contextlib.asynccontextmanager
-async def running_executor(
-    cfg: Config, engine: Engine | None = None
-) -> AsyncIterator[RunningExecutor]:
-    """Serves the ExecutorService until the block ends, then drains, deregisters and stops.
+async def attempt_deps(cfg: Config, engine: Engine) -> AsyncIterator[AttemptDeps]:
+    """What attempts share (the engine's one thread, HTTP, the model cache), until the end.
 
-    ``engine`` defaults to the native engine on the configured device.
+    The executor id is left empty: the caller knows it (see ``Worker.identify``).
     """
-    if engine is None:
-        device = resolve_device(cfg.device)
-        engine = await asyncio.to_thread(build_engine, ENGINE, device, cfg.work_dir)
     models = ModelCache(cfg.work_dir / "models", cfg.model_cache_bytes)
     await asyncio.to_thread(models.load)
     timeout = aiohttp.ClientTimeout(sock_connect=30, sock_read=cfg.transfer_timeout_s)
@@ -75,22 +95,62 @@ async def running_executor(
     thread = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="engine")
     try:
         async with aiohttp.ClientSession(timeout=timeout) as http:
-            deps = AttemptDeps("", engine, thread, http, models, cfg.work_dir, cfg.cancel_grace_s)
-            worker = Worker(deps)
-            servicer = ExecutorServicer(worker)
-            reg = registration(servicer, executor_pb2_grpc, "ExecutorService")
-            async with serve(cfg.grpc_addr, [reg], grace=cfg.shutdown_grace_s) as server:
-                identity = identity_for(cfg, server.port, engine)
-                worker.identify(identity.executor_id)
-                async with _registered(cfg, identity, worker) as registrar:
-                    try:
-                        yield RunningExecutor(server, worker, identity, registrar)
-                    finally:
-                        # Finish or hand back the running attempt while still registered, so
-                        # the scheduler hears its end before the executor leaves.
-                        await worker.drain(cfg.shutdown_grace_s)
+            yield AttemptDeps("", engine, thread, http, models, cfg.work_dir, cfg.cancel_grace_s)
     finally:
         thread.shutdown(wait=False, cancel_futures=True)
+
+
+@contextlib.asynccontextmanager
+async def running_executor(
+    cfg: Config, engine: Engine | None = None
+) -> AsyncIterator[RunningExecutor]:
+    """Serves the ExecutorService until the block ends, then drains, deregisters and stops.
+
+    ``engine`` defaults to the native engine on the configured device. The warmup workflow,
+    when configured, runs before the server starts: health reports SERVING and the executor
+    registers only once it succeeded (it raises WarmupFailed otherwise).
+    """
+    if engine is None:
+        device = resolve_device(cfg.device)
+        engine = await asyncio.to_thread(build_engine, ENGINE, device, cfg.work_dir)
+    async with attempt_deps(cfg, engine) as deps:
+        if cfg.warmup_workflow:
+            await _warm_up(cfg, deps)
+        worker = Worker(deps)
+        watch = ServerlessWatch(cfg.idle_exit_s, cfg.max_jobs)
+        worker.on_change = _watching(worker, watch)
+        servicer = ExecutorServicer(worker)
+        reg = registration(servicer, executor_pb2_grpc, "ExecutorService")
+        async with serve(cfg.grpc_addr, [reg], grace=cfg.shutdown_grace_s) as server:
+            identity = identity_for(cfg, server.port, engine)
+            worker.identify(identity.executor_id)
+            async with _registered(cfg, identity, worker) as registrar:
+                try:
+                    yield RunningExecutor(server, worker, identity, registrar, watch)
+                finally:
+                    # Finish or hand back the running attempt while still registered, so
+                    # the scheduler hears its end before the executor leaves.
+                    await worker.drain(cfg.shutdown_grace_s)
+
+
+async def _warm_up(cfg: Config, deps: AttemptDeps) -> None:
+    loop = asyncio.get_running_loop()
+    spec, inputs = cfg.warmup_workflow, cfg.warmup_inputs_dir
+    warm = functools.partial(warm_up, deps.engine, spec, inputs, cfg.work_dir)
+    # On the engine thread, where every later run happens.
+    seconds = await loop.run_in_executor(deps.engine_thread, warm)
+    log.info("warmup workflow ran in %.2fs", seconds)
+
+
+def _watching(worker: Worker, watch: ServerlessWatch) -> Callable[[], None]:
+    """The slot listener that counts attempts; past the job limit the worker takes no more."""
+
+    def on_change() -> None:
+        watch.observe(busy=worker.current is not None)
+        if not watch.accepting:
+            worker.stop_taking_work()
+
+    return on_change
 
 
 @contextlib.asynccontextmanager
@@ -107,6 +167,12 @@ async def _registered(
         lambda: capacity_proto(worker.capacity()),
         retry_s=cfg.register_retry_s,
     )
-    worker.on_change = registrar.nudge
+    counted = worker.on_change
+
+    def on_change() -> None:
+        counted()
+        registrar.nudge()
+
+    worker.on_change = on_change
     async with registrar:
         yield registrar

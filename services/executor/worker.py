@@ -69,6 +69,10 @@ class Worker:
         self.on_change()
         return attempt
 
+    def stop_taking_work(self) -> None:
+        """Refuses every later attempt (EXECUTOR_DRAINING): the executor is about to leave."""
+        self._draining = True
+
     def _release(self, attempt: Attempt) -> None:
         # Called when the engine thread is done, not when the stream ended: a run that
         # ignored its cancel still holds the device.
@@ -108,7 +112,7 @@ class Worker:
     async def drain(self, grace_s: float) -> None:
         """Refuses new work, lets the running attempt finish within ``grace_s``, then hands it
         back (a retryable failure) and waits for that to be reported."""
-        self._draining = True
+        self.stop_taking_work()
         current = self._current
         if current is None:
             return
