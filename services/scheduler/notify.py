@@ -68,7 +68,7 @@ class Notifier:
         while True:
             try:
                 await self._listen_once(dsn)
-            except (OSError, asyncpg.PostgresError) as err:
+            except Exception as err:  # any lost connection: waiters poll meanwhile
                 log.warning("LISTEN %s lost (%s); reconnecting", self.channel, err)
             await asyncio.sleep(retry_s)
 

@@ -39,9 +39,11 @@ CREATE TABLE executions (
 CREATE UNIQUE INDEX executions_request_id ON executions (tenant, request_id)
     WHERE request_id IS NOT NULL;
 CREATE INDEX executions_by_tenant ON executions (tenant, id DESC);
-CREATE INDEX executions_waiting ON executions (priority DESC, queued_since, id)
+CREATE INDEX executions_waiting ON executions (priority DESC, created_at, id)
     WHERE state IN ('QUEUED', 'RETRYING');
 CREATE INDEX executions_active ON executions (tenant)
+    WHERE state IN ('DISPATCHED', 'RUNNING');
+CREATE INDEX executions_leases ON executions (lease_expires_at)
     WHERE state IN ('DISPATCHED', 'RUNNING');
 
 CREATE TABLE attempts (

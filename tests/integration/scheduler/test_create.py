@@ -85,7 +85,13 @@ async def test_a_relayed_event_sent_again_is_stored_once(
     await stream_has(scheduler_config.nats.url, scheduler_config.nats.stream, execution.id, 1)
     # As after a crash between publishing and marking the row published.
     await scheduler.relay.pool.execute("UPDATE outbox SET published_at = NULL")
-    assert await scheduler.relay.relay_once() == 1
+
+    async def sent_again() -> None:
+        assert await scheduler.relay.pool.fetchval(
+            "SELECT bool_and(published_at IS NOT NULL) FROM outbox"
+        )
+
+    await eventually(sent_again)
     messages = await stream_messages(scheduler_config.nats.url, scheduler_config.nats.stream)
     assert [e.event_id for _, e in messages].count(messages[0][1].event_id) == 1
     assert len(messages) == 1

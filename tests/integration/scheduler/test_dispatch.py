@@ -267,7 +267,11 @@ async def test_an_attempt_past_its_run_timeout_fails_and_is_stopped(clients: Cli
             clients, TENANT, run_timeout=duration_pb2.Duration(nanos=200_000_000)
         )
         events = await watch(clients, TENANT, execution.id)
-        assert ex.servicer.cancels == [(execution.id, 1)]
+
+        async def told_to_stop() -> None:
+            assert ex.servicer.cancels == [(execution.id, 1)]
+
+        await eventually(told_to_stop)
     assert types(events) == ["queued", "dispatched", "running", "failed"]
     assert events[-1].error.code == code_pb2.DEADLINE_EXCEEDED
     info = error_info(events[-1].error)
