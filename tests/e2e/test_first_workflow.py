@@ -62,7 +62,9 @@ async def subscribe(platform: Platform, key: str, url: str) -> webhooks_pb2.Subs
         )
 
 
-async def stream_events(platform: Platform, execution_id: str) -> list[tuple[str, object]]:
+async def stream_events(
+    platform: Platform, execution_id: str
+) -> list[tuple[str, executions_pb2.WorkflowExecutionEvent]]:
     """Every message of the execution in the JetStream stream, with its Nats-Msg-Id."""
     nc = await nats.connect(platform.env["COMFYFLEET_NATS_URL"])
     try:
