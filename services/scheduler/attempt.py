@@ -8,8 +8,9 @@ import logging
 import mimetypes
 
 from google.protobuf import duration_pb2
+from google.rpc import code_pb2, status_pb2
 
-from comfyfleet.common.errors import Unavailable
+from comfyfleet.common.errors import Internal, Unavailable
 from comfyfleet.common.storage import ObjectStore, output_key
 from comfyfleet.executor.v1 import executor_pb2
 from services.scheduler.config import SchedulerSettings
@@ -111,10 +112,11 @@ class AttemptRunner:
             await self._completed(fence, tenant, update.completed)
             return False
         if kind == "failed":
+            error = _reason(update.failed)
             if update.failed.retryable:
-                await self.store.infrastructure_failure(fence, update.failed.error)
+                await self.store.infrastructure_failure(fence, error)
             else:
-                await self.store.workflow_failed(fence, update.failed.error)
+                await self.store.workflow_failed(fence, error)
             return False
         return True  # an update kind newer than this scheduler: nothing to record
 
@@ -179,6 +181,15 @@ class AttemptRunner:
             ],
             run_timeout=run_timeout,
         )
+
+
+def _reason(failed: executor_pb2.Failed) -> status_pb2.Status:
+    """The executor's error; one without a code must not read as OK."""
+    if failed.error.code != code_pb2.OK:
+        return failed.error
+    return Internal(
+        "the executor reported a failure without a reason", reason="EXECUTOR_ERROR_UNSET"
+    ).to_status()
 
 
 def _output_record(
