@@ -115,9 +115,9 @@ class Executions:
                 "page_size cannot be negative", [FieldViolation("page_size", "must be >= 0")]
             )
         limit = min(page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
-        before = _read_token(page_token, state)
+        before = decode_page_token(page_token, state)
         views = await self.store.page(tenant, state=state, before_id=before, limit=limit + 1)
-        token = _make_token(views[limit - 1].record.id, state) if len(views) > limit else ""
+        token = encode_page_token(views[limit - 1].record.id, state) if len(views) > limit else ""
         return Page(views[:limit], token)
 
     async def cancel(self, tenant: str, execution_id: str) -> ExecutionView:
@@ -149,12 +149,12 @@ class Executions:
                     await wait_any([changed], self.settings.poll_interval_s)
 
 
-def _make_token(last_id: str, state: State | None) -> str:
+def encode_page_token(last_id: str, state: State | None) -> str:
     doc = json.dumps({"before": last_id, "state": state.value if state else ""})
     return base64.urlsafe_b64encode(doc.encode()).decode().rstrip("=")
 
 
-def _read_token(token: str, state: State | None) -> str | None:
+def decode_page_token(token: str, state: State | None) -> str | None:
     if not token:
         return None
     bad = InvalidArgument(
