@@ -159,6 +159,9 @@ class RunTracker:
             "progress": self._progress,
             "executed": self._executed,
             "execution_success": lambda _: self._finish_running(),
+            # The node that raised or was interrupted never finished.
+            "execution_error": self._stopped,
+            "execution_interrupted": self._stopped,
         }
 
     @property
@@ -219,6 +222,9 @@ class RunTracker:
     def _executed(self, data: Mapping[str, Any]) -> None:
         if data.get("node") is not None and str(data["node"]) == self._running:
             self._finish_running()
+
+    def _stopped(self, data: Mapping[str, Any]) -> None:
+        self._running = None
 
     def _finish_running(self) -> None:
         if self._running is not None:
