@@ -1,0 +1,263 @@
+"""The comfyui engine driving a ComfyUI it reaches by URL (the fake, on this event loop)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import pytest
+
+from comfyfleet.common.errors import Unavailable
+from comfyfleet.workflow.runner import CancelToken
+from services.executor.attempt import failure_of
+from services.executor.comfyui import ComfyUIEngine, ComfyUIUnavailable
+from services.executor.engine import NodeRaised, NodeState, RunInterrupted, WorkflowRejected
+from tests.integration.executor.comfyui.conftest import (
+    Run,
+    StartEngine,
+    StartFake,
+    make_job,
+    reference_file,
+    run_engine,
+    workflow_text,
+)
+from tests.support.eventually import eventually
+from tests.support.fake_comfyui import RunningFake
+from tests.support.fake_comfyui.reference import object_info
+from tests.support.paths import comfyui_ref
+
+SHAPES = (comfyui_ref() / "inputs" / "shapes.png").read_bytes()
+
+
+def steps(run: Run) -> list[tuple[NodeState, str]]:
+    return [(e.state, e.node_id) for e in run.events if e.state != NodeState.PROGRESS]
+
+
+async def test_the_node_types_are_comfyuis(engine: ComfyUIEngine) -> None:
+    assert engine.name == "comfyui"
+    assert list(engine.node_types()) == sorted(object_info())
+    assert engine.device == "cpu"
+
+
+async def test_r01_uploads_its_input_and_returns_comfyuis_output(
+    engine: ComfyUIEngine, fake: RunningFake, tmp_path: Path
+) -> None:
+    job = make_job(tmp_path, workflow_text("r01_invert"), {"shapes.png": SHAPES})
+
+    run = await run_engine(engine, job)
+
+    assert (fake.fake.input_dir / "shapes.png").read_bytes() == SHAPES
+    assert run.result is not None
+    [file] = run.result.files
+    assert (file.node_id, file.kind, file.filename, file.subfolder) == (
+        "3",
+        "images",
+        "r01_00001_.png",
+        "",
+    )
+    assert file.content_type == "image/png"
+    assert file.data == reference_file("r01_invert", "node3_images_0.png")
+    assert steps(run) == [
+        (NodeState.RUNNING, "1"),
+        (NodeState.DONE, "1"),
+        (NodeState.RUNNING, "2"),
+        (NodeState.DONE, "2"),
+        (NodeState.RUNNING, "3"),
+        (NodeState.DONE, "3"),
+    ]
+    assert [e.nodes_done for e in run.events][-1] == 3
+    assert {e.nodes_total for e in run.events} == {3}
+    assert run.result.cached_nodes == ()
+    # The prompt went out under the client id of the socket the engine listened on.
+    [submitted] = fake.fake.submissions
+    assert submitted["client_id"] and submitted["prompt"]["3"]["class_type"] == "SaveImage"
+
+
+async def test_inputs_in_subfolders_keep_their_place(
+    engine: ComfyUIEngine, fake: RunningFake, tmp_path: Path
+) -> None:
+    text = workflow_text("r01_invert").replace('"shapes.png"', '"sub/shapes.png"')
+
+    await run_engine(engine, make_job(tmp_path, text, {"sub/shapes.png": SHAPES}))
+
+    assert (fake.fake.input_dir / "sub" / "shapes.png").read_bytes() == SHAPES
+
+
+async def test_an_identical_resubmission_comes_from_comfyuis_cache(
+    engine: ComfyUIEngine, tmp_path: Path
+) -> None:
+    inputs = {"shapes.png": SHAPES}
+    first = await run_engine(engine, make_job(tmp_path, workflow_text("r01_invert"), inputs))
+    again = await run_engine(engine, make_job(tmp_path, workflow_text("r01_invert"), inputs))
+
+    assert steps(again) == [(NodeState.CACHED, n) for n in ("1", "2", "3")]
+    assert again.events[-1].nodes_done == 3
+    assert again.result is not None and first.result is not None
+    assert again.result.cached_nodes == ("1", "2", "3")
+    assert again.result.files == first.result.files
+
+
+async def test_a_latent_output_keeps_its_subfolder(engine: ComfyUIEngine, tmp_path: Path) -> None:
+    run = await run_engine(engine, make_job(tmp_path, workflow_text("r08_latent")))
+
+    assert run.result is not None
+    [file] = run.result.files
+    assert (file.kind, file.subfolder, file.filename) == ("latents", "latents", "r08_00001_.latent")
+    assert file.content_type == "application/octet-stream"
+    assert file.data == reference_file("r08_latent", "node4_latents_0.latent")
+
+
+async def test_a_batch_uploads_every_file_in_order(engine: ComfyUIEngine, tmp_path: Path) -> None:
+    job = make_job(tmp_path, workflow_text("r09_batch"), {"shapes.png": SHAPES})
+
+    run = await run_engine(engine, job)
+
+    assert run.result is not None
+    assert [f.filename for f in run.result.files] == ["r09_00001_.png", "r09_00002_.png"]
+    assert [f.data for f in run.result.files] == [
+        reference_file("r09_batch", "node5_images_0.png"),
+        reference_file("r09_batch", "node5_images_1.png"),
+    ]
+
+
+async def test_a_node_that_raises_fails_with_comfyuis_error(
+    engine: ComfyUIEngine, tmp_path: Path
+) -> None:
+    with pytest.raises(NodeRaised) as raised:
+        await run_engine(engine, make_job(tmp_path, workflow_text("runtime_error")))
+
+    err = raised.value
+    assert (err.node_id, err.node_type, err.exception_type) == ("3", "LatentConcat", "RuntimeError")
+    assert err.exception_message.startswith("Sizes of tensors must match except in dimension 3.")
+    assert "torch.cat" in err.traceback
+    failure = failure_of(err)
+    assert failure.retryable is False and failure.metadata["node_type"] == "LatentConcat"
+
+
+async def test_a_refused_workflow_is_rejected_with_field_violations(
+    engine: ComfyUIEngine, fake: RunningFake, tmp_path: Path
+) -> None:
+    with pytest.raises(WorkflowRejected) as rejected:
+        await run_engine(engine, make_job(tmp_path, workflow_text("invalid_wrong_value_type")))
+
+    assert [(v.field, v.reason) for v in rejected.value.violations] == [
+        ('workflow["4"].inputs.scale_by', "invalid_input_type")
+    ]
+    assert fake.fake.history == {}
+    assert failure_of(rejected.value).reason == "WORKFLOW_INVALID"
+
+
+async def test_malformed_json_is_rejected_before_comfyui_sees_it(
+    engine: ComfyUIEngine, fake: RunningFake, tmp_path: Path
+) -> None:
+    with pytest.raises(WorkflowRejected):
+        await run_engine(engine, make_job(tmp_path, "{not json"))
+
+    assert fake.fake.submissions == []
+
+
+async def test_a_partly_valid_workflow_runs_its_valid_output(
+    engine: ComfyUIEngine, tmp_path: Path
+) -> None:
+    run = await run_engine(engine, make_job(tmp_path, workflow_text("partial_valid")))
+
+    assert run.result is not None
+    assert [(f.node_id, f.filename) for f in run.result.files] == [
+        ("2", "bench_partial_00001_.png")
+    ]
+    assert {e.nodes_total for e in run.events} == {2}
+
+
+async def test_a_slow_start_is_waited_for(start_fake: StartFake, start_engine: StartEngine) -> None:
+    async with start_fake(unavailable_for_s=1.0) as fake:
+        started = time.monotonic()
+        async with start_engine(url=fake.url) as engine:
+            assert time.monotonic() - started >= 1.0
+            assert len(engine.node_types()) == len(object_info())
+
+
+async def test_a_start_that_takes_too_long_is_unavailable(
+    start_fake: StartFake, start_engine: StartEngine
+) -> None:
+    async with start_fake(unavailable_for_s=30.0) as fake:
+        with pytest.raises(ComfyUIUnavailable, match=r"did not answer within 0\.5s"):
+            async with start_engine(url=fake.url, startup_timeout_s=0.5):
+                pass
+
+
+async def test_a_silent_websocket_is_followed_through_history(
+    start_fake: StartFake, start_engine: StartEngine, tmp_path: Path
+) -> None:
+    async with (
+        start_fake(silent_from_node="2", node_seconds=0.2) as fake,
+        start_engine(url=fake.url, watchdog_s=0.3) as engine,
+    ):
+        job = make_job(tmp_path, workflow_text("r01_invert"), {"shapes.png": SHAPES})
+        run = await run_engine(engine, job)
+
+    assert run.result is not None
+    assert run.result.files[0].data == reference_file("r01_invert", "node3_images_0.png")
+    # Node 1 was heard; the rest was settled from /history.
+    assert steps(run) == [
+        (NodeState.RUNNING, "1"),
+        (NodeState.DONE, "1"),
+        (NodeState.DONE, "2"),
+        (NodeState.DONE, "3"),
+    ]
+    assert run.events[-1].nodes_done == 3
+
+
+async def test_a_dropped_websocket_is_followed_through_history(
+    start_fake: StartFake, start_engine: StartEngine, tmp_path: Path
+) -> None:
+    async with (
+        start_fake(drop_sockets_at_node="2", node_seconds=0.1) as fake,
+        start_engine(url=fake.url, watchdog_s=30.0) as engine,
+    ):
+        run = await run_engine(engine, make_job(tmp_path, workflow_text("a_tiny")))
+
+    assert run.result is not None
+    assert [f.filename for f in run.result.files] == ["bench_a_00001_.png"]
+    assert run.events[-1].nodes_done == 3
+
+
+async def test_cancel_interrupts_the_prompt(
+    start_fake: StartFake, start_engine: StartEngine, tmp_path: Path
+) -> None:
+    async with (
+        start_fake(node_seconds=30.0) as fake,
+        start_engine(url=fake.url) as engine,
+    ):
+        cancel, run = CancelToken(), Run()
+        task = asyncio.create_task(
+            run_engine(engine, make_job(tmp_path, workflow_text("a_tiny")), cancel, run)
+        )
+
+        async def node_1_runs() -> None:
+            assert (NodeState.RUNNING, "1") in steps(run)
+
+        await eventually(node_1_runs)
+        started = time.monotonic()
+        cancel.cancel()
+        with pytest.raises(RunInterrupted):
+            await task
+
+        assert time.monotonic() - started < 5.0
+        [entry] = fake.fake.history.values()
+        assert [m[0] for m in entry["status"]["messages"]][-1] == "execution_interrupted"
+        assert fake.fake.interrupts == [{"prompt_id": entry["prompt"][1]}]
+
+
+async def test_a_comfyui_that_went_away_is_a_retryable_failure(
+    start_fake: StartFake, start_engine: StartEngine, tmp_path: Path
+) -> None:
+    async with start_fake() as fake, start_engine(url=fake.url) as engine:
+        pass  # the fake stops here; the engine stays configured for its URL
+
+    with pytest.raises(ComfyUIUnavailable) as raised:
+        await run_engine(engine, make_job(tmp_path, workflow_text("a_tiny")))
+
+    failure = failure_of(raised.value)
+    assert isinstance(failure, Unavailable)
+    assert failure.retryable and failure.reason == "COMFYUI_UNAVAILABLE"
