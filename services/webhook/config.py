@@ -76,10 +76,12 @@ class DeliverySettings:
     # A claimed delivery stays invisible to other workers this long; a worker that died
     # mid-attempt thus gives it back once this has passed. Must exceed the request timeout.
     claim_lease_s: float = 45.0
-    # Attempts in flight in this process, and to any one subscription: a slow or failing
-    # receiver can hold at most its own share of the workers.
-    max_in_flight: int = 256
-    per_subscription_concurrency: int = 16
+    # Attempts in flight in this process, and to any one subscription: a healthy one, and
+    # one whose last attempt failed (a slow or failing receiver holds only a small share of
+    # the workers, so many can fail at once before healthy ones wait).
+    max_in_flight: int = 512
+    per_subscription_concurrency: int = 64
+    failing_subscription_concurrency: int = 4
     # How often workers look for due deliveries when nothing woke them (new events and
     # finished attempts wake them at once in this process).
     poll_interval_s: float = 1.0
@@ -97,7 +99,12 @@ class DeliverySettings:
             raise ConfigError("the request timeout and poll interval must be positive")
         if self.claim_lease_s <= self.request_timeout_s:
             raise ConfigError("the claim lease must be longer than the request timeout")
-        if self.max_in_flight < 1 or self.per_subscription_concurrency < 1:
+        limits = (
+            self.max_in_flight,
+            self.per_subscription_concurrency,
+            self.failing_subscription_concurrency,
+        )
+        if min(limits) < 1:
             raise ConfigError("the concurrency limits must be at least 1")
         if self.disable_after_s <= 0 or self.secret_overlap_s < 0:
             raise ConfigError("disable_after must be positive and the secret overlap not negative")
@@ -117,6 +124,9 @@ class DeliverySettings:
             max_in_flight=env_int("WEBHOOK_MAX_IN_FLIGHT", d.max_in_flight),
             per_subscription_concurrency=env_int(
                 "WEBHOOK_SUBSCRIPTION_CONCURRENCY", d.per_subscription_concurrency
+            ),
+            failing_subscription_concurrency=env_int(
+                "WEBHOOK_FAILING_SUBSCRIPTION_CONCURRENCY", d.failing_subscription_concurrency
             ),
             poll_interval_s=_env_duration("WEBHOOK_POLL_INTERVAL", d.poll_interval_s),
             disable_after_s=_env_duration("WEBHOOK_DISABLE_AFTER", d.disable_after_s),

@@ -60,14 +60,14 @@ def _delivery(row: asyncpg.Record) -> Delivery:
 async def fan_out(conn: asyncpg.Connection, events: Sequence[Event]) -> int:
     """Adds one pending delivery per event and enabled matching subscription of its tenant.
 
-    Idempotent: an event already turned into deliveries adds nothing. The subscriptions
-    read are key-share locked, so none is deleted between matching and inserting.
-    Returns the number of deliveries added.
+    Idempotent: an event already turned into deliveries adds nothing. The insert is one
+    statement: a subscription deleted since it was read fails it whole (its foreign key),
+    and the caller tries again. Returns the number of deliveries added.
     """
     tenants = sorted({e.tenant for e in events})
     subs = await conn.fetch(
         "SELECT id, tenant, event_types FROM subscriptions"
-        " WHERE enabled AND tenant = ANY($1::text[]) FOR KEY SHARE",
+        " WHERE enabled AND tenant = ANY($1::text[])",
         tenants,
     )
     by_tenant: dict[str, list[asyncpg.Record]] = defaultdict(list)

@@ -1,8 +1,9 @@
 """Delivery workers: claim due deliveries, POST them concurrently, record the results.
 
 One claim loop hands each claimed delivery to its own task, up to ``max_in_flight`` tasks
-and ``per_subscription_concurrency`` per subscription, so a receiver that hangs or fails
-ties up only its own share. Results go to a writer that stores them in batches.
+and ``per_subscription_concurrency`` per subscription (far fewer for a subscription whose
+last attempt failed), so a receiver that hangs or fails ties up only a small share.
+Results go to a writer that stores them in batches.
 """
 
 from __future__ import annotations
@@ -93,6 +94,7 @@ class Dispatcher:
         self._stopping = False
         self._busy: Counter[str] = Counter()
         self._tasks: dict[asyncio.Task[None], Claim] = {}
+        self._refill_at = max(1, min(CLAIM_BATCH, settings.max_in_flight) // 8)
 
     def wake(self) -> None:
         """Look for due deliveries now (new ones were added, or capacity was freed)."""
@@ -119,6 +121,7 @@ class Dispatcher:
             writer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await writer
+            await self._queue.close()
 
     async def _claim_loop(self) -> None:
         failures = 0
@@ -148,6 +151,7 @@ class Dispatcher:
             room,
             dict(self._busy),
             self._settings.per_subscription_concurrency,
+            self._settings.failing_subscription_concurrency,
             self._settings.claim_lease_s,
         )
         for claim in claims:
@@ -162,12 +166,19 @@ class Dispatcher:
 
     def _finished(self, task: asyncio.Task[None]) -> None:
         claim = self._tasks.pop(task)
-        self._busy[claim.subscription_id] -= 1
-        if self._busy[claim.subscription_id] <= 0:
-            del self._busy[claim.subscription_id]
+        sub = claim.subscription_id
+        self._busy[sub] -= 1
+        busy = self._busy[sub]
+        if busy <= 0:
+            del self._busy[sub]
         if not task.cancelled() and task.exception() is not None:
             log.error("attempt of %s crashed", claim.id, exc_info=task.exception())
-        self.wake()
+        # A claim is a query: come back for more once there is room for a worthwhile batch,
+        # for this subscription and overall, not after every single attempt.
+        settings = self._settings
+        room = settings.max_in_flight - len(self._tasks)
+        if busy <= settings.per_subscription_concurrency // 2 and room >= self._refill_at:
+            self.wake()
 
     async def _attempt(self, claim: Claim) -> None:
         started = datetime.now(UTC)

@@ -73,17 +73,24 @@ class Intake:
 
     @asynccontextmanager
     async def running(self) -> AsyncIterator[Intake]:
-        """Consumes until exit; on exit finishes the batch in hand and stops fetching."""
+        """Consumes until exit; on exit stops fetching and stores what was fetched."""
         sub = await self._subscribe()
-        task = asyncio.create_task(self._run(sub), name="webhook-intake")
+        # None follows the last message fetched, once fetching has stopped.
+        fetched: asyncio.Queue[Msg | None] = asyncio.Queue()
+        fetcher = asyncio.create_task(self._fetch_loop(sub, fetched), name="webhook-fetch")
+        handler = asyncio.create_task(self._handle_loop(fetched), name="webhook-intake")
         try:
             yield self
         finally:
             self._stop.set()
+            limit = self._settings.fetch_timeout_s + 5.0
             try:
-                await asyncio.wait_for(task, timeout=self._settings.fetch_timeout_s + 5.0)
+                await asyncio.wait_for(fetcher, timeout=limit)
+                fetched.put_nowait(None)
+                await asyncio.wait_for(handler, timeout=limit)
             except TimeoutError:
                 log.warning("intake did not stop in time; its unacked events will come back")
+                handler.cancel()
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
 
@@ -95,14 +102,32 @@ class Intake:
             durable=self._settings.durable_name, stream=self._bus.cfg.stream
         )
 
-    async def _run(self, sub: JetStreamContext.PullSubscription) -> None:
+    async def _fetch_loop(
+        self, sub: JetStreamContext.PullSubscription, fetched: asyncio.Queue[Msg | None]
+    ) -> None:
+        """Fetches ahead of the handler, so the next events are in hand while a batch is
+        stored; how far ahead is bounded by the consumer's MaxAckPending."""
         backlog = 0
         while not self._stop.is_set():
             msgs = await self._fetch(sub, backlog)
-            if not msgs:
-                continue
-            backlog = _pending_after(msgs[-1])
-            await self._handle(msgs)
+            if msgs:
+                backlog = _pending_after(msgs[-1])
+            for msg in msgs:
+                fetched.put_nowait(msg)
+
+    async def _handle_loop(self, fetched: asyncio.Queue[Msg | None]) -> None:
+        """Stores everything fetched so far as one batch, again and again: batches grow with
+        the load, and one transaction serves many events."""
+        while True:
+            batch = [await fetched.get()]
+            while len(batch) < self._settings.fetch_batch and not fetched.empty():
+                batch.append(fetched.get_nowait())
+            done = None in batch
+            msgs = [m for m in batch if m is not None]
+            if msgs:
+                await self._handle(msgs)
+            if done:
+                return
 
     async def _fetch(self, sub: JetStreamContext.PullSubscription, backlog: int) -> list[Msg]:
         """The next events: a batch when a backlog is known, else the first to arrive.
@@ -129,8 +154,10 @@ class Intake:
                 await msg.term()
             else:
                 usable.append((msg, event))
+        if not usable:
+            return
         try:
-            async with self._pool.acquire() as conn, conn.transaction():
+            async with self._pool.acquire() as conn:
                 added = await fan_out(conn, [e for _, e in usable])
         except DB_ERRORS as err:
             await self._retry_later([m for m, _ in usable], err)

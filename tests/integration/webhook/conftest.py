@@ -30,7 +30,8 @@ FAST = DeliverySettings(
     request_timeout_s=1.0,
     claim_lease_s=2.0,
     max_in_flight=64,
-    per_subscription_concurrency=4,
+    per_subscription_concurrency=8,
+    failing_subscription_concurrency=2,
     poll_interval_s=0.2,
     secret_overlap_s=3600.0,
 )

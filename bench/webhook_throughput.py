@@ -1,0 +1,369 @@
+"""Webhook delivery speed: deliveries per second and publish-to-delivery latency.
+
+    .venv/bin/python bench/webhook_throughput.py [--events 6000] [--subscriptions 2]
+        [--rate 300] [--seconds 10] [--fast-disk]
+
+Starts a private PostgreSQL and NATS JetStream (comfyfleet.devstack), a receiver on
+127.0.0.1 in this process, and measures two relays from the same stream to the same receiver:
+
+- baseline: a bare JetStream -> HTTP relay in its own process (push consumer, ack after the
+  POST, same JSON body and concurrency), with no database, signing or retries: what this
+  machine can do at all;
+- service: ``python -m services.webhook`` with its defaults (durable consumer, a delivery row
+  per subscription, signed POSTs, every attempt logged).
+
+Each runs a burst (``--events`` published as fast as possible; deliveries/s until the last one
+arrives) and a paced phase (``--rate`` events/s for ``--seconds``; p50/p99 from publish to
+arrival). Ratios are service / baseline from the same run. Traffic stays on loopback, and
+every loop is bounded by a count and a deadline.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import aiohttp
+import grpc
+import nats
+from aiohttp import web
+from nats.aio.msg import Msg
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from comfyfleet.common.config import NatsConfig  # noqa: E402
+from comfyfleet.common.events import EventBus, connect_bus, decode_event  # noqa: E402
+from comfyfleet.common.grpcserver import channel  # noqa: E402
+from comfyfleet.common.ids import new_id  # noqa: E402
+from comfyfleet.common.tenancy import tenant_metadata  # noqa: E402
+from comfyfleet.common.timeutil import utcnow  # noqa: E402
+from comfyfleet.devstack.nats import NatsServer  # noqa: E402
+from comfyfleet.devstack.postgres import PostgresServer  # noqa: E402
+from comfyfleet.devstack.process import free_port  # noqa: E402
+from comfyfleet.executions.v1 import executions_pb2  # noqa: E402
+from comfyfleet.webhooks.v1 import webhooks_pb2, webhooks_pb2_grpc  # noqa: E402
+from services.webhook.payload import execution_event  # noqa: E402
+
+TENANT = "bench"
+CONCURRENCY = 256
+PHASE_DEADLINE_S = 120.0
+
+
+@dataclass
+class Receiver:
+    """Counts arrivals per (path, event id) and keeps the first arrival time of each."""
+
+    arrived: dict[tuple[str, str], float] = field(default_factory=dict)
+    total: int = 0
+    port: int = 0
+
+    async def handle(self, request: web.Request) -> web.Response:
+        body = await request.read()
+        now = time.perf_counter()
+        event_id = json.loads(body)["data"]["eventId"]
+        self.arrived.setdefault((request.path, event_id), now)
+        self.total += 1
+        return web.Response(status=204)
+
+    async def wait_for(self, keys: set[tuple[str, str]], deadline_s: float) -> float:
+        """When the last of ``keys`` arrived; raises if they did not within the deadline."""
+        end = time.monotonic() + deadline_s
+        while not keys <= self.arrived.keys():
+            if time.monotonic() > end:
+                missing = len(keys - self.arrived.keys())
+                raise RuntimeError(f"{missing} deliveries did not arrive in {deadline_s:g} s")
+            await asyncio.sleep(0.01)
+        return max(self.arrived[k] for k in keys)
+
+
+@asynccontextmanager
+async def receiving() -> AsyncIterator[Receiver]:
+    receiver = Receiver()
+    app = web.Application()
+    app.router.add_post("/{name}", receiver.handle)
+    runner = web.AppRunner(app, handle_signals=False, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0, backlog=1024)
+    await site.start()
+    receiver.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        yield receiver
+    finally:
+        await runner.cleanup()
+
+
+def new_event() -> executions_pb2.WorkflowExecutionEvent:
+    event = executions_pb2.WorkflowExecutionEvent(
+        event_id=new_id("evt"),
+        execution_id=new_id("exe"),
+        event_type="execution.succeeded",
+        tenant=TENANT,
+        sequence=1,
+        output_urls=["https://example.com/outputs/slot-001.png"],
+    )
+    event.timestamp.FromDatetime(utcnow())
+    return event
+
+
+@dataclass(frozen=True)
+class Result:
+    name: str
+    deliveries: int
+    per_second: float
+    p50_ms: float
+    p99_ms: float
+    # CPU the relay process spent per delivery in the burst: steadier than rates when
+    # other work shares the machine.
+    cpu_ms: float
+
+
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU a process has used, its reaped children's included."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    ticks = sum(int(f) for f in fields[11:15])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+async def burst(bus: EventBus, receiver: Receiver, paths: Sequence[str], count: int) -> float:
+    """Publishes ``count`` events at once; deliveries per second until the last arrived."""
+    events = [new_event() for _ in range(count)]
+    started = time.perf_counter()
+    for i in range(0, count, 200):
+        await asyncio.gather(*(bus.publish(e) for e in events[i : i + 200]))
+    keys = {(p, e.event_id) for e in events for p in paths}
+    last = await receiver.wait_for(keys, PHASE_DEADLINE_S)
+    return len(keys) / (last - started)
+
+
+async def paced(
+    bus: EventBus, receiver: Receiver, paths: Sequence[str], rate: float, seconds: float
+) -> list[float]:
+    """Publishes ``rate`` events a second; each delivery's publish-to-arrival in ms."""
+    sent: dict[str, float] = {}
+    start = time.perf_counter()
+    for i in range(int(rate * seconds)):
+        due = start + i / rate
+        if (ahead := due - time.perf_counter()) > 0:
+            await asyncio.sleep(ahead)
+        event = new_event()
+        sent[event.event_id] = time.perf_counter()
+        await bus.publish(event)
+    keys = {(p, e) for e in sent for p in paths}
+    await receiver.wait_for(keys, PHASE_DEADLINE_S)
+    return [(receiver.arrived[(p, e)] - sent[e]) * 1000 for p, e in keys]
+
+
+async def measure(
+    name: str,
+    bus: EventBus,
+    receiver: Receiver,
+    paths: Sequence[str],
+    args: argparse.Namespace,
+    pid: int,
+) -> Result:
+    await burst(bus, receiver, paths, 200)  # warm up connections and caches
+    cpu_before = cpu_seconds(pid)
+    rate = await burst(bus, receiver, paths, args.events)
+    cpu = cpu_seconds(pid) - cpu_before
+    latencies = await paced(bus, receiver, paths, args.rate, args.seconds)
+    deliveries = args.events * len(paths)
+    return Result(
+        name,
+        deliveries,
+        rate,
+        statistics.median(latencies),
+        percentile(latencies, 0.99),
+        cpu * 1000 / deliveries,
+    )
+
+
+# The baseline relay, run in its own process like the service.
+
+
+async def relay(nats_url: str, stream: str, prefix: str, urls: Sequence[str]) -> None:
+    """JetStream push consumer -> one POST per URL -> ack; until stdin closes."""
+    nc = await nats.connect(nats_url)
+    js = nc.jetstream()
+    limit = asyncio.Semaphore(CONCURRENCY)
+    connector = aiohttp.TCPConnector(limit=CONCURRENCY)
+    async with aiohttp.ClientSession(connector=connector) as session:
+
+        async def post(url: str, body: bytes) -> None:
+            async with limit, session.post(url, data=body) as resp:
+                await resp.read()
+
+        async def forward(msg: Msg) -> None:
+            body = execution_event(decode_event(msg.data), utcnow()).body.encode()
+            await asyncio.gather(*(post(u, body) for u in urls))
+            await msg.ack()
+
+        tasks: set[asyncio.Task[None]] = set()
+
+        async def on_message(msg: Msg) -> None:
+            task = asyncio.create_task(forward(msg))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+
+        await js.subscribe(
+            f"{prefix}.>", stream=stream, cb=on_message, manual_ack=True, pending_msgs_limit=-1
+        )
+        print("ready", flush=True)
+        await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
+    await nc.drain()
+
+
+@asynccontextmanager
+async def child(argv: list[str], env: dict[str, str], log: Path) -> AsyncIterator[int]:
+    """Runs a process for the block; yields its pid."""
+    with log.open("ab") as out:
+        proc = await asyncio.create_subprocess_exec(
+            *argv, cwd=ROOT, env=env, stdin=asyncio.subprocess.PIPE, stdout=out, stderr=out
+        )
+    try:
+        yield proc.pid
+    finally:
+        if proc.stdin:
+            proc.stdin.close()
+        if proc.returncode is None:
+            proc.terminate()
+        try:
+            await asyncio.wait_for(proc.wait(), timeout=20)
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
+
+
+async def wait_until(check: Callable[[], bool], what: str, deadline_s: float = 60.0) -> None:
+    end = time.monotonic() + deadline_s
+    while not check():
+        if time.monotonic() > end:
+            raise RuntimeError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.05)
+
+
+async def run_baseline(
+    nats_url: str, receiver: Receiver, args: argparse.Namespace, work: Path
+) -> Result:
+    cfg = NatsConfig(nats_url, stream="BENCH_BASELINE", subject_prefix="bench.baseline")
+    paths = [f"/base{i}" for i in range(args.subscriptions)]
+    urls = [f"http://127.0.0.1:{receiver.port}{p}" for p in paths]
+    log = work / "relay.log"
+    argv = [sys.executable, __file__, "--relay", nats_url, cfg.stream, cfg.subject_prefix, *urls]
+    async with (
+        connect_bus(cfg, name="bench-baseline") as bus,
+        child(argv, dict(os.environ), log) as pid,
+    ):
+        await wait_until(lambda: "ready" in log.read_text(), "the relay")
+        return await measure("baseline relay", bus, receiver, paths, args, pid)
+
+
+async def subscribe_all(port: int, urls: Sequence[str]) -> None:
+    async with channel(f"127.0.0.1:{port}") as ch:
+        stub = webhooks_pb2_grpc.WebhookServiceStub(ch)
+        await ch.channel_ready()
+        for url in urls:
+            request = webhooks_pb2.CreateSubscriptionRequest(
+                subscription=webhooks_pb2.Subscription(url=url)
+            )
+            await stub.CreateSubscription(request, metadata=tenant_metadata(TENANT), timeout=10)
+
+
+async def run_service(
+    dsn: str, nats_url: str, receiver: Receiver, args: argparse.Namespace, work: Path
+) -> Result:
+    cfg = NatsConfig(nats_url, stream="BENCH_SERVICE", subject_prefix="bench.service")
+    paths = [f"/hook{i}" for i in range(args.subscriptions)]
+    port = free_port()
+    env = {
+        **os.environ,
+        "COMFYFLEET_GRPC_ADDR": f"127.0.0.1:{port}",
+        "COMFYFLEET_DATABASE_URL": dsn,
+        "COMFYFLEET_NATS_URL": nats_url,
+        "COMFYFLEET_NATS_STREAM": cfg.stream,
+        "COMFYFLEET_NATS_SUBJECT_PREFIX": cfg.subject_prefix,
+        "COMFYFLEET_WEBHOOK_ALLOW_LOOPBACK": "1",
+    }
+    argv = [sys.executable, "-m", "services.webhook"]
+    async with (
+        connect_bus(cfg, name="bench-service") as bus,
+        child(argv, env, work / "svc.log") as pid,
+    ):
+        try:
+            await asyncio.wait_for(
+                subscribe_all(port, [f"http://127.0.0.1:{receiver.port}{p}" for p in paths]), 60
+            )
+        except (grpc.aio.AioRpcError, TimeoutError) as err:
+            raise RuntimeError(f"the webhook service did not start: {err}") from err
+        return await measure("webhook service", bus, receiver, paths, args, pid)
+
+
+def report(base: Result, svc: Result, args: argparse.Namespace, durable: bool) -> None:
+    print(
+        f"# {args.events} events x {args.subscriptions} subscriptions burst; "
+        f"{args.rate:g} events/s for {args.seconds:g} s paced; "
+        f"PostgreSQL fsync {'on' if durable else 'off'}; {os.cpu_count()} CPUs"
+    )
+    print(f"{'':18}{'deliveries/s':>14}{'p50 ms':>10}{'p99 ms':>10}{'CPU ms/delivery':>17}")
+    for r in (base, svc):
+        print(
+            f"{r.name:18}{r.per_second:>14.0f}{r.p50_ms:>10.1f}{r.p99_ms:>10.1f}{r.cpu_ms:>17.3f}"
+        )
+    print(
+        f"{'service/baseline':18}{svc.per_second / base.per_second:>14.2f}"
+        f"{svc.p50_ms / base.p50_ms:>10.2f}{svc.p99_ms / base.p99_ms:>10.2f}"
+        f"{svc.cpu_ms / base.cpu_ms:>17.2f}"
+    )
+
+
+async def compare(args: argparse.Namespace, dsn: str, nats_url: str, work: Path) -> None:
+    async with receiving() as receiver:
+        base = await run_baseline(nats_url, receiver, args, work)
+        svc = await run_service(dsn, nats_url, receiver, args, work)
+    report(base, svc, args, durable=not args.fast_disk)
+
+
+def main(args: argparse.Namespace) -> None:
+    with tempfile.TemporaryDirectory(prefix="comfyfleet-bench-") as tmp:
+        work = Path(tmp)
+        work.chmod(0o755)  # PostgreSQL may run as its own user and must enter it
+        with (
+            PostgresServer(data_dir=work / "pg", durable=not args.fast_disk) as pg,
+            NatsServer(data_dir=work / "nats") as nats_server,
+        ):
+            asyncio.run(compare(args, pg.create_database("bench"), nats_server.url, work))
+
+
+def parse_args(argv: Sequence[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--events", type=int, default=6000, help="events in the burst")
+    parser.add_argument(
+        "--subscriptions", type=int, default=2, help="subscriptions, each all events"
+    )
+    parser.add_argument("--rate", type=float, default=300.0, help="paced events per second")
+    parser.add_argument("--seconds", type=float, default=10.0, help="length of the paced phase")
+    parser.add_argument("--fast-disk", action="store_true", help="PostgreSQL without fsync")
+    return parser.parse_args(argv)
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "--relay":
+        nats_url, stream, prefix, *urls = sys.argv[2:]
+        asyncio.run(relay(nats_url, stream, prefix, urls))
+    else:
+        main(parse_args(sys.argv[1:]))
