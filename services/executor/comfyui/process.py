@@ -75,6 +75,10 @@ class ComfyUIProcess:
     def started(self) -> bool:
         return self._popen is not None
 
+    @property
+    def pid(self) -> int | None:
+        return None if self._popen is None else self._popen.pid
+
     def exit_code(self) -> int | None:
         """None while it runs (or was never started)."""
         return None if self._popen is None else self._popen.poll()

@@ -31,6 +31,7 @@ def _arguments() -> argparse.Namespace:
     parser.add_argument("--fake-drop-sockets-at-node")
     parser.add_argument("--fake-crash-at-node")
     parser.add_argument("--fake-crash-marker", type=Path)
+    parser.add_argument("--fake-ignore-interrupts", action="store_true")
     # ComfyUI's other flags (--cpu, --cuda-device N, ...) mean nothing to the fake.
     args, _ = parser.parse_known_args()
     return args
@@ -46,6 +47,7 @@ async def main() -> None:
         drop_sockets_at_node=args.fake_drop_sockets_at_node,
         crash_at_node=args.fake_crash_at_node,
         crash_marker=args.fake_crash_marker,
+        ignore_interrupts=args.fake_ignore_interrupts,
     )
     fake = FakeComfyUI(args.input_directory, args.output_directory, behaviour)
     runner = web.AppRunner(fake.app(), shutdown_timeout=1.0)

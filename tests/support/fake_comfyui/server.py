@@ -46,6 +46,8 @@ class Behaviour:
     crash_at_node: str | None = None
     # When set, crash only if this file does not exist yet, and create it: crash once.
     crash_marker: Path | None = None
+    # POST /interrupt is answered but stops nothing (a node stuck outside its checks).
+    ignore_interrupts: bool = False
 
 
 @dataclass
@@ -244,7 +246,8 @@ class FakeComfyUI:
         self.interrupts.append(body)
         prompt_id = body.get("prompt_id") if isinstance(body, dict) else None
         # ComfyUI 0.3.6x: with a prompt id, only that prompt is interrupted, when it runs.
-        if prompt_id is None or (self.running is not None and self.running.prompt_id == prompt_id):
+        running = self.running is not None and self.running.prompt_id == prompt_id
+        if (prompt_id is None or running) and not self.behaviour.ignore_interrupts:
             self._interrupt.set()
         return web.Response(status=200)
 
