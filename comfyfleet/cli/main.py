@@ -10,6 +10,7 @@ from pathlib import Path
 
 from google.protobuf import json_format
 
+from comfyfleet.cli import run as local_run
 from comfyfleet.cli.progress import ProgressLine, state_name
 from comfyfleet.executions.v1 import executions_pb2
 from comfyfleet.sdk import ApiError, Client, Settings
@@ -180,12 +181,16 @@ def parser() -> argparse.ArgumentParser:
         "--scope", action="append", default=[], help="repeatable; default: all but admin"
     )
     create.set_defaults(run=cmd_keys_create)
+
+    local_run.add_parser(sub)
     return root
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
+        if local := getattr(args, "local", None):
+            return int(local(args))
         with Client(Settings.discover(args.addr, args.api_key)) as client:
             return int(args.run(client, args))
     except (ApiError, UsageError) as err:
