@@ -11,9 +11,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from comfyfleet.common.config import ConfigError, env_bool, env_float, env_int, env_str
+from services.executor.comfyui.settings import ComfyUISettings
 
 DEVICES = ("auto", "cpu", "cuda")
 PROVIDERS = ("local", "ecs", "runpod")
+ENGINES = ("native", "comfyui")
 
 
 @dataclass(frozen=True)
@@ -55,8 +57,18 @@ class Config:
     # with its loaders reading from the inputs dir.
     warmup_workflow: str = ""
     warmup_inputs_dir: Path | None = None
+    # "native" (our torch engine) or "comfyui" (a real ComfyUI, started or reached).
+    engine: str = "native"
+    # Set exactly when the engine is "comfyui" (COMFYFLEET_COMFYUI_*).
+    comfyui: ComfyUISettings | None = None
 
     def __post_init__(self) -> None:
+        if self.engine not in ENGINES:
+            raise ConfigError(f"COMFYFLEET_EXECUTOR_ENGINE must be one of {ENGINES}")
+        if (self.engine == "comfyui") != (self.comfyui is not None):
+            raise ConfigError(
+                "COMFYFLEET_EXECUTOR_ENGINE=comfyui, and only it, takes COMFYFLEET_COMFYUI_COMMAND or _URL"
+            )
         if self.device not in DEVICES:
             raise ConfigError(f"COMFYFLEET_EXECUTOR_DEVICE must be one of {DEVICES}")
         if self.provider not in PROVIDERS:
@@ -71,6 +83,7 @@ class Config:
     @classmethod
     def from_env(cls) -> Config:
         d = cls()
+        engine = env_str("EXECUTOR_ENGINE", d.engine)
         return cls(
             grpc_addr=env_str("GRPC_ADDR", d.grpc_addr),
             scheduler_addr=env_str("SCHEDULER_ADDR", d.scheduler_addr),
@@ -90,6 +103,8 @@ class Config:
             idle_exit_polls=env_int("EXECUTOR_IDLE_EXIT_POLLS", d.idle_exit_polls),
             warmup_workflow=env_str("EXECUTOR_WARMUP_WORKFLOW", ""),
             warmup_inputs_dir=_optional_path(env_str("EXECUTOR_WARMUP_INPUTS_DIR", "")),
+            engine=engine,
+            comfyui=ComfyUISettings.from_env() if engine == "comfyui" else None,
         )
 
 
