@@ -35,6 +35,7 @@ from comfyfleet.workflow.schedule import execution_order
 from comfyfleet.workflow.validate import ValidationResult, describe
 
 if TYPE_CHECKING:
+    from services.executor.comfyui import ComfyUISettings
     from services.executor.native import NativeEngine
 
 
@@ -153,13 +154,22 @@ class Engine(Protocol):
         ...
 
 
-def build_engine(name: str, device: str, work_dir: Path) -> Engine:
-    """The engine the executor registers with; only "native" exists so far.
+def build_engine(
+    name: str, device: str, work_dir: Path, comfyui: ComfyUISettings | None = None
+) -> Engine:
+    """The engine the executor registers with: "native", or "comfyui" with its settings.
 
     ``device`` is a resolved torch device ("cpu", "cuda:0"), see ``resources.resolve_device``.
+    The comfyui engine is returned started (its ComfyUI answers); stop it with ``close()``.
     """
+    if name == "comfyui" and comfyui is not None:
+        from services.executor.comfyui import ComfyUIEngine
+
+        engine = ComfyUIEngine(comfyui, device, work_dir / "comfyui")
+        engine.start()
+        return engine
     if name != "native":
-        raise ValueError(f"unknown engine {name!r}")
+        raise ValueError(f"unknown engine {name!r} (or comfyui without its settings)")
     # Imported here: the native nodes pull in torch and are only needed by a real executor.
     from services.executor.native import NativeEngine
 
