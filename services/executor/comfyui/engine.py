@@ -137,6 +137,9 @@ class ComfyUIEngine:
                 return
             except ComfyUIUnavailable as err:
                 if time.monotonic() >= deadline:
+                    # Stopped, so that the next run starts a fresh one instead of waiting on it.
+                    if self._process is not None:
+                        await asyncio.to_thread(self._process.stop)
                     raise ComfyUIUnavailable(
                         f"ComfyUI did not answer within {self.settings.startup_timeout_s:g}s: "
                         f"{err.message}{self._log_tail()}"

@@ -5,6 +5,8 @@ from __future__ import annotations
 import shlex
 from dataclasses import dataclass
 
+from comfyfleet.common.config import ConfigError, env_float, env_str
+
 
 @dataclass(frozen=True)
 class ComfyUISettings:
@@ -44,6 +46,25 @@ class ComfyUISettings:
         )
         if min(timings) <= 0:
             raise ValueError("ComfyUI timeouts and intervals must be positive")
+
+    @classmethod
+    def from_env(cls) -> ComfyUISettings:
+        """From ``COMFYFLEET_COMFYUI_*``: COMMAND or URL, and the timings by their names."""
+        d = cls(url="http://defaults")
+        try:
+            return cls(
+                command=env_str("COMFYUI_COMMAND", ""),
+                url=env_str("COMFYUI_URL", ""),
+                startup_timeout_s=env_float("COMFYUI_STARTUP_TIMEOUT_S", d.startup_timeout_s),
+                watchdog_s=env_float("COMFYUI_WATCHDOG_S", d.watchdog_s),
+                poll_s=env_float("COMFYUI_POLL_S", d.poll_s),
+                request_timeout_s=env_float("COMFYUI_REQUEST_TIMEOUT_S", d.request_timeout_s),
+                interrupt_timeout_s=env_float("COMFYUI_INTERRUPT_TIMEOUT_S", d.interrupt_timeout_s),
+            )
+        except ConfigError:
+            raise
+        except ValueError as err:
+            raise ConfigError(f"COMFYFLEET_COMFYUI_*: {err}") from err
 
     @property
     def argv(self) -> list[str]:
