@@ -22,7 +22,12 @@ from tests.support.paths import REPO_ROOT, comfyui_ref
 # A run that hangs fails its test instead of the suite.
 RUN_TIMEOUT_S = 20.0
 # Quick enough for tests, slow enough not to fire while the fake answers at once.
-FAST = {"watchdog_s": 0.5, "poll_s": 0.05, "startup_timeout_s": 20.0, "interrupt_timeout_s": 5.0}
+FAST: dict[str, Any] = {
+    "watchdog_s": 0.5,
+    "poll_s": 0.05,
+    "startup_timeout_s": 20.0,
+    "interrupt_timeout_s": 5.0,
+}
 
 
 def fake_command(*flags: str) -> str:
