@@ -172,6 +172,8 @@ class ComfyUIEngine:
             try:
                 await self._ensure_up(client)
                 await self._place_inputs(client, job.input_dir)
+                if self._process is not None:
+                    await asyncio.to_thread(self._process.link_models, job.models)
                 if cancel.cancelled:
                     raise RunInterrupted("the run was cancelled before it was submitted")
                 tracker, entry = await self._execute(client, prompt, on_event, cancel)

@@ -8,17 +8,46 @@ tail explains a failed start or a crash.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
+import shutil
 import signal
 import socket
 import subprocess
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+
+from comfyfleet.workflow.io import safe_relative
 
 log = logging.getLogger(__name__)
 
 LOG_TAIL_BYTES = 2000
+# ComfyUI's model folders; each is pointed at <root>/models/<folder> through
+# --extra-model-paths-config, where the engine links each run's models.
+MODEL_FOLDERS = (
+    "audio_encoders",
+    "checkpoints",
+    "classifiers",
+    "clip",
+    "clip_vision",
+    "configs",
+    "controlnet",
+    "diffusers",
+    "diffusion_models",
+    "embeddings",
+    "gligen",
+    "hypernetworks",
+    "loras",
+    "model_patches",
+    "photomaker",
+    "style_models",
+    "text_encoders",
+    "unet",
+    "upscale_models",
+    "vae",
+    "vae_approx",
+)
 
 
 def _free_port() -> int:
@@ -45,6 +74,8 @@ class ComfyUIProcess:
         self.device = device
         self.input_dir = root / "input"
         self.output_dir = root / "output"
+        self.models_dir = root / "models"
+        self.model_paths_config = root / "extra_model_paths.yaml"
         self.log_path = root / "comfyui.log"
         self.base_url = ""
         self._popen: subprocess.Popen[bytes] | None = None
@@ -52,14 +83,16 @@ class ComfyUIProcess:
     def start(self) -> str:
         """Starts ComfyUI (stopping an earlier process) and returns its base URL."""
         self.stop()
-        for folder in (self.input_dir, self.output_dir):
+        for folder in (self.input_dir, self.output_dir, self.models_dir):
             folder.mkdir(parents=True, exist_ok=True)
+        self._write_model_paths()
         port = _free_port()
         argv = [
             *self.argv,
             *("--listen", "127.0.0.1", "--port", str(port)),
             *("--input-directory", str(self.input_dir)),
             *("--output-directory", str(self.output_dir)),
+            *("--extra-model-paths-config", str(self.model_paths_config)),
             *device_flags(self.device),
         ]
         log.info("starting ComfyUI: %s", " ".join(argv))
@@ -70,6 +103,22 @@ class ComfyUIProcess:
             )
         self.base_url = f"http://127.0.0.1:{port}"
         return self.base_url
+
+    def _write_model_paths(self) -> None:
+        # ComfyUI's format: a section with base_path and one "<folder>: <path>" per folder.
+        lines = ["comfyfleet:", f"    base_path: {json.dumps(str(self.models_dir))}"]
+        lines += [f"    {folder}: {folder}/" for folder in MODEL_FOLDERS]
+        self.model_paths_config.write_text("\n".join(lines) + "\n")
+
+    def link_models(self, models: Mapping[str, Path]) -> None:
+        """Makes exactly ``models`` ("<folder>/<name>" -> file) visible to ComfyUI."""
+        shutil.rmtree(self.models_dir, ignore_errors=True)
+        for folder in MODEL_FOLDERS:
+            (self.models_dir / folder).mkdir(parents=True)
+        for key, path in models.items():
+            link = self.models_dir / safe_relative(key)
+            link.parent.mkdir(parents=True, exist_ok=True)
+            link.symlink_to(path.resolve())
 
     @property
     def started(self) -> bool:

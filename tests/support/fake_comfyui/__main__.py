@@ -15,7 +15,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from tests.support.fake_comfyui.server import Behaviour, FakeComfyUI
+from tests.support.fake_comfyui.server import Behaviour, FakeComfyUI, read_model_paths
 
 
 def _arguments() -> argparse.Namespace:
@@ -24,6 +24,7 @@ def _arguments() -> argparse.Namespace:
     parser.add_argument("--port", type=int, default=8188)
     parser.add_argument("--input-directory", type=Path, default=Path("input"))
     parser.add_argument("--output-directory", type=Path, default=Path("output"))
+    parser.add_argument("--extra-model-paths-config", type=Path, action="append", default=[])
     parser.add_argument("--fake-refuse-for", type=float, default=0.0)
     parser.add_argument("--fake-unavailable-for", type=float, default=0.0)
     parser.add_argument("--fake-node-seconds", type=float, default=0.0)
@@ -49,7 +50,13 @@ async def main() -> None:
         crash_marker=args.fake_crash_marker,
         ignore_interrupts=args.fake_ignore_interrupts,
     )
-    fake = FakeComfyUI(args.input_directory, args.output_directory, behaviour)
+    model_paths: dict[str, list[Path]] = {}
+    for config in args.extra_model_paths_config:
+        for folder, paths in read_model_paths(config).items():
+            model_paths.setdefault(folder, []).extend(paths)
+    fake = FakeComfyUI(
+        args.input_directory, args.output_directory, behaviour, model_paths=model_paths
+    )
     runner = web.AppRunner(fake.app(), shutdown_timeout=1.0)
     await runner.setup()
     await web.TCPSite(runner, args.listen, args.port).start()

@@ -92,8 +92,11 @@ class FakeComfyUI:
         output_dir: Path,
         behaviour: Behaviour | None = None,
         crash: Callable[[], None] = _exit_now,
+        model_paths: dict[str, list[Path]] | None = None,
     ) -> None:
         self.input_dir = input_dir
+        # Model folder name -> the folders it lists, as --extra-model-paths-config sets them.
+        self.model_paths = model_paths or {}
         self.output_dir = output_dir
         self.temp_dir = output_dir.parent / "temp"
         for folder in (input_dir, output_dir, self.temp_dir):
@@ -131,6 +134,7 @@ class FakeComfyUI:
                 web.get("/history/{prompt_id}", self._get_history_entry),
                 web.post("/upload/image", self._upload_image),
                 web.get("/view", self._view),
+                web.get("/models/{folder}", self._models),
             ]
         )
         app.cleanup_ctx.append(self._worker_ctx)
@@ -250,6 +254,20 @@ class FakeComfyUI:
         if (prompt_id is None or running) and not self.behaviour.ignore_interrupts:
             self._interrupt.set()
         return web.Response(status=200)
+
+    async def _models(self, request: web.Request) -> web.Response:
+        """ComfyUI's model file list of one folder: names relative to its model paths."""
+        roots = self.model_paths.get(request.match_info["folder"])
+        if roots is None:
+            return web.Response(status=404)
+        names = {
+            p.relative_to(root).as_posix()
+            for root in roots
+            if root.is_dir()
+            for p in root.rglob("*")
+            if p.is_file()
+        }
+        return web.json_response(sorted(names))
 
     async def _get_history(self, request: web.Request) -> web.Response:
         return web.json_response(self.history)
@@ -564,6 +582,24 @@ def _free_name(folder: Path, filename: str, data: bytes, overwrite: bool) -> str
             return name
         name, i = f"{stem} ({i}){suffix}", i + 1
     return name
+
+
+def read_model_paths(config: Path) -> dict[str, list[Path]]:
+    """The folders of an ``extra_model_paths.yaml`` in the flat form ComfyUI documents
+    (sections of ``base_path`` and ``<folder>: <path>`` lines; no YAML library needed)."""
+    found: dict[str, list[Path]] = {}
+    base = Path()
+    for line in config.read_text().splitlines():
+        key, sep, value = line.strip().partition(":")
+        if not sep or not line.startswith((" ", "\t")):
+            continue
+        value = value.strip()
+        text = json.loads(value) if value.startswith('"') else value
+        if key == "base_path":
+            base = Path(text)
+        elif key != "is_default":
+            found.setdefault(key, []).append(base / text)
+    return found
 
 
 def _first_time(marker: Path | None) -> bool:

@@ -7,6 +7,7 @@ import os
 import shlex
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import aiohttp
@@ -134,3 +135,31 @@ async def test_a_prompt_that_ignores_the_interrupt_gets_comfyui_restarted(
         # The next run restarts it, and runs.
         fast = await run_engine(engine, make_job(tmp_path, workflow_text("a_tiny")))
         assert fast.result is not None and process.exit_code() is None
+
+
+async def test_each_runs_models_are_visible_to_comfyui(
+    start_engine: StartEngine, tmp_path: Path
+) -> None:
+    model = tmp_path / "cache" / ("ab" * 32)
+    model.parent.mkdir()
+    model.write_bytes(b"weights")
+    other = tmp_path / "cache" / ("cd" * 32)
+    other.write_bytes(b"other weights")
+    async with start_engine(command=fake_command()) as engine:
+        models = {"checkpoints/sdxl/base.safetensors": model, "loras/style.safetensors": other}
+        job = replace(make_job(tmp_path, workflow_text("a_tiny")), models=models)
+        await run_engine(engine, job)
+        assert await comfyui_models(engine.base_url, "checkpoints") == ["sdxl/base.safetensors"]
+        assert await comfyui_models(engine.base_url, "loras") == ["style.safetensors"]
+
+        # The next run sees its own models only.
+        await run_engine(engine, make_job(tmp_path, workflow_text("a_tiny")))
+        assert await comfyui_models(engine.base_url, "checkpoints") == []
+
+    assert model.read_bytes() == b"weights"
+
+
+async def comfyui_models(url: str, folder: str) -> list[str]:
+    async with aiohttp.ClientSession() as http, http.get(f"{url}/models/{folder}") as response:
+        assert response.status == 200
+        return list(await response.json())
