@@ -14,9 +14,9 @@ import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import Any, TextIO
 
 from comfyfleet.cli.progress import ProgressLine, render
 from comfyfleet.common.errors import ComfyfleetError, InvalidArgument
@@ -24,9 +24,16 @@ from comfyfleet.executions.v1 import executions_pb2
 from comfyfleet.sdk.errors import describe
 from comfyfleet.workflow.io import UnsafePathError, safe_relative
 from comfyfleet.workflow.runner import CancelToken
-
-if TYPE_CHECKING:
-    from services.executor.engine import NodeEvent
+from services.executor.engine import (
+    EngineError,
+    EngineJob,
+    NodeEvent,
+    NodeState,
+    ProducedFile,
+    WorkflowRejected,
+    build_engine,
+)
+from services.gateway.validation import check_workflow
 
 DEVICES = ("auto", "cpu", "cuda")
 EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
@@ -76,45 +83,64 @@ def run_workflow(
     Progress and errors go to ``err`` (default: stderr), the written files' paths to stdout.
     """
     err = err or sys.stderr
-    from services.executor.attempt import failure_of
-    from services.executor.engine import EngineError, EngineJob, WorkflowRejected, build_engine
+    try:
+        torch_device = _checked(workflow, device)
+        with tempfile.TemporaryDirectory(prefix="comfyfleet-run-") as work:
+            files = _run(workflow, inputs, torch_device, Path(work), err)
+            for file in files:
+                print(_write(out, file.subfolder, file.filename, file.data))
+    except _Stop as stop:
+        print(f"error: {stop}", file=err)
+        return stop.code
+    return EXIT_OK
+
+
+class _Stop(Exception):
+    """The run ends here with this message and exit status."""
+
+    def __init__(self, message: str, code: int) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def _checked(workflow: str, device: str) -> str:
+    """The torch device, once the workflow passed the platform's submission check."""
+    # Imported here: they pull in torch, which the other subcommands never need.
     from services.executor.native.registry import native_registry
     from services.executor.resources import resolve_device
-    from services.gateway.validation import check_workflow
 
     try:
         torch_device = resolve_device(device)
     except RuntimeError:
-        print(f"error: --device {device}: torch sees no CUDA device", file=err)
-        return EXIT_INVALID
+        raise _Stop(f"--device {device}: torch sees no CUDA device", EXIT_INVALID) from None
     try:
         check_workflow(workflow, native_registry().catalog)
     except ComfyfleetError as error:
-        print(f"error: {describe(error.to_status())}", file=err)
-        return EXIT_INVALID
-    with tempfile.TemporaryDirectory(prefix="comfyfleet-run-") as work:
-        input_dir = _stage(inputs, Path(work) / "inputs")
-        engine = build_engine("native", torch_device, Path(work))
-        progress = NodeProgress(err)
-        started = time.perf_counter()
-        try:
-            result = engine.run(EngineJob(workflow, input_dir), progress, CancelToken())
-        except WorkflowRejected as error:
-            # Only what needs the input files is left to find here (a missing image).
-            progress.close()
-            refused = InvalidArgument("the workflow is not valid", error.violations)
-            print(f"error: {describe(refused.to_status())}", file=err)
-            return EXIT_INVALID
-        except EngineError as error:
-            progress.close()
-            print(f"error: {describe(failure_of(error).to_status())}", file=err)
-            return EXIT_FAILED
+        raise _Stop(describe(error.to_status()), EXIT_INVALID) from None
+    return torch_device
+
+
+def _run(
+    workflow: str, inputs: Mapping[str, Path], device: str, work: Path, err: TextIO
+) -> Sequence[ProducedFile]:
+    from services.executor.attempt import failure_of  # imports torch
+
+    engine = build_engine("native", device, work)
+    job = EngineJob(workflow, _stage(inputs, work / "inputs"))
+    progress = NodeProgress(err)
+    started = time.perf_counter()
+    try:
+        result = engine.run(job, progress, CancelToken())
+    except WorkflowRejected as error:
+        # Only what needs the input files is left to find here (a missing image).
+        refused = InvalidArgument("the workflow is not valid", error.violations)
+        raise _Stop(describe(refused.to_status()), EXIT_INVALID) from None
+    except EngineError as error:
+        raise _Stop(describe(failure_of(error).to_status()), EXIT_FAILED) from None
+    finally:
         progress.close()
-        seconds = time.perf_counter() - started
-        print(f"done in {seconds:.2f}s on {torch_device}", file=err)
-        for file in result.files:
-            print(_write(out, file.subfolder, file.filename, file.data))
-    return EXIT_OK
+    print(f"done in {time.perf_counter() - started:.2f}s on {device}", file=err)
+    return result.files
 
 
 def _stage(inputs: Mapping[str, Path], folder: Path) -> Path:
@@ -145,8 +171,6 @@ class NodeProgress:
         self.line = ProgressLine(out)
 
     def __call__(self, event: NodeEvent) -> None:
-        from services.executor.engine import NodeState
-
         shown = _execution_event(event)
         if self.line.tty:
             self.line.update(shown)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +13,7 @@ import pytest
 from PIL import Image
 
 from comfyfleet.cli.main import main
-from tests.support.paths import comfyui_ref
+from tests.support.paths import REPO_ROOT, comfyui_ref
 
 REF = comfyui_ref()
 REFERENCE_WORKFLOWS = sorted(p.name for p in (REF / "reference").iterdir())
@@ -149,3 +151,8 @@ def test_no_cuda_device_is_a_usage_error(
 
     assert code == 2
     assert err == "error: --device cuda: torch sees no CUDA device\n"
+
+
+def test_the_cli_loads_torch_only_for_run() -> None:
+    check = "import sys, comfyfleet.cli.main; assert 'torch' not in sys.modules"
+    subprocess.run([sys.executable, "-c", check], check=True, cwd=REPO_ROOT)
