@@ -167,7 +167,9 @@ async def test_after_its_idle_polls_the_worker_leaves(
 ) -> None:
     tiny = await make_job(store, workflow_text("a_tiny"))
     log = tmp_path / "worker.log"
-    env = {**worker_env(tmp_path / "work", idle_exit_polls="3"), **runpod.env()}
+    warmup = workflow_text("a_tiny")
+    settings = {"idle_exit_polls": "3", "warmup_workflow": warmup}
+    env = {**worker_env(tmp_path / "work", **settings), **runpod.env()}
     runpod.submit("job-1", tiny.request)
 
     async with worker_process(env, log_file=log) as process:
@@ -176,7 +178,27 @@ async def test_after_its_idle_polls_the_worker_leaves(
     logs = log.read_text()
     assert code == 0, logs[-4000:]
     assert "3 job polls in a row found no work" in logs
+    assert "warmup workflow ran in" in logs
     result = runpod.results["job-1"]
     assert "stopPod" not in result
-    assert updates_of(result["output"])[-1].WhichOneof("update") == "completed"
+    # The warmup ran the same workflow: the job is answered from the node cache.
+    completed = updates_of(result["output"])[-1].completed
+    assert sorted(completed.cached_nodes) == ["1", "2", "3"]
+    assert await store.get(tiny.output_keys[0])
     assert runpod.takes >= 4
+
+
+async def test_a_worker_whose_warmup_fails_exits_non_zero_before_taking_jobs(
+    runpod: FakeRunpod, tmp_path: Path
+) -> None:
+    log = tmp_path / "worker.log"
+    broken = '{"1": {"class_type": "NoSuchNode", "inputs": {}}}'
+    env = {**worker_env(tmp_path / "work", warmup_workflow=broken), **runpod.env()}
+
+    async with worker_process(env, log_file=log) as process:
+        code = await _exit_code(process, log)
+
+    logs = log.read_text()
+    assert code == 1
+    assert "worker not started: the warmup workflow failed" in logs and "NoSuchNode" in logs
+    assert runpod.takes == 0
