@@ -171,9 +171,7 @@ class ComfyUIEngine:
         async with self._client() as client:
             try:
                 await self._ensure_up(client)
-                await self._place_inputs(client, job.input_dir)
-                if self._process is not None:
-                    await asyncio.to_thread(self._process.link_models, job.models)
+                await self._place_files(client, job)
                 if cancel.cancelled:
                     raise RunInterrupted("the run was cancelled before it was submitted")
                 tracker, entry = await self._execute(client, prompt, on_event, cancel)
@@ -237,13 +235,19 @@ class ComfyUIEngine:
             # Restarted before the next run, which would otherwise wait behind this prompt.
             await asyncio.to_thread(self._process.stop)
 
-    async def _place_inputs(self, client: ComfyUIClient, input_dir: Path) -> None:
-        if self._process is not None:
-            # Emptied first: a run must not read files an earlier run (or tenant) left there.
-            await asyncio.to_thread(_replace_tree, input_dir, self._process.input_dir)
+    async def _place_files(self, client: ComfyUIClient, job: EngineJob) -> None:
+        """Puts the job's inputs (and, for a started ComfyUI, models) where ComfyUI reads them.
+
+        A ComfyUI reached by URL gets the inputs uploaded and must hold the models itself.
+        """
+        process = self._process
+        if process is None:
+            for name, data in await asyncio.to_thread(_read_tree, job.input_dir):
+                await client.upload_input(data, name)
             return
-        for name, data in await asyncio.to_thread(_read_tree, input_dir):
-            await client.upload_input(data, name)
+        # Emptied first: a run must not read files an earlier run (or tenant) left there.
+        await asyncio.to_thread(_replace_tree, job.input_dir, process.input_dir)
+        await asyncio.to_thread(process.link_models, job.models)
 
     async def _result(
         self, client: ComfyUIClient, outcome: Outcome, expected: Sequence[str]
