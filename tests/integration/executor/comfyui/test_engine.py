@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from pathlib import Path
 
+import aiohttp
 import pytest
 
 from comfyfleet.common.errors import Unavailable
@@ -261,3 +263,54 @@ async def test_a_comfyui_that_went_away_is_a_retryable_failure(
     failure = failure_of(raised.value)
     assert isinstance(failure, Unavailable)
     assert failure.retryable and failure.reason == "COMFYUI_UNAVAILABLE"
+
+
+async def test_cancel_of_a_prompt_still_queued_removes_it(
+    start_fake: StartFake, start_engine: StartEngine, tmp_path: Path
+) -> None:
+    async with (
+        start_fake(node_seconds=30.0) as fake,
+        start_engine(url=fake.url, watchdog_s=0.2) as engine,
+    ):
+        # Someone else's prompt holds ComfyUI, so the engine's waits in the queue.
+        async with aiohttp.ClientSession() as http:
+            body = {"prompt": json.loads(workflow_text("c_latent"))}
+            async with http.post(f"{fake.url}/prompt", json=body) as response:
+                assert response.status == 200
+        cancel = CancelToken()
+        task = asyncio.create_task(
+            run_engine(engine, make_job(tmp_path, workflow_text("a_tiny")), cancel)
+        )
+
+        async def queued_behind() -> None:
+            assert len(fake.fake.pending) == 1
+
+        await eventually(queued_behind)
+        cancel.cancel()
+        with pytest.raises(RunInterrupted):
+            await task
+
+        assert fake.fake.pending == [] and fake.fake.history == {}
+        assert fake.fake.running is not None  # the other prompt runs on
+
+
+async def test_a_prompt_that_ignores_the_interrupt_still_ends_the_run(
+    start_fake: StartFake, start_engine: StartEngine, tmp_path: Path
+) -> None:
+    async with (
+        start_fake(node_seconds=30.0, ignore_interrupts=True) as fake,
+        start_engine(url=fake.url, interrupt_timeout_s=0.3) as engine,
+    ):
+        cancel, run = CancelToken(), Run()
+        task = asyncio.create_task(
+            run_engine(engine, make_job(tmp_path, workflow_text("a_tiny")), cancel, run)
+        )
+
+        async def node_1_runs() -> None:
+            assert (NodeState.RUNNING, "1") in steps(run)
+
+        await eventually(node_1_runs)
+        cancel.cancel()
+        with pytest.raises(RunInterrupted):
+            await task
+        assert len(fake.fake.interrupts) == 1
