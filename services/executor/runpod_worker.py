@@ -37,7 +37,7 @@ from services.executor.config import Config
 from services.executor.convert import attempt_spec, update_proto
 from services.executor.engine import Engine, build_engine
 from services.executor.resources import resolve_device
-from services.executor.server import ENGINE, attempt_deps
+from services.executor.server import attempt_deps
 from services.executor.serverless import IdlePolls, ServerlessWatch, WarmupFailed, warm_up
 from services.executor.worker import Worker
 
@@ -143,15 +143,28 @@ class RunpodWorker:
 
 def main() -> int:
     cfg = Config.from_env()
-    engine = build_engine(ENGINE, resolve_device(cfg.device), cfg.work_dir)
-    if cfg.warmup_workflow:
-        try:
-            seconds = warm_up(engine, cfg.warmup_workflow, cfg.warmup_inputs_dir, cfg.work_dir)
-        except WarmupFailed as err:
-            log.error("worker not started: %s", err)
-            return 1
-        log.info("warmup workflow ran in %.2fs", seconds)
-    # Imported once the engine is up: the SDK reads its environment when it loads.
+    device = resolve_device(cfg.device)
+    engine = build_engine(cfg.engine, device, cfg.work_dir, cfg.comfyui)
+    try:
+        if cfg.warmup_workflow:
+            try:
+                seconds = warm_up(engine, cfg.warmup_workflow, cfg.warmup_inputs_dir, cfg.work_dir)
+            except WarmupFailed as err:
+                log.error("worker not started: %s", err)
+                return 1
+            log.info("warmup workflow ran in %.2fs", seconds)
+        serve(cfg, engine)
+    finally:
+        # The comfyui engine supervises a ComfyUI process: stop it with the worker.
+        close = getattr(engine, "close", None)
+        if close is not None:
+            close()
+    return 0
+
+
+def serve(cfg: Config, engine: Engine) -> None:
+    """Hands the handler to the SDK, which runs jobs until RunPod (or a limit) stops it."""
+    # Imported here: the SDK reads its environment when it loads.
     import runpod
     from runpod.serverless.modules.worker_state import WORKER_ID
 
@@ -160,7 +173,6 @@ def main() -> int:
     sdk_config["handler"] = worker.handle
     sdk_config["concurrency_modifier"] = worker.on_poll
     runpod.serverless.start(sdk_config)
-    return 0
 
 
 if __name__ == "__main__":
