@@ -183,9 +183,14 @@ class RunTracker:
     def settle(self, outcome: Outcome) -> None:
         """Completes the counts from the history entry, for messages the stream lost.
 
-        Only a successful prompt settles: every node it needed ran or came from the cache.
+        A successful prompt ran (or took from the cache) every node it needed; a failed one
+        names the nodes that ran before it failed.
         """
         if outcome.status != "success":
+            self._running = None
+            for node_id in outcome.error.get("executed") or ():
+                if str(node_id) in self._classes:
+                    self._complete(str(node_id), NodeState.DONE)
             return
         for node_id in outcome.cached_nodes:
             if node_id in self.expected:

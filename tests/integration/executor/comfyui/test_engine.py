@@ -314,3 +314,19 @@ async def test_a_prompt_that_ignores_the_interrupt_still_ends_the_run(
         with pytest.raises(RunInterrupted):
             await task
         assert len(fake.fake.interrupts) == 1
+
+
+async def test_a_node_error_the_socket_never_told_is_read_from_history(
+    start_fake: StartFake, start_engine: StartEngine, tmp_path: Path
+) -> None:
+    async with (
+        start_fake(silent_from_node="1") as fake,
+        start_engine(url=fake.url, watchdog_s=0.2) as engine,
+    ):
+        run = Run()
+        with pytest.raises(NodeRaised) as raised:
+            await run_engine(engine, make_job(tmp_path, workflow_text("runtime_error")), run=run)
+
+    assert (raised.value.node_id, raised.value.node_type) == ("3", "LatentConcat")
+    # Node 2 ran first and was heard; from node 1 on only /history told, naming what ran.
+    assert steps(run) == [(NodeState.RUNNING, "2"), (NodeState.DONE, "1"), (NodeState.DONE, "2")]

@@ -304,3 +304,13 @@ def test_nodes_no_output_needs_are_not_counted() -> None:
     }
 
     assert nodes_to_run(prompt, OUTPUT_CLASSES, {}) == ("1", "2", "3")
+
+
+def test_settle_after_a_silent_failure_reports_the_nodes_that_ran() -> None:
+    name = "runtime_error_LatentConcat_shape_mismatch"
+    tracker, events = replay(name, upto=6)  # heard up to node 2 starting
+    assert steps(events) == [(RUNNING, "2", 0)]
+
+    tracker.settle(outcome_of(next(iter(trace(name)["history"].values()))))
+
+    assert steps(events) == [(RUNNING, "2", 0), (DONE, "1", 1), (DONE, "2", 2)]
