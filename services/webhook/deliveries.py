@@ -7,6 +7,7 @@ from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Protocol
 
 import asyncpg
 
@@ -57,43 +58,112 @@ def _delivery(row: asyncpg.Record) -> Delivery:
     return Delivery(**{k: row[k] for k in Delivery.__dataclass_fields__})
 
 
-async def fan_out(conn: asyncpg.Connection, events: Sequence[Event]) -> int:
-    """Adds one pending delivery per event and enabled matching subscription of its tenant.
+@dataclass(frozen=True)
+class Claim:
+    """A delivery handed to one worker for one attempt."""
 
-    Idempotent: an event already turned into deliveries adds nothing. The insert is one
-    statement: a subscription deleted since it was read fails it whole (its foreign key),
-    and the caller tries again. Returns the number of deliveries added.
+    id: str
+    subscription_id: str
+    url: str
+    secrets: tuple[str, ...]
+    payload: str
+    # The attempt's number in the delivery's log, and in the current retry round.
+    number: int
+    round_attempts: int
+    # The value of the delivery's lease counter this claim holds.
+    lease: int
+
+
+class Slots(Protocol):
+    """Room for attempts in this process, which new deliveries may take as they are made,
+    skipping the queue (and a claim query) on their way out."""
+
+    def reserve(self, subscription_id: str, failing: bool) -> bool: ...
+
+    def release(self, subscription_id: str) -> None: ...
+
+
+@dataclass(frozen=True)
+class FanOut:
+    added: int
+    # Deliveries added already claimed for the reserved slots, to start now.
+    claims: list[Claim]
+
+
+# The enabled subscriptions of some tenants, with what an attempt needs.
+_MATCHING = """
+SELECT s.id, s.tenant, s.event_types, s.url, s.failing_since IS NOT NULL AS failing,
+    ARRAY(SELECT k.secret FROM subscription_secrets k
+          WHERE k.subscription_id = s.id AND (k.expire_time IS NULL OR k.expire_time > now())
+          ORDER BY k.create_time DESC) AS secrets
+FROM subscriptions s WHERE s.enabled AND s.tenant = ANY($1::text[])
+"""
+
+# Rows for reserved slots are stored claimed (first attempt, lease 1, due when the lease
+# ends), so no other worker takes them; the rest wait in the queue, due now.
+_INSERT = """
+INSERT INTO deliveries (id, subscription_id, tenant, event_id, event_type, payload, state,
+                        attempts, round_attempts, lease, next_attempt_time)
+SELECT u.id, u.subscription_id, u.tenant, u.event_id, u.event_type, u.payload, 'pending',
+       u.taken::int, u.taken::int, u.taken::int,
+       CASE WHEN u.taken THEN now() + make_interval(secs => $8) ELSE now() END
+FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::bool[])
+     AS u (id, subscription_id, tenant, event_id, event_type, payload, taken)
+ON CONFLICT (event_id, subscription_id) DO NOTHING
+RETURNING id
+"""
+
+
+async def fan_out(
+    conn: asyncpg.Connection,
+    events: Sequence[Event],
+    slots: Slots | None = None,
+    lease_s: float = 0.0,
+) -> FanOut:
+    """Adds one delivery per event and enabled matching subscription of its tenant; those
+    that get a slot come back as claims for it (held for ``lease_s``).
+
+    Idempotent: an event already turned into deliveries adds nothing (and its slots are
+    released). The insert is one statement: a subscription deleted since it was read fails
+    it whole (its foreign key), and the caller tries again.
     """
-    tenants = sorted({e.tenant for e in events})
-    subs = await conn.fetch(
-        "SELECT id, tenant, event_types FROM subscriptions"
-        " WHERE enabled AND tenant = ANY($1::text[])",
-        tenants,
-    )
+    subs = await conn.fetch(_MATCHING, sorted({e.tenant for e in events}))
     by_tenant: dict[str, list[asyncpg.Record]] = defaultdict(list)
     for sub in subs:
         by_tenant[sub["tenant"]].append(sub)
-    rows = [
-        (new_id("msg"), sub["id"], e.tenant, e.event_id, e.event_type, e.body)
+    planned = [
+        (new_id("msg"), sub, e, slots is not None and slots.reserve(sub["id"], sub["failing"]))
         for e in {e.event_id: e for e in events}.values()
         for sub in by_tenant[e.tenant]
         if matches(sub["event_types"], e.event_type)
     ]
-    return await _insert(conn, rows)
+    rows = [
+        (i, sub["id"], e.tenant, e.event_id, e.event_type, e.body, t) for i, sub, e, t in planned
+    ]
+    try:
+        added = await _insert(conn, rows, lease_s)
+    finally:
+        if slots is not None:
+            for i, sub, _, taken in planned:
+                if taken and i not in added:
+                    slots.release(sub["id"])
+    claims = [
+        Claim(i, sub["id"], sub["url"], tuple(sub["secrets"]), e.body, 1, 1, 1)
+        for i, sub, e, taken in planned
+        if taken and i in added
+    ]
+    return FanOut(len(added), claims)
 
 
-async def _insert(conn: asyncpg.Connection, rows: Sequence[tuple[str, ...]]) -> int:
+async def _insert(
+    conn: asyncpg.Connection, rows: Sequence[tuple[object, ...]], lease_s: float = 0.0
+) -> set[str]:
+    """Inserts (id, subscription, tenant, event id, type, body, claimed) rows; returns the
+    ids added."""
     if not rows:
-        return 0
-    status = await conn.execute(
-        "INSERT INTO deliveries"
-        " (id, subscription_id, tenant, event_id, event_type, payload, state, next_attempt_time)"
-        " SELECT u.*, 'pending', now() FROM unnest("
-        "   $1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[]) AS u"
-        " ON CONFLICT (event_id, subscription_id) DO NOTHING",
-        *(list(column) for column in zip(*rows, strict=True)),
-    )
-    return int(status.rsplit(" ", 1)[-1])
+        return set()
+    columns = [list(column) for column in zip(*rows, strict=True)]
+    return {r["id"] for r in await conn.fetch(_INSERT, *columns, lease_s)}
 
 
 async def disable_subscription(
@@ -256,7 +326,15 @@ class Deliveries:
         event = service_event(
             new_id("evt"), tenant, TEST_EVENT, now, {"subscriptionId": subscription_id}
         )
-        row = (new_id("msg"), subscription_id, tenant, event.event_id, TEST_EVENT, event.body)
+        row = (
+            new_id("msg"),
+            subscription_id,
+            tenant,
+            event.event_id,
+            TEST_EVENT,
+            event.body,
+            False,
+        )
         async with self._pool.acquire() as conn, conn.transaction():
             if not await self._subscription(conn, tenant, subscription_id):
                 raise _disabled(subscription_id)

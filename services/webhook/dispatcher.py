@@ -13,14 +13,15 @@ import contextlib
 import logging
 import random
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 
 import asyncpg
 
 from services.webhook.config import DeliverySettings
-from services.webhook.queue import Claim, Completed, DeliveryQueue
+from services.webhook.deliveries import Claim
+from services.webhook.queue import Completed, DeliveryQueue
 from services.webhook.retry import RetryPolicy, Verdict
 from services.webhook.sender import Sender
 
@@ -94,6 +95,8 @@ class Dispatcher:
         self._stopping = False
         self._busy: Counter[str] = Counter()
         self._tasks: dict[asyncio.Task[None], Claim] = {}
+        # Slots new deliveries took on their way in, until they are handed over.
+        self._reserved = 0
         self._refill_at = max(1, min(CLAIM_BATCH, settings.max_in_flight) // 8)
 
     def wake(self) -> None:
@@ -103,6 +106,34 @@ class Dispatcher:
     @property
     def in_flight(self) -> int:
         return len(self._tasks)
+
+    def _room(self) -> int:
+        return self._settings.max_in_flight - len(self._tasks) - self._reserved
+
+    def reserve(self, subscription_id: str, failing: bool) -> bool:
+        """Takes a slot for a new delivery of this subscription, if one is free."""
+        settings = self._settings
+        limit = (
+            settings.failing_subscription_concurrency
+            if failing
+            else settings.per_subscription_concurrency
+        )
+        if self._stopping or self._room() <= 0 or self._busy[subscription_id] >= limit:
+            return False
+        self._busy[subscription_id] += 1
+        self._reserved += 1
+        return True
+
+    def release(self, subscription_id: str) -> None:
+        """Gives back a slot whose delivery was not made after all."""
+        self._reserved -= 1
+        self._unbusy(subscription_id)
+
+    def hand_over(self, claims: Sequence[Claim]) -> None:
+        """Starts attempts for new deliveries stored claimed in reserved slots."""
+        for claim in claims:
+            self._reserved -= 1
+            self._run(claim)
 
     @asynccontextmanager
     async def running(self, grace_s: float) -> AsyncIterator[Dispatcher]:
@@ -144,7 +175,7 @@ class Dispatcher:
 
     async def _claim_some(self) -> bool:
         """Claims as many due deliveries as there is room for; True if there may be more."""
-        room = min(self._settings.max_in_flight - len(self._tasks), CLAIM_BATCH)
+        room = min(self._room(), CLAIM_BATCH)
         if room <= 0:
             return False
         claims = await self._queue.claim(
@@ -160,25 +191,31 @@ class Dispatcher:
 
     def _start(self, claim: Claim) -> None:
         self._busy[claim.subscription_id] += 1
+        self._run(claim)
+
+    def _run(self, claim: Claim) -> None:
         task = asyncio.create_task(self._attempt(claim), name=f"webhook-attempt-{claim.id}")
         self._tasks[task] = claim
         task.add_done_callback(self._finished)
 
     def _finished(self, task: asyncio.Task[None]) -> None:
         claim = self._tasks.pop(task)
-        sub = claim.subscription_id
-        self._busy[sub] -= 1
-        busy = self._busy[sub]
-        if busy <= 0:
-            del self._busy[sub]
+        busy = self._unbusy(claim.subscription_id)
         if not task.cancelled() and task.exception() is not None:
             log.error("attempt of %s crashed", claim.id, exc_info=task.exception())
         # A claim is a query: come back for more once there is room for a worthwhile batch,
         # for this subscription and overall, not after every single attempt.
-        settings = self._settings
-        room = settings.max_in_flight - len(self._tasks)
-        if busy <= settings.per_subscription_concurrency // 2 and room >= self._refill_at:
+        half = self._settings.per_subscription_concurrency // 2
+        if busy <= half and self._room() >= self._refill_at:
             self.wake()
+
+    def _unbusy(self, subscription_id: str) -> int:
+        """One attempt fewer for the subscription; returns how many it still has."""
+        self._busy[subscription_id] -= 1
+        busy = self._busy[subscription_id]
+        if busy <= 0:
+            del self._busy[subscription_id]
+        return busy
 
     async def _attempt(self, claim: Claim) -> None:
         started = datetime.now(UTC)

@@ -10,8 +10,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from typing import Protocol
 
 import asyncpg
 import nats.errors
@@ -23,7 +24,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from comfyfleet.common.events import EventBus, decode_event
 from comfyfleet.common.timeutil import utcnow
 from services.webhook.config import ConsumerSettings
-from services.webhook.deliveries import fan_out
+from services.webhook.deliveries import Claim, Slots, fan_out
 from services.webhook.payload import Event, execution_event
 
 log = logging.getLogger(__name__)
@@ -57,18 +58,29 @@ def _decode(msg: Msg) -> Event | None:
     return execution_event(event, utcnow())
 
 
+class Workers(Slots, Protocol):
+    """The delivery workers of this process, as the intake sees them."""
+
+    def hand_over(self, claims: Sequence[Claim]) -> None: ...
+
+    def wake(self) -> None: ...
+
+
 class Intake:
     def __init__(
         self,
         bus: EventBus,
         pool: asyncpg.Pool,
         settings: ConsumerSettings,
-        on_new: Callable[[], None],
+        workers: Workers,
+        *,
+        lease_s: float,
     ) -> None:
         self._bus = bus
         self._pool = pool
         self._settings = settings
-        self._on_new = on_new
+        self._workers = workers
+        self._lease_s = lease_s
         self._stop = asyncio.Event()
 
     @asynccontextmanager
@@ -158,14 +170,16 @@ class Intake:
             return
         try:
             async with self._pool.acquire() as conn:
-                added = await fan_out(conn, [e for _, e in usable])
+                made = await fan_out(conn, [e for _, e in usable], self._workers, self._lease_s)
         except DB_ERRORS as err:
             await self._retry_later([m for m, _ in usable], err)
             return
         for msg, _ in usable:
             await msg.ack()
-        if added:
-            self._on_new()
+        # Deliveries with a free worker go out now; the others wait for a claim.
+        self._workers.hand_over(made.claims)
+        if made.added > len(made.claims):
+            self._workers.wake()
 
     async def _retry_later(self, msgs: Sequence[Msg], err: BaseException) -> None:
         log.warning("storing deliveries for %d events failed: %s", len(msgs), err)

@@ -14,25 +14,10 @@ from datetime import datetime, timedelta
 
 import asyncpg
 
-from services.webhook.deliveries import disable_subscription
+from services.webhook.deliveries import Claim, disable_subscription
 from services.webhook.retry import AttemptResult, Outcome, Verdict
 
 GONE_REASON = "the receiver answered 410 Gone"
-
-
-@dataclass(frozen=True)
-class Claim:
-    """A delivery handed to one worker for one attempt."""
-
-    id: str
-    subscription_id: str
-    url: str
-    secrets: tuple[str, ...]
-    payload: str
-    # The attempt's number in the delivery's log, and in the current retry round.
-    number: int
-    round_attempts: int
-    lease: int
 
 
 @dataclass(frozen=True)

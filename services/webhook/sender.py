@@ -43,6 +43,8 @@ class Sender:
         connector = aiohttp.TCPConnector(
             limit=max_connections,
             socket_factory=policy.socket_factory,
+            # The system resolver in a thread: the c-ares one keeps busy threads of its own.
+            resolver=aiohttp.ThreadedResolver(),
             # Receivers' DNS answers may change; the guard re-checks every connection anyway.
             ttl_dns_cache=60,
         )

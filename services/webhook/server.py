@@ -54,7 +54,8 @@ async def build_service(cfg: Config) -> AsyncIterator[WebhookService]:
         queue = DeliveryQueue(pool, disable_after_s=settings.disable_after_s)
         dispatcher = Dispatcher(queue, sender, settings)
         await stack.enter_async_context(dispatcher.running(cfg.shutdown_grace_s))
-        await stack.enter_async_context(Intake(bus, pool, cfg.consumer, dispatcher.wake).running())
+        intake = Intake(bus, pool, cfg.consumer, dispatcher, lease_s=settings.claim_lease_s)
+        await stack.enter_async_context(intake.running())
         servicer = WebhookServicer(
             Subscriptions(
                 pool,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
 import hmac
 import os
@@ -24,8 +25,9 @@ def new_secret() -> str:
     return SECRET_PREFIX + base64.b64encode(os.urandom(SECRET_BYTES)).decode("ascii")
 
 
+@functools.lru_cache(maxsize=4096)
 def secret_key(secret: str) -> bytes:
-    """The HMAC key inside a ``whsec_`` secret."""
+    """The HMAC key inside a ``whsec_`` secret (kept: every attempt signs with it)."""
     if not secret.startswith(SECRET_PREFIX):
         raise ValueError("a signing secret starts with 'whsec_'")
     try:
