@@ -9,6 +9,7 @@ its answer between checks (DNS rebinding), is refused too.
 
 from __future__ import annotations
 
+import errno
 import ipaddress
 import socket
 from collections.abc import Sequence
@@ -98,5 +99,6 @@ class AddressPolicy:
         ip = ipaddress.ip_address(str(sockaddr[0]).split("%", 1)[0])
         why = self.refusal(ip)
         if why is not None:
-            raise AddressRefused(f"refused to connect: {why}")
+            # An errno keeps the reason in aiohttp's error when several addresses fail.
+            raise AddressRefused(errno.EACCES, f"refused to connect: {why}")
         return socket.socket(family=family, type=type_, proto=proto)
