@@ -31,8 +31,6 @@ from services.executor.serverless import ServerlessWatch, warm_up
 from services.executor.servicer import ExecutorServicer
 from services.executor.worker import Worker
 
-ENGINE = "native"
-
 log = logging.getLogger(__name__)
 
 
@@ -106,13 +104,26 @@ async def running_executor(
 ) -> AsyncIterator[RunningExecutor]:
     """Serves the ExecutorService until the block ends, then drains, deregisters and stops.
 
-    ``engine`` defaults to the native engine on the configured device. The warmup workflow,
+    ``engine`` defaults to the configured one (native or comfyui) on the configured device, and
+    is closed at the end when built here (a supervised ComfyUI process stops). The warmup workflow,
     when configured, runs before the server starts: health reports SERVING and the executor
     registers only once it succeeded (it raises WarmupFailed otherwise).
     """
-    if engine is None:
-        device = resolve_device(cfg.device)
-        engine = await asyncio.to_thread(build_engine, ENGINE, device, cfg.work_dir)
+    async with contextlib.AsyncExitStack() as stack:
+        if engine is None:
+            device = resolve_device(cfg.device)
+            engine = await asyncio.to_thread(
+                build_engine, cfg.engine, device, cfg.work_dir, cfg.comfyui
+            )
+            close = getattr(engine, "close", None)
+            if close is not None:
+                stack.push_async_callback(asyncio.to_thread, close)
+        async with _serving(cfg, engine) as running:
+            yield running
+
+
+@contextlib.asynccontextmanager
+async def _serving(cfg: Config, engine: Engine) -> AsyncIterator[RunningExecutor]:
     async with attempt_deps(cfg, engine) as deps:
         if cfg.warmup_workflow:
             await _warm_up(cfg, deps)

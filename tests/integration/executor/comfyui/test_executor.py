@@ -6,6 +6,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import os
+import signal
+import sys
 from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 from pathlib import Path
@@ -28,7 +31,9 @@ from tests.integration.executor.conftest import (
     make_job,
     workflow_text,
 )
+from tests.support.eventually import eventually
 from tests.support.fake_comfyui.reference import object_info
+from tests.support.paths import REPO_ROOT
 
 RUNNING = executor_pb2.NODE_STATE_RUNNING
 DONE = executor_pb2.NODE_STATE_DONE
@@ -145,3 +150,38 @@ async def test_a_comfyui_crash_fails_the_attempt_retryably_and_the_next_one_runs
     assert info is not None and info.reason == "COMFYUI_UNAVAILABLE"
     assert "exited with code 3" in failed.error.message
     assert again[-1].WhichOneof("update") == "completed"
+
+
+async def test_the_process_runs_the_configured_comfyui_engine(
+    scheduler: SchedulerUnderTest, tmp_path: Path
+) -> None:
+    """``COMFYFLEET_EXECUTOR_ENGINE=comfyui`` starts and supervises ComfyUI, then stops it."""
+    env = {
+        **os.environ,
+        "COMFYFLEET_GRPC_ADDR": "127.0.0.1:0",
+        "COMFYFLEET_SCHEDULER_ADDR": scheduler.address,
+        "COMFYFLEET_EXECUTOR_ID": "exec-comfyui-process",
+        "COMFYFLEET_EXECUTOR_DEVICE": "cpu",
+        "COMFYFLEET_EXECUTOR_WORK_DIR": str(tmp_path / "work"),
+        "COMFYFLEET_EXECUTOR_ENGINE": "comfyui",
+        "COMFYFLEET_COMFYUI_COMMAND": fake_command(),
+    }
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "services.executor", cwd=REPO_ROOT, env=env
+    )
+    try:
+
+        async def registered() -> None:
+            assert scheduler.recorder.registrations, "not registered yet"
+
+        await eventually(registered, timeout=60)
+        process.send_signal(signal.SIGTERM)
+        code = await asyncio.wait_for(process.wait(), 30)
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    executor = scheduler.recorder.registrations[0]
+    assert executor.engine == "comfyui"
+    assert set(object_info()) <= set(executor.node_types)
+    assert code == 0
