@@ -107,11 +107,17 @@ async def serve(
     *,
     interceptors: Iterable[grpc.aio.ServerInterceptor] = (),
     grace: float = 5.0,
+    max_receive_bytes: int = MAX_MESSAGE_BYTES,
 ) -> AsyncIterator[RunningServer]:
-    """Serves the registrations on ``address`` ("host:port"; port 0 picks a free one)."""
-    server = grpc.aio.server(
-        interceptors=[*interceptors, ErrorInterceptor()], options=CHANNEL_OPTIONS
-    )
+    """Serves the registrations on ``address`` ("host:port"; port 0 picks a free one).
+
+    A request message over ``max_receive_bytes`` is refused with RESOURCE_EXHAUSTED.
+    """
+    options = [
+        ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+        ("grpc.max_receive_message_length", max_receive_bytes),
+    ]
+    server = grpc.aio.server(interceptors=[*interceptors, ErrorInterceptor()], options=options)
     regs = list(registrations)
     health_servicer = health.aio.HealthServicer()  # type: ignore[attr-defined]
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

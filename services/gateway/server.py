@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
@@ -17,16 +20,18 @@ from comfyfleet.workflow.catalog import NATIVE_CATALOG
 from services.gateway.auth import Authenticator
 from services.gateway.bootstrap import ensure_admin_key
 from services.gateway.config import Config
-from services.gateway.rest import RunningRest, build_rest_app, serve_rest
-from services.gateway.servicer import (
-    ExecutionsServicer,
-    ModelsServicer,
-    TenantsServicer,
-    WebhooksServicer,
-)
+from services.gateway.fetch import FetchSettings, InputFetcher
+from services.gateway.idempotency import Ledger
+from services.gateway.readiness import database_check, grpc_health_check, ready_handler
+from services.gateway.rest import RestOptions, RunningRest, build_rest_app, serve_rest
+from services.gateway.servicer import ExecutionsServicer, ModelsServicer, WebhooksServicer
+from services.gateway.tenant_servicer import TenantsServicer
 from services.gateway.tenants import TenantStore
+from services.gateway.tokens import JwksVerifier
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+PRUNE_INTERVAL_S = 3600.0
+log = logging.getLogger(__name__)
 
 
 PUBLIC_SERVICES = (
@@ -53,40 +58,91 @@ async def build_gateway(cfg: Config) -> AsyncIterator[Gateway]:
     async with AsyncExitStack() as stack:
         pool = await stack.enter_async_context(open_pool(cfg.database.url, "gateway", MIGRATIONS))
         store = TenantStore(pool)
+        ledger = Ledger(pool)
         if cfg.admin_key_file:
             await ensure_admin_key(store, Path(cfg.admin_key_file), cfg.bootstrap_tenant)
-        auth = Authenticator(store, cache_ttl_s=cfg.key_cache_ttl_s)
-        scheduler = channel(cfg.scheduler_addr)
-        models = channel(cfg.models_addr)
-        webhooks = channel(cfg.webhook_addr)
-        for ch in (scheduler, models, webhooks):
+        auth = Authenticator(
+            store,
+            cache_ttl_s=cfg.key_cache_ttl_s,
+            default_rate=cfg.limits.rate,
+            tokens=JwksVerifier(cfg.jwt) if cfg.jwt else None,
+        )
+        fetcher = await stack.enter_async_context(InputFetcher.open(_fetch_settings(cfg)))
+        peers = {
+            "scheduler": cfg.scheduler_addr,
+            "models": cfg.models_addr,
+            "webhook": cfg.webhook_addr,
+        }
+        channels = {name: channel(addr) for name, addr in peers.items()}
+        for ch in channels.values():
             stack.push_async_callback(ch.close)
         registrations = [
             registration(
                 ExecutionsServicer(
-                    auth, executions_pb2_grpc.ExecutionServiceStub(scheduler), NATIVE_CATALOG
+                    auth,
+                    ledger,
+                    executions_pb2_grpc.ExecutionServiceStub(channels["scheduler"]),
+                    NATIVE_CATALOG,
+                    fetcher,
                 ),
                 executions_pb2_grpc,
                 "ExecutionService",
             ),
-            registration(TenantsServicer(auth, store), tenants_pb2_grpc, "TenantService"),
+            registration(TenantsServicer(auth, ledger, store), tenants_pb2_grpc, "TenantService"),
             registration(
-                WebhooksServicer(auth, webhooks_pb2_grpc.WebhookServiceStub(webhooks)),
+                WebhooksServicer(
+                    auth, ledger, webhooks_pb2_grpc.WebhookServiceStub(channels["webhook"])
+                ),
                 webhooks_pb2_grpc,
                 "WebhookService",
             ),
             registration(
-                ModelsServicer(auth, models_pb2_grpc.ModelServiceStub(models)),
+                ModelsServicer(auth, models_pb2_grpc.ModelServiceStub(channels["models"])),
                 models_pb2_grpc,
                 "ModelService",
             ),
         ]
         server = await stack.enter_async_context(
-            serve(cfg.grpc_addr, registrations, grace=cfg.shutdown_grace_s)
+            serve(
+                cfg.grpc_addr,
+                registrations,
+                grace=cfg.shutdown_grace_s,
+                max_receive_bytes=cfg.limits.max_request_bytes,
+            )
         )
         # REST is a client of our own gRPC server, as grpc-gateway is: one code path for both.
-        grpc_target = f"127.0.0.1:{server.port}"
-        rest = await stack.enter_async_context(
-            serve_rest(cfg.rest_addr, build_rest_app(grpc_target, PUBLIC_SERVICES))
+        app = build_rest_app(
+            f"127.0.0.1:{server.port}",
+            PUBLIC_SERVICES,
+            options=RestOptions(max_body_bytes=cfg.limits.max_request_bytes),
         )
+        checks = {"database": database_check(pool)}
+        checks.update({name: grpc_health_check(ch) for name, ch in channels.items()})
+        app.router.add_get("/ready", ready_handler(checks, cfg.ready_timeout_s))
+        rest = await stack.enter_async_context(serve_rest(cfg.rest_addr, app))
+        pruner = asyncio.create_task(_prune_forever(ledger, cfg.idempotency_retention_s))
+        stack.push_async_callback(_cancel, pruner)
         yield Gateway(server, rest, store)
+
+
+async def _cancel(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+def _fetch_settings(cfg: Config) -> FetchSettings:
+    limits = cfg.limits
+    return FetchSettings(limits.fetch_max_bytes, limits.fetch_timeout_s, limits.fetch_policy)
+
+
+async def _prune_forever(ledger: Ledger, retention_s: float) -> None:
+    """Forgets old request ids now and then, so the ledger does not grow without bound."""
+    while True:
+        try:
+            forgotten = await ledger.prune(retention_s)
+            if forgotten:
+                log.info("forgot %d request ids older than %gs", forgotten, retention_s)
+        except Exception:
+            log.warning("pruning request ids failed; trying again later", exc_info=True)
+        await asyncio.sleep(PRUNE_INTERVAL_S)

@@ -6,27 +6,32 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeAlias, TypeVar
 
 import grpc
+from google.protobuf import message
 
 from comfyfleet.common.errors import FieldViolation, InvalidArgument, from_rpc_error
 from comfyfleet.common.tenancy import tenant_metadata
-from comfyfleet.common.timeutil import to_timestamp
 from comfyfleet.executions.v1 import executions_pb2, executions_pb2_grpc
 from comfyfleet.models.v1 import models_pb2, models_pb2_grpc
-from comfyfleet.tenants.v1 import tenants_pb2, tenants_pb2_grpc
 from comfyfleet.webhooks.v1 import webhooks_pb2, webhooks_pb2_grpc
 from comfyfleet.workflow.specs import NodeCatalog
 from services.gateway.auth import Authenticator, Principal
-from services.gateway.tenants import ApiKeyRecord, Tenant, TenantStore
+from services.gateway.fetch import InputFetcher
+from services.gateway.idempotency import Ledger, fill_request_id
 from services.gateway.validation import check_workflow, workflow_text
 
 Context: TypeAlias = grpc.aio.ServicerContext
 R = TypeVar("R")
 
 
-async def forward(call: Callable[..., Awaitable[R]], request: Any, principal: Principal) -> R:
+async def forward(
+    call: Callable[..., Awaitable[R]],
+    request: Any,
+    principal: Principal,
+    metadata: tuple[tuple[str, str], ...] | None = None,
+) -> R:
     """One unary call to an internal service on the caller's behalf; its errors pass through."""
     try:
-        return await call(request, metadata=tenant_metadata(principal.tenant_id))
+        return await call(request, metadata=metadata or tenant_metadata(principal.tenant_id))
     except grpc.aio.AioRpcError as err:
         raise from_rpc_error(err) from None
 
@@ -44,16 +49,42 @@ async def forward_stream(
         stream.cancel()
 
 
+async def idempotent(
+    ledger: Ledger,
+    principal: Principal,
+    context: Context,
+    method: str,
+    request: message.Message,
+    create: Callable[[], Awaitable[R]],
+    replay: Callable[[str], Awaitable[R]] | None = None,
+) -> R:
+    """``create`` under the request's ``request_id`` (or its Idempotency-Key header)."""
+    request_id = fill_request_id(request, context.invocation_metadata() or ())
+    if not request_id:
+        return await create()
+    return await ledger.once(
+        (principal.tenant_id, method, request_id),
+        request,
+        create,
+        lambda made: str(getattr(made, "id", "")),
+        replay,
+    )
+
+
 class ExecutionsServicer(executions_pb2_grpc.ExecutionServiceServicer):
     def __init__(
         self,
         auth: Authenticator,
+        ledger: Ledger,
         scheduler: executions_pb2_grpc.ExecutionServiceStub,
         catalog: NodeCatalog,
+        fetcher: InputFetcher,
     ) -> None:
         self.auth = auth
+        self.ledger = ledger
         self.scheduler = scheduler
         self.catalog = catalog
+        self.fetcher = fetcher
 
     async def CreateExecution(
         self, request: executions_pb2.CreateExecutionRequest, context: Context
@@ -63,11 +94,31 @@ class ExecutionsServicer(executions_pb2_grpc.ExecutionServiceServicer):
         text = workflow_text(request.workflow_json, request.workflow)
         check_workflow(text, self.catalog)
         _check_inputs(request)
+
+        async def create() -> executions_pb2.Execution:
+            return await self._create(request, text, principal)
+
+        async def replay(execution_id: str) -> executions_pb2.Execution:
+            # A retry reads what the first request made, without downloading its URLs again.
+            get = executions_pb2.GetExecutionRequest(id=execution_id)
+            return await forward(self.scheduler.GetExecution, get, principal)
+
+        return await idempotent(
+            self.ledger, principal, context, "CreateExecution", request, create, replay
+        )
+
+    async def _create(
+        self, request: executions_pb2.CreateExecutionRequest, text: str, principal: Principal
+    ) -> executions_pb2.Execution:
         forwarded = executions_pb2.CreateExecutionRequest()
         forwarded.CopyFrom(request)
         forwarded.ClearField("workflow")
         forwarded.workflow_json = text
-        return await forward(self.scheduler.CreateExecution, forwarded, principal)
+        if any(i.WhichOneof("source") == "url" for i in request.inputs):
+            del forwarded.inputs[:]
+            forwarded.inputs.extend(await self.fetcher.inline(request.inputs))
+        metadata = tenant_metadata(principal.tenant_id, max_concurrency=principal.max_concurrency)
+        return await forward(self.scheduler.CreateExecution, forwarded, principal, metadata)
 
     async def GetExecution(
         self, request: executions_pb2.GetExecutionRequest, context: Context
@@ -111,130 +162,111 @@ def _check_inputs(request: executions_pb2.CreateExecutionRequest) -> None:
         raise InvalidArgument("the input files are not valid", violations)
 
 
-class TenantsServicer(tenants_pb2_grpc.TenantServiceServicer):
-    """Tenants and keys live in the gateway's own schema; only admin keys reach them."""
-
-    def __init__(self, auth: Authenticator, store: TenantStore) -> None:
-        self.auth = auth
-        self.store = store
-
-    async def _admin(self, context: Context) -> Principal:
-        principal = await self.auth.authenticate(context)
-        principal.require("admin")
-        return principal
-
-    async def CreateTenant(
-        self, request: tenants_pb2.CreateTenantRequest, context: Context
-    ) -> tenants_pb2.Tenant:
-        await self._admin(context)
-        tenant = await self.store.create_tenant(
-            request.tenant.name, request.tenant.max_concurrency, request.request_id
-        )
-        return tenant_message(tenant)
-
-    async def GetTenant(
-        self, request: tenants_pb2.GetTenantRequest, context: Context
-    ) -> tenants_pb2.Tenant:
-        await self._admin(context)
-        return tenant_message(await self.store.get_tenant(request.id))
-
-    async def ListTenants(
-        self, request: tenants_pb2.ListTenantsRequest, context: Context
-    ) -> tenants_pb2.ListTenantsResponse:
-        await self._admin(context)
-        size = min(request.page_size or 50, 500)
-        found = await self.store.list_tenants(size + 1, request.page_token)
-        page = found[:size]
-        token = page[-1].name if len(found) > size else ""
-        return tenants_pb2.ListTenantsResponse(
-            tenants=[tenant_message(t) for t in page], next_page_token=token
-        )
-
-    async def CreateApiKey(
-        self, request: tenants_pb2.CreateApiKeyRequest, context: Context
-    ) -> tenants_pb2.CreateApiKeyResponse:
-        await self._admin(context)
-        record, token = await self.store.create_key(
-            request.tenant_id,
-            request.api_key.description,
-            list(request.api_key.scopes),
-            request.request_id,
-        )
-        return tenants_pb2.CreateApiKeyResponse(api_key=key_message(record), secret=token or "")
-
-    async def ListApiKeys(
-        self, request: tenants_pb2.ListApiKeysRequest, context: Context
-    ) -> tenants_pb2.ListApiKeysResponse:
-        await self._admin(context)
-        records = await self.store.list_keys(request.tenant_id)
-        return tenants_pb2.ListApiKeysResponse(api_keys=[key_message(r) for r in records])
-
-    async def RevokeApiKey(
-        self, request: tenants_pb2.RevokeApiKeyRequest, context: Context
-    ) -> tenants_pb2.ApiKey:
-        await self._admin(context)
-        record = await self.store.revoke_key(request.tenant_id, request.id)
-        self.auth.forget(record.id)
-        return key_message(record)
-
-
-def tenant_message(tenant: Tenant) -> tenants_pb2.Tenant:
-    return tenants_pb2.Tenant(
-        id=tenant.id,
-        name=tenant.name,
-        max_concurrency=tenant.max_concurrency,
-        create_time=to_timestamp(tenant.created_at),
-    )
-
-
-def key_message(record: ApiKeyRecord) -> tenants_pb2.ApiKey:
-    return tenants_pb2.ApiKey(
-        id=record.id,
-        tenant_id=record.tenant_id,
-        description=record.description,
-        scopes=list(record.scopes),
-        create_time=to_timestamp(record.created_at),
-        revoke_time=to_timestamp(record.revoked_at),
-    )
+# The scope each webhook method needs; None: any key of the tenant may call it.
+WEBHOOK_SCOPES: dict[str, str | None] = {
+    "CreateSubscription": "webhooks:write",
+    "GetSubscription": None,
+    "ListSubscriptions": None,
+    "UpdateSubscription": "webhooks:write",
+    "RotateSubscriptionSecret": "webhooks:write",
+    "PingSubscription": "webhooks:write",
+    "DeleteSubscription": "webhooks:write",
+    "ListDeliveries": None,
+    "GetDelivery": None,
+    "ListDeliveryAttempts": None,
+    "RedeliverDelivery": "webhooks:write",
+    "RecoverDeliveries": "webhooks:write",
+}
 
 
 class WebhooksServicer(webhooks_pb2_grpc.WebhookServiceServicer):
     """Forwards every method to the webhook service on the caller's behalf."""
 
-    def __init__(self, auth: Authenticator, backend: webhooks_pb2_grpc.WebhookServiceStub) -> None:
+    def __init__(
+        self,
+        auth: Authenticator,
+        ledger: Ledger,
+        backend: webhooks_pb2_grpc.WebhookServiceStub,
+    ) -> None:
         self.auth = auth
+        self.ledger = ledger
         self.backend = backend
 
-    async def _call(self, name: str, request: Any, context: Context, *, write: bool) -> Any:
+    async def _call(self, name: str, request: Any, context: Context) -> Any:
         principal = await self.auth.authenticate(context)
-        if write:
-            principal.require("webhooks:write")
+        scope = WEBHOOK_SCOPES[name]
+        if scope is not None:
+            principal.require(scope)
         return await forward(getattr(self.backend, name), request, principal)
 
     async def CreateSubscription(
         self, request: webhooks_pb2.CreateSubscriptionRequest, context: Context
     ) -> webhooks_pb2.Subscription:
-        return await self._call("CreateSubscription", request, context, write=True)
+        principal = await self.auth.authenticate(context)
+        principal.require("webhooks:write")
+
+        async def create() -> webhooks_pb2.Subscription:
+            return await forward(self.backend.CreateSubscription, request, principal)
+
+        # No replay by id: the webhook service's own replay returns the secret too.
+        return await idempotent(
+            self.ledger, principal, context, "CreateSubscription", request, create
+        )
 
     async def GetSubscription(
         self, request: webhooks_pb2.GetSubscriptionRequest, context: Context
     ) -> webhooks_pb2.Subscription:
-        return await self._call("GetSubscription", request, context, write=False)
+        return await self._call("GetSubscription", request, context)
 
     async def ListSubscriptions(
         self, request: webhooks_pb2.ListSubscriptionsRequest, context: Context
     ) -> webhooks_pb2.ListSubscriptionsResponse:
-        return await self._call("ListSubscriptions", request, context, write=False)
+        return await self._call("ListSubscriptions", request, context)
+
+    async def UpdateSubscription(
+        self, request: webhooks_pb2.UpdateSubscriptionRequest, context: Context
+    ) -> webhooks_pb2.Subscription:
+        return await self._call("UpdateSubscription", request, context)
+
+    async def RotateSubscriptionSecret(
+        self, request: webhooks_pb2.RotateSubscriptionSecretRequest, context: Context
+    ) -> webhooks_pb2.RotateSubscriptionSecretResponse:
+        return await self._call("RotateSubscriptionSecret", request, context)
+
+    async def PingSubscription(
+        self, request: webhooks_pb2.PingSubscriptionRequest, context: Context
+    ) -> webhooks_pb2.Delivery:
+        return await self._call("PingSubscription", request, context)
 
     async def DeleteSubscription(
         self, request: webhooks_pb2.DeleteSubscriptionRequest, context: Context
     ) -> webhooks_pb2.DeleteSubscriptionResponse:
-        return await self._call("DeleteSubscription", request, context, write=True)
+        return await self._call("DeleteSubscription", request, context)
 
     async def ListDeliveries(
         self, request: webhooks_pb2.ListDeliveriesRequest, context: Context
     ) -> webhooks_pb2.ListDeliveriesResponse:
-        return await self._call("ListDeliveries", request, context, write=False)
+        return await self._call("ListDeliveries", request, context)
+
+    async def GetDelivery(
+        self, request: webhooks_pb2.GetDeliveryRequest, context: Context
+    ) -> webhooks_pb2.Delivery:
+        return await self._call("GetDelivery", request, context)
+
+    async def ListDeliveryAttempts(
+        self, request: webhooks_pb2.ListDeliveryAttemptsRequest, context: Context
+    ) -> webhooks_pb2.ListDeliveryAttemptsResponse:
+        return await self._call("ListDeliveryAttempts", request, context)
+
+    async def RedeliverDelivery(
+        self, request: webhooks_pb2.RedeliverDeliveryRequest, context: Context
+    ) -> webhooks_pb2.Delivery:
+        return await self._call("RedeliverDelivery", request, context)
+
+    async def RecoverDeliveries(
+        self, request: webhooks_pb2.RecoverDeliveriesRequest, context: Context
+    ) -> webhooks_pb2.RecoverDeliveriesResponse:
+        return await self._call("RecoverDeliveries", request, context)
 
 
 class ModelsServicer(models_pb2_grpc.ModelServiceServicer):

@@ -17,9 +17,20 @@ from comfyfleet.common.errors import (
 from comfyfleet.common.ids import new_id
 from services.gateway import keys
 
-SCOPES = frozenset({"admin", "executions:write", "models:write", "webhooks:write"})
+SCOPES = frozenset({"admin", "executions:write", "models:write", "webhooks:write", "keys:write"})
 DEFAULT_SCOPES = ("executions:write", "models:write", "webhooks:write")
 _TENANT_NAME = re.compile(r"^[a-z][a-z0-9-]{1,62}$")
+MAX_RATE_PER_SECOND = 1e6
+MAX_BURST = 1_000_000
+MAX_CONCURRENCY = 100_000
+
+
+@dataclass(frozen=True)
+class Rate:
+    """A stored rate limit; zero values take the next level's (see ratelimit.choose)."""
+
+    per_second: float = 0.0
+    burst: int = 0
 
 
 @dataclass(frozen=True)
@@ -28,6 +39,7 @@ class Tenant:
     name: str
     max_concurrency: int
     created_at: datetime
+    rate: Rate = Rate()
 
 
 @dataclass(frozen=True)
@@ -39,10 +51,17 @@ class ApiKeyRecord:
     created_at: datetime
     revoked_at: datetime | None = None
     secret_sha256: bytes = field(default=b"", repr=False)
+    rate: Rate = Rate()
 
 
-def _tenant(row: asyncpg.Record) -> Tenant:
-    return Tenant(row["id"], row["name"], row["max_concurrency"], row["created_at"])
+def _tenant(row: asyncpg.Record, prefix: str = "") -> Tenant:
+    return Tenant(
+        row[prefix + "id"],
+        row[prefix + "name"],
+        row[prefix + "max_concurrency"],
+        row[prefix + "created_at"],
+        Rate(row[prefix + "rate_per_second"], row[prefix + "rate_burst"]),
+    )
 
 
 def _key(row: asyncpg.Record) -> ApiKeyRecord:
@@ -54,10 +73,24 @@ def _key(row: asyncpg.Record) -> ApiKeyRecord:
         row["created_at"],
         row["revoked_at"],
         bytes(row["secret_sha256"]),
+        Rate(row["rate_per_second"], row["rate_burst"]),
     )
 
 
-def check_tenant(name: str, max_concurrency: int) -> None:
+def rate_violations(rate: Rate, field_name: str) -> list[FieldViolation]:
+    out = []
+    if not 0 <= rate.per_second <= MAX_RATE_PER_SECOND:  # NaN fails both comparisons
+        out.append(
+            FieldViolation(
+                f"{field_name}.requests_per_second", f"must be from 0 to {MAX_RATE_PER_SECOND:g}"
+            )
+        )
+    if not 0 <= rate.burst <= MAX_BURST:
+        out.append(FieldViolation(f"{field_name}.burst", f"must be from 0 to {MAX_BURST}"))
+    return out
+
+
+def check_tenant(name: str, max_concurrency: int, rate: Rate = Rate()) -> None:
     violations = []
     if not _TENANT_NAME.match(name):
         violations.append(
@@ -67,10 +100,16 @@ def check_tenant(name: str, max_concurrency: int) -> None:
                 "starting with a letter",
             )
         )
-    if max_concurrency < 0:
-        violations.append(FieldViolation("tenant.max_concurrency", "must not be negative"))
+    violations += limit_violations(max_concurrency, rate)
     if violations:
         raise InvalidArgument("the tenant is not valid", violations)
+
+
+def limit_violations(max_concurrency: int, rate: Rate) -> list[FieldViolation]:
+    out = rate_violations(rate, "tenant.rate_limit")
+    if not 0 <= max_concurrency <= MAX_CONCURRENCY:
+        out.append(FieldViolation("tenant.max_concurrency", f"must be from 0 to {MAX_CONCURRENCY}"))
+    return out
 
 
 def check_scopes(scopes: list[str]) -> tuple[str, ...]:
@@ -92,8 +131,10 @@ class TenantStore:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self.pool = pool
 
-    async def create_tenant(self, name: str, max_concurrency: int, request_id: str) -> Tenant:
-        check_tenant(name, max_concurrency)
+    async def create_tenant(
+        self, name: str, max_concurrency: int, request_id: str, rate: Rate = Rate()
+    ) -> Tenant:
+        check_tenant(name, max_concurrency, rate)
         async with self.pool.acquire() as conn:
             if request_id:
                 row = await conn.fetchrow("SELECT * FROM tenants WHERE request_id = $1", request_id)
@@ -101,15 +142,40 @@ class TenantStore:
                     return _tenant(row)
             try:
                 row = await conn.fetchrow(
-                    "INSERT INTO tenants (id, name, max_concurrency, request_id)"
-                    " VALUES ($1, $2, $3, NULLIF($4, '')) RETURNING *",
+                    "INSERT INTO tenants"
+                    " (id, name, max_concurrency, request_id, rate_per_second, rate_burst)"
+                    " VALUES ($1, $2, $3, NULLIF($4, ''), $5, $6) RETURNING *",
                     new_id("ten"),
                     name,
                     max_concurrency,
                     request_id,
+                    rate.per_second,
+                    rate.burst,
                 )
             except asyncpg.UniqueViolationError as err:
                 raise AlreadyExists(f"a tenant named {name!r} exists") from err
+        return _tenant(row)
+
+    async def update_tenant(
+        self, tenant_id: str, *, max_concurrency: int | None, rate: Rate | None
+    ) -> Tenant:
+        """Sets the given limits (None keeps the stored value)."""
+        current = await self.get_tenant(tenant_id)
+        concurrency = current.max_concurrency if max_concurrency is None else max_concurrency
+        chosen = current.rate if rate is None else rate
+        violations = limit_violations(concurrency, chosen)
+        if violations:
+            raise InvalidArgument("the tenant's limits are not valid", violations)
+        row = await self.pool.fetchrow(
+            "UPDATE tenants SET max_concurrency = $2, rate_per_second = $3, rate_burst = $4"
+            " WHERE id = $1 RETURNING *",
+            tenant_id,
+            concurrency,
+            chosen.per_second,
+            chosen.burst,
+        )
+        if row is None:
+            raise NotFound(f"tenant {tenant_id!r} not found")
         return _tenant(row)
 
     async def get_tenant(self, tenant_id: str) -> Tenant:
@@ -122,6 +188,11 @@ class TenantStore:
         row = await self.pool.fetchrow("SELECT * FROM tenants WHERE name = $1", name)
         return None if row is None else _tenant(row)
 
+    async def find_tenant_by_id_or_name(self, ref: str) -> Tenant | None:
+        """A tenant by id or name (ids contain "_", which no name may)."""
+        row = await self.pool.fetchrow("SELECT * FROM tenants WHERE id = $1 OR name = $1", ref)
+        return None if row is None else _tenant(row)
+
     async def list_tenants(self, limit: int, after_name: str) -> list[Tenant]:
         rows = await self.pool.fetch(
             "SELECT * FROM tenants WHERE name > $1 ORDER BY name LIMIT $2", after_name, limit
@@ -129,10 +200,18 @@ class TenantStore:
         return [_tenant(r) for r in rows]
 
     async def create_key(
-        self, tenant_id: str, description: str, scopes: list[str], request_id: str
+        self,
+        tenant_id: str,
+        description: str,
+        scopes: list[str],
+        request_id: str,
+        rate: Rate = Rate(),
     ) -> tuple[ApiKeyRecord, str | None]:
         """The new key and its token; a retried request_id returns the first key, no token."""
         chosen = check_scopes(scopes)
+        violations = rate_violations(rate, "api_key.rate_limit")
+        if violations:
+            raise InvalidArgument("the API key's rate limit is not valid", violations)
         await self.get_tenant(tenant_id)
         async with self.pool.acquire() as conn:
             if request_id:
@@ -145,14 +224,17 @@ class TenantStore:
                     return _key(row), None
             new = keys.generate()
             row = await conn.fetchrow(
-                "INSERT INTO api_keys (id, tenant_id, secret_sha256, description, scopes, request_id)"
-                " VALUES ($1, $2, $3, $4, $5, NULLIF($6, '')) RETURNING *",
+                "INSERT INTO api_keys (id, tenant_id, secret_sha256, description, scopes,"
+                " request_id, rate_per_second, rate_burst)"
+                " VALUES ($1, $2, $3, $4, $5, NULLIF($6, ''), $7, $8) RETURNING *",
                 new.key_id,
                 tenant_id,
                 new.secret_sha256,
                 description,
                 list(chosen),
                 request_id,
+                rate.per_second,
+                rate.burst,
             )
         return _key(row), new.token
 
@@ -177,3 +259,14 @@ class TenantStore:
     async def key(self, key_id: str) -> ApiKeyRecord | None:
         row = await self.pool.fetchrow("SELECT * FROM api_keys WHERE id = $1", key_id)
         return None if row is None else _key(row)
+
+    async def credential(self, key_id: str) -> tuple[ApiKeyRecord, Tenant] | None:
+        """A key with its tenant, in one query: what authenticating a call needs."""
+        row = await self.pool.fetchrow(
+            "SELECT k.*, t.id AS t_id, t.name AS t_name, t.max_concurrency AS t_max_concurrency,"
+            " t.created_at AS t_created_at, t.rate_per_second AS t_rate_per_second,"
+            " t.rate_burst AS t_rate_burst"
+            " FROM api_keys k JOIN tenants t ON t.id = k.tenant_id WHERE k.id = $1",
+            key_id,
+        )
+        return None if row is None else (_key(row), _tenant(row, "t_"))

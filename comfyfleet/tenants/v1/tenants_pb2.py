@@ -24,10 +24,11 @@ _sym_db = _symbol_database.Default()
 
 from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
 from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior__pb2
+from google.protobuf import field_mask_pb2 as google_dot_protobuf_dot_field__mask__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#comfyfleet/tenants/v1/tenants.proto\x12\x15\x63omfyfleet.tenants.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"~\n\x06Tenant\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x12\n\x04name\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12\x17\n\x0fmax_concurrency\x18\x03 \x01(\x05\x12\x35\n\x0b\x63reate_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\"\xc6\x01\n\x06\x41piKey\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x17\n\ttenant_id\x18\x02 \x01(\tB\x04\xe2\x41\x01\x03\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\x12\x0e\n\x06scopes\x18\x04 \x03(\t\x12\x35\n\x0b\x63reate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x35\n\x0brevoke_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\"^\n\x13\x43reateTenantRequest\x12\x33\n\x06tenant\x18\x01 \x01(\x0b\x32\x1d.comfyfleet.tenants.v1.TenantB\x04\xe2\x41\x01\x02\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"$\n\x10GetTenantRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\";\n\x12ListTenantsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"^\n\x13ListTenantsResponse\x12.\n\x07tenants\x18\x01 \x03(\x0b\x32\x1d.comfyfleet.tenants.v1.Tenant\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"r\n\x13\x43reateApiKeyRequest\x12\x17\n\ttenant_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12.\n\x07\x61pi_key\x18\x02 \x01(\x0b\x32\x1d.comfyfleet.tenants.v1.ApiKey\x12\x12\n\nrequest_id\x18\x03 \x01(\t\"V\n\x14\x43reateApiKeyResponse\x12.\n\x07\x61pi_key\x18\x01 \x01(\x0b\x32\x1d.comfyfleet.tenants.v1.ApiKey\x12\x0e\n\x06secret\x18\x02 \x01(\t\"-\n\x12ListApiKeysRequest\x12\x17\n\ttenant_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"F\n\x13ListApiKeysResponse\x12/\n\x08\x61pi_keys\x18\x01 \x03(\x0b\x32\x1d.comfyfleet.tenants.v1.ApiKey\"@\n\x13RevokeApiKeyRequest\x12\x17\n\ttenant_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x10\n\x02id\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x32\xb1\x06\n\rTenantService\x12v\n\x0c\x43reateTenant\x12*.comfyfleet.tenants.v1.CreateTenantRequest\x1a\x1d.comfyfleet.tenants.v1.Tenant\"\x1b\x82\xd3\xe4\x93\x02\x15\"\x0b/v1/tenants:\x06tenant\x12m\n\tGetTenant\x12\'.comfyfleet.tenants.v1.GetTenantRequest\x1a\x1d.comfyfleet.tenants.v1.Tenant\"\x18\x82\xd3\xe4\x93\x02\x12\x12\x10/v1/tenants/{id}\x12y\n\x0bListTenants\x12).comfyfleet.tenants.v1.ListTenantsRequest\x1a*.comfyfleet.tenants.v1.ListTenantsResponse\"\x13\x82\xd3\xe4\x93\x02\r\x12\x0b/v1/tenants\x12\x99\x01\n\x0c\x43reateApiKey\x12*.comfyfleet.tenants.v1.CreateApiKeyRequest\x1a+.comfyfleet.tenants.v1.CreateApiKeyResponse\"0\x82\xd3\xe4\x93\x02*\"\x1f/v1/tenants/{tenant_id}/apiKeys:\x07\x61pi_key\x12\x8d\x01\n\x0bListApiKeys\x12).comfyfleet.tenants.v1.ListApiKeysRequest\x1a*.comfyfleet.tenants.v1.ListApiKeysResponse\"\'\x82\xd3\xe4\x93\x02!\x12\x1f/v1/tenants/{tenant_id}/apiKeys\x12\x91\x01\n\x0cRevokeApiKey\x12*.comfyfleet.tenants.v1.RevokeApiKeyRequest\x1a\x1d.comfyfleet.tenants.v1.ApiKey\"6\x82\xd3\xe4\x93\x02\x30\"+/v1/tenants/{tenant_id}/apiKeys/{id}:revoke:\x01*b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#comfyfleet/tenants/v1/tenants.proto\x12\x15\x63omfyfleet.tenants.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xb4\x01\n\x06Tenant\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x12\n\x04name\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12\x17\n\x0fmax_concurrency\x18\x03 \x01(\x05\x12\x35\n\x0b\x63reate_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x34\n\nrate_limit\x18\x05 \x01(\x0b\x32 .comfyfleet.tenants.v1.RateLimit\"7\n\tRateLimit\x12\x1b\n\x13requests_per_second\x18\x01 \x01(\x01\x12\r\n\x05\x62urst\x18\x02 \x01(\x05\"\xfc\x01\n\x06\x41piKey\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x17\n\ttenant_id\x18\x02 \x01(\tB\x04\xe2\x41\x01\x03\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\x12\x0e\n\x06scopes\x18\x04 \x03(\t\x12\x35\n\x0b\x63reate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x35\n\x0brevoke_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x34\n\nrate_limit\x18\x07 \x01(\x0b\x32 .comfyfleet.tenants.v1.RateLimit\"^\n\x13\x43reateTenantRequest\x12\x33\n\x06tenant\x18\x01 \x01(\x0b\x32\x1d.comfyfleet.tenants.v1.TenantB\x04\xe2\x41\x01\x02\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"$\n\x10GetTenantRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"{\n\x13UpdateTenantRequest\x12\x33\n\x06tenant\x18\x01 \x01(\x0b\x32\x1d.comfyfleet.tenants.v1.TenantB\x04\xe2\x41\x01\x02\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\";\n\x12ListTenantsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"^\n\x13ListTenantsResponse\x12.\n\x07tenants\x18\x01 \x03(\x0b\x32\x1d.comfyfleet.tenants.v1.Tenant\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"r\n\x13\x43reateApiKeyRequest\x12\x17\n\ttenant_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12.\n\x07\x61pi_key\x18\x02 \x01(\x0b\x32\x1d.comfyfleet.tenants.v1.ApiKey\x12\x12\n\nrequest_id\x18\x03 \x01(\t\"V\n\x14\x43reateApiKeyResponse\x12.\n\x07\x61pi_key\x18\x01 \x01(\x0b\x32\x1d.comfyfleet.tenants.v1.ApiKey\x12\x0e\n\x06secret\x18\x02 \x01(\t\"-\n\x12ListApiKeysRequest\x12\x17\n\ttenant_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"F\n\x13ListApiKeysResponse\x12/\n\x08\x61pi_keys\x18\x01 \x03(\x0b\x32\x1d.comfyfleet.tenants.v1.ApiKey\"@\n\x13RevokeApiKeyRequest\x12\x17\n\ttenant_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x10\n\x02id\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x32\xb6\x07\n\rTenantService\x12v\n\x0c\x43reateTenant\x12*.comfyfleet.tenants.v1.CreateTenantRequest\x1a\x1d.comfyfleet.tenants.v1.Tenant\"\x1b\x82\xd3\xe4\x93\x02\x15\"\x0b/v1/tenants:\x06tenant\x12m\n\tGetTenant\x12\'.comfyfleet.tenants.v1.GetTenantRequest\x1a\x1d.comfyfleet.tenants.v1.Tenant\"\x18\x82\xd3\xe4\x93\x02\x12\x12\x10/v1/tenants/{id}\x12y\n\x0bListTenants\x12).comfyfleet.tenants.v1.ListTenantsRequest\x1a*.comfyfleet.tenants.v1.ListTenantsResponse\"\x13\x82\xd3\xe4\x93\x02\r\x12\x0b/v1/tenants\x12\x82\x01\n\x0cUpdateTenant\x12*.comfyfleet.tenants.v1.UpdateTenantRequest\x1a\x1d.comfyfleet.tenants.v1.Tenant\"\'\x82\xd3\xe4\x93\x02!2\x17/v1/tenants/{tenant.id}:\x06tenant\x12\x99\x01\n\x0c\x43reateApiKey\x12*.comfyfleet.tenants.v1.CreateApiKeyRequest\x1a+.comfyfleet.tenants.v1.CreateApiKeyResponse\"0\x82\xd3\xe4\x93\x02*\"\x1f/v1/tenants/{tenant_id}/apiKeys:\x07\x61pi_key\x12\x8d\x01\n\x0bListApiKeys\x12).comfyfleet.tenants.v1.ListApiKeysRequest\x1a*.comfyfleet.tenants.v1.ListApiKeysResponse\"\'\x82\xd3\xe4\x93\x02!\x12\x1f/v1/tenants/{tenant_id}/apiKeys\x12\x91\x01\n\x0cRevokeApiKey\x12*.comfyfleet.tenants.v1.RevokeApiKeyRequest\x1a\x1d.comfyfleet.tenants.v1.ApiKey\"6\x82\xd3\xe4\x93\x02\x30\"+/v1/tenants/{tenant_id}/apiKeys/{id}:revoke:\x01*b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -52,6 +53,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CREATETENANTREQUEST'].fields_by_name['tenant']._serialized_options = b'\342A\001\002'
   _globals['_GETTENANTREQUEST'].fields_by_name['id']._loaded_options = None
   _globals['_GETTENANTREQUEST'].fields_by_name['id']._serialized_options = b'\342A\001\002'
+  _globals['_UPDATETENANTREQUEST'].fields_by_name['tenant']._loaded_options = None
+  _globals['_UPDATETENANTREQUEST'].fields_by_name['tenant']._serialized_options = b'\342A\001\002'
   _globals['_CREATEAPIKEYREQUEST'].fields_by_name['tenant_id']._loaded_options = None
   _globals['_CREATEAPIKEYREQUEST'].fields_by_name['tenant_id']._serialized_options = b'\342A\001\002'
   _globals['_LISTAPIKEYSREQUEST'].fields_by_name['tenant_id']._loaded_options = None
@@ -66,34 +69,40 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_TENANTSERVICE'].methods_by_name['GetTenant']._serialized_options = b'\202\323\344\223\002\022\022\020/v1/tenants/{id}'
   _globals['_TENANTSERVICE'].methods_by_name['ListTenants']._loaded_options = None
   _globals['_TENANTSERVICE'].methods_by_name['ListTenants']._serialized_options = b'\202\323\344\223\002\r\022\013/v1/tenants'
+  _globals['_TENANTSERVICE'].methods_by_name['UpdateTenant']._loaded_options = None
+  _globals['_TENANTSERVICE'].methods_by_name['UpdateTenant']._serialized_options = b'\202\323\344\223\002!2\027/v1/tenants/{tenant.id}:\006tenant'
   _globals['_TENANTSERVICE'].methods_by_name['CreateApiKey']._loaded_options = None
   _globals['_TENANTSERVICE'].methods_by_name['CreateApiKey']._serialized_options = b'\202\323\344\223\002*\"\037/v1/tenants/{tenant_id}/apiKeys:\007api_key'
   _globals['_TENANTSERVICE'].methods_by_name['ListApiKeys']._loaded_options = None
   _globals['_TENANTSERVICE'].methods_by_name['ListApiKeys']._serialized_options = b'\202\323\344\223\002!\022\037/v1/tenants/{tenant_id}/apiKeys'
   _globals['_TENANTSERVICE'].methods_by_name['RevokeApiKey']._loaded_options = None
   _globals['_TENANTSERVICE'].methods_by_name['RevokeApiKey']._serialized_options = b'\202\323\344\223\0020\"+/v1/tenants/{tenant_id}/apiKeys/{id}:revoke:\001*'
-  _globals['_TENANT']._serialized_start=158
-  _globals['_TENANT']._serialized_end=284
-  _globals['_APIKEY']._serialized_start=287
-  _globals['_APIKEY']._serialized_end=485
-  _globals['_CREATETENANTREQUEST']._serialized_start=487
-  _globals['_CREATETENANTREQUEST']._serialized_end=581
-  _globals['_GETTENANTREQUEST']._serialized_start=583
-  _globals['_GETTENANTREQUEST']._serialized_end=619
-  _globals['_LISTTENANTSREQUEST']._serialized_start=621
-  _globals['_LISTTENANTSREQUEST']._serialized_end=680
-  _globals['_LISTTENANTSRESPONSE']._serialized_start=682
-  _globals['_LISTTENANTSRESPONSE']._serialized_end=776
-  _globals['_CREATEAPIKEYREQUEST']._serialized_start=778
-  _globals['_CREATEAPIKEYREQUEST']._serialized_end=892
-  _globals['_CREATEAPIKEYRESPONSE']._serialized_start=894
-  _globals['_CREATEAPIKEYRESPONSE']._serialized_end=980
-  _globals['_LISTAPIKEYSREQUEST']._serialized_start=982
-  _globals['_LISTAPIKEYSREQUEST']._serialized_end=1027
-  _globals['_LISTAPIKEYSRESPONSE']._serialized_start=1029
-  _globals['_LISTAPIKEYSRESPONSE']._serialized_end=1099
-  _globals['_REVOKEAPIKEYREQUEST']._serialized_start=1101
-  _globals['_REVOKEAPIKEYREQUEST']._serialized_end=1165
-  _globals['_TENANTSERVICE']._serialized_start=1168
-  _globals['_TENANTSERVICE']._serialized_end=1985
+  _globals['_TENANT']._serialized_start=193
+  _globals['_TENANT']._serialized_end=373
+  _globals['_RATELIMIT']._serialized_start=375
+  _globals['_RATELIMIT']._serialized_end=430
+  _globals['_APIKEY']._serialized_start=433
+  _globals['_APIKEY']._serialized_end=685
+  _globals['_CREATETENANTREQUEST']._serialized_start=687
+  _globals['_CREATETENANTREQUEST']._serialized_end=781
+  _globals['_GETTENANTREQUEST']._serialized_start=783
+  _globals['_GETTENANTREQUEST']._serialized_end=819
+  _globals['_UPDATETENANTREQUEST']._serialized_start=821
+  _globals['_UPDATETENANTREQUEST']._serialized_end=944
+  _globals['_LISTTENANTSREQUEST']._serialized_start=946
+  _globals['_LISTTENANTSREQUEST']._serialized_end=1005
+  _globals['_LISTTENANTSRESPONSE']._serialized_start=1007
+  _globals['_LISTTENANTSRESPONSE']._serialized_end=1101
+  _globals['_CREATEAPIKEYREQUEST']._serialized_start=1103
+  _globals['_CREATEAPIKEYREQUEST']._serialized_end=1217
+  _globals['_CREATEAPIKEYRESPONSE']._serialized_start=1219
+  _globals['_CREATEAPIKEYRESPONSE']._serialized_end=1305
+  _globals['_LISTAPIKEYSREQUEST']._serialized_start=1307
+  _globals['_LISTAPIKEYSREQUEST']._serialized_end=1352
+  _globals['_LISTAPIKEYSRESPONSE']._serialized_start=1354
+  _globals['_LISTAPIKEYSRESPONSE']._serialized_end=1424
+  _globals['_REVOKEAPIKEYREQUEST']._serialized_start=1426
+  _globals['_REVOKEAPIKEYREQUEST']._serialized_end=1490
+  _globals['_TENANTSERVICE']._serialized_start=1493
+  _globals['_TENANTSERVICE']._serialized_end=2443
 # @@protoc_insertion_point(module_scope)

@@ -26,7 +26,10 @@ if _version_not_supported:
 
 
 class TenantServiceStub:
-    """TenantService manages tenants and their API keys; only admin keys may call it.
+    """TenantService manages tenants and their API keys. Keys with the "admin" scope manage
+    every tenant. Other keys see only their own tenant (its id, or "-" for it, in
+    `tenant_id` and `id` fields), and manage its keys with the "keys:write" scope; another
+    tenant is NOT_FOUND to them.
     """
 
     def __init__(self, channel):
@@ -50,6 +53,11 @@ class TenantServiceStub:
                 request_serializer=comfyfleet_dot_tenants_dot_v1_dot_tenants__pb2.ListTenantsRequest.SerializeToString,
                 response_deserializer=comfyfleet_dot_tenants_dot_v1_dot_tenants__pb2.ListTenantsResponse.FromString,
                 _registered_method=True)
+        self.UpdateTenant = channel.unary_unary(
+                '/comfyfleet.tenants.v1.TenantService/UpdateTenant',
+                request_serializer=comfyfleet_dot_tenants_dot_v1_dot_tenants__pb2.UpdateTenantRequest.SerializeToString,
+                response_deserializer=comfyfleet_dot_tenants_dot_v1_dot_tenants__pb2.Tenant.FromString,
+                _registered_method=True)
         self.CreateApiKey = channel.unary_unary(
                 '/comfyfleet.tenants.v1.TenantService/CreateApiKey',
                 request_serializer=comfyfleet_dot_tenants_dot_v1_dot_tenants__pb2.CreateApiKeyRequest.SerializeToString,
@@ -68,7 +76,10 @@ class TenantServiceStub:
 
 
 class TenantServiceServicer:
-    """TenantService manages tenants and their API keys; only admin keys may call it.
+    """TenantService manages tenants and their API keys. Keys with the "admin" scope manage
+    every tenant. Other keys see only their own tenant (its id, or "-" for it, in
+    `tenant_id` and `id` fields), and manage its keys with the "keys:write" scope; another
+    tenant is NOT_FOUND to them.
     """
 
     def CreateTenant(self, request, context):
@@ -87,6 +98,13 @@ class TenantServiceServicer:
 
     def ListTenants(self, request, context):
         """Lists tenants by name.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateTenant(self, request, context):
+        """Changes a tenant's concurrency cap or rate limit; only admin keys may call it.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -131,6 +149,11 @@ def add_TenantServiceServicer_to_server(servicer, server):
                     request_deserializer=comfyfleet_dot_tenants_dot_v1_dot_tenants__pb2.ListTenantsRequest.FromString,
                     response_serializer=comfyfleet_dot_tenants_dot_v1_dot_tenants__pb2.ListTenantsResponse.SerializeToString,
             ),
+            'UpdateTenant': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateTenant,
+                    request_deserializer=comfyfleet_dot_tenants_dot_v1_dot_tenants__pb2.UpdateTenantRequest.FromString,
+                    response_serializer=comfyfleet_dot_tenants_dot_v1_dot_tenants__pb2.Tenant.SerializeToString,
+            ),
             'CreateApiKey': grpc.unary_unary_rpc_method_handler(
                     servicer.CreateApiKey,
                     request_deserializer=comfyfleet_dot_tenants_dot_v1_dot_tenants__pb2.CreateApiKeyRequest.FromString,
@@ -155,7 +178,10 @@ def add_TenantServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class TenantService:
-    """TenantService manages tenants and their API keys; only admin keys may call it.
+    """TenantService manages tenants and their API keys. Keys with the "admin" scope manage
+    every tenant. Other keys see only their own tenant (its id, or "-" for it, in
+    `tenant_id` and `id` fields), and manage its keys with the "keys:write" scope; another
+    tenant is NOT_FOUND to them.
     """
 
     @staticmethod
@@ -229,6 +255,33 @@ class TenantService:
             '/comfyfleet.tenants.v1.TenantService/ListTenants',
             comfyfleet_dot_tenants_dot_v1_dot_tenants__pb2.ListTenantsRequest.SerializeToString,
             comfyfleet_dot_tenants_dot_v1_dot_tenants__pb2.ListTenantsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateTenant(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/comfyfleet.tenants.v1.TenantService/UpdateTenant',
+            comfyfleet_dot_tenants_dot_v1_dot_tenants__pb2.UpdateTenantRequest.SerializeToString,
+            comfyfleet_dot_tenants_dot_v1_dot_tenants__pb2.Tenant.FromString,
             options,
             channel_credentials,
             insecure,

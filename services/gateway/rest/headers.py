@@ -6,7 +6,7 @@ import re
 from collections.abc import Iterable, Mapping
 
 from comfyfleet.common.errors import FieldViolation, InvalidArgument
-from comfyfleet.common.tenancy import TENANT_KEY
+from comfyfleet.common.tenancy import MAX_CONCURRENCY_KEY, TENANT_KEY
 
 # Request headers forwarded as metadata under these names; grpc-gateway forwards
 # `Authorization` the same way, and our API adds its key and idempotency headers.
@@ -22,7 +22,15 @@ _TIMEOUT = re.compile(r"^(\d{1,8})([HMSmun])$")
 _UNIT_SECONDS = {"H": 3600.0, "M": 60.0, "S": 1.0, "m": 1e-3, "u": 1e-6, "n": 1e-9}
 # Never taken from or given to HTTP: gRPC's own and connection-level keys, and the tenant
 # that only the gateway itself may set for the services behind it.
-_RESERVED = {"content-type", "user-agent", "te", "host", "connection", TENANT_KEY}
+_RESERVED = {
+    "content-type",
+    "user-agent",
+    "te",
+    "host",
+    "connection",
+    TENANT_KEY,
+    MAX_CONCURRENCY_KEY,
+}
 
 
 def outgoing_metadata(
