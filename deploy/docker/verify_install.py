@@ -1,0 +1,38 @@
+"""Build-time check that the installed package (not the source tree) can run the services.
+
+``pip install .`` installs only what pyproject.toml declares; a service whose migrations or
+package data were left out would start in the image and fail at its first connection. Run
+from a directory outside the source tree, with the image's interpreter:
+
+    cd / && /opt/comfyfleet/bin/python /src/deploy/docker/verify_install.py gateway scheduler
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from pathlib import Path
+
+# Services that own a PostgreSQL schema apply these at start (comfyfleet.common.db).
+WITH_MIGRATIONS = {"gateway", "scheduler", "models", "webhook"}
+
+
+def problems(service: str) -> list[str]:
+    module = importlib.import_module(f"services.{service}.server")
+    package_dir = Path(module.__file__ or "").parent
+    if "site-packages" not in package_dir.parts:
+        return [f"services.{service} imported from {package_dir}, not the installed package"]
+    if service in WITH_MIGRATIONS and not list((package_dir / "migrations").glob("*.sql")):
+        return [f"services.{service}: no migrations/*.sql installed (package data missing)"]
+    return []
+
+
+def main(services: list[str]) -> int:
+    found = [p for s in services for p in problems(s)]
+    for problem in found:
+        print(f"verify_install: {problem}", file=sys.stderr)
+    return 1 if found or not services else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
