@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import random
 from collections import Counter
@@ -57,12 +58,14 @@ class ResultWriter:
                 self._pending.task_done()
 
     async def _write(self, batch: list[Completed]) -> None:
-        for failures in range(1_000_000):
+        for failures in itertools.count():
             try:
                 disabled = await self._queue.complete(batch)
-            except DB_ERRORS as err:
+            except Exception as err:
+                # Kept in memory and tried again: until stored, the attempts' deliveries
+                # stay claimed, and a stop or crash only means they are sent once more.
                 pause = DB_RETRY_S[min(failures, len(DB_RETRY_S) - 1)]
-                log.warning("storing %d results failed (%s); again in %gs", len(batch), err, pause)
+                log.warning("storing %d results failed (%r); again in %gs", len(batch), err, pause)
                 await asyncio.sleep(pause)
                 continue
             for sub in disabled:
@@ -161,8 +164,9 @@ class Dispatcher:
             try:
                 full = await self._claim_some()
                 failures = 0
-            except DB_ERRORS as err:
-                log.warning("claiming deliveries failed: %s", err)
+            except Exception as err:
+                # The database is away (or a bug): keep trying, more slowly, never die.
+                log.warning("claiming deliveries failed: %r", err)
                 failures += 1
                 full = False
             if full:

@@ -29,7 +29,8 @@ from services.webhook.payload import Event, execution_event
 
 log = logging.getLogger(__name__)
 
-DB_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError)
+# Transactions storing deliveries at once.
+HANDLERS = 4
 # Redelivery pauses asked for when the database could not take a batch.
 NAK_DELAY_S = (1.0, 2.0, 5.0, 10.0, 30.0)
 
@@ -90,7 +91,11 @@ class Intake:
         # None follows the last message fetched, once fetching has stopped.
         fetched: asyncio.Queue[Msg | None] = asyncio.Queue()
         fetcher = asyncio.create_task(self._fetch_loop(sub, fetched), name="webhook-fetch")
-        handler = asyncio.create_task(self._handle_loop(fetched), name="webhook-intake")
+        # Several batches are stored at once, so one slow transaction holds up no others.
+        handlers = [
+            asyncio.create_task(self._handle_loop(fetched), name=f"webhook-intake-{i}")
+            for i in range(HANDLERS)
+        ]
         try:
             yield self
         finally:
@@ -98,11 +103,13 @@ class Intake:
             limit = self._settings.fetch_timeout_s + 5.0
             try:
                 await asyncio.wait_for(fetcher, timeout=limit)
-                fetched.put_nowait(None)
-                await asyncio.wait_for(handler, timeout=limit)
+                for _ in handlers:
+                    fetched.put_nowait(None)
+                await asyncio.wait_for(asyncio.gather(*handlers), timeout=limit)
             except TimeoutError:
                 log.warning("intake did not stop in time; its unacked events will come back")
-                handler.cancel()
+                for task in handlers:
+                    task.cancel()
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
 
@@ -131,15 +138,17 @@ class Intake:
         """Stores everything fetched so far as one batch, again and again: batches grow with
         the load, and one transaction serves many events."""
         while True:
-            batch = [await fetched.get()]
-            while len(batch) < self._settings.fetch_batch and not fetched.empty():
-                batch.append(fetched.get_nowait())
-            done = None in batch
-            msgs = [m for m in batch if m is not None]
-            if msgs:
-                await self._handle(msgs)
-            if done:
+            first = await fetched.get()
+            if first is None:
                 return
+            batch = [first]
+            while len(batch) < self._settings.fetch_batch and not fetched.empty():
+                msg = fetched.get_nowait()
+                if msg is None:  # the end is for another handler: put it back
+                    fetched.put_nowait(None)
+                    break
+                batch.append(msg)
+            await self._handle(batch)
 
     async def _fetch(self, sub: JetStreamContext.PullSubscription, backlog: int) -> list[Msg]:
         """The next events: a batch when a backlog is known, else the first to arrive.
@@ -171,7 +180,8 @@ class Intake:
         try:
             async with self._pool.acquire() as conn:
                 made = await fan_out(conn, [e for _, e in usable], self._workers, self._lease_s)
-        except DB_ERRORS as err:
+        except Exception as err:
+            # The database is away (or a bug): the events come back later; never die.
             await self._retry_later([m for m, _ in usable], err)
             return
         for msg, _ in usable:
@@ -182,7 +192,7 @@ class Intake:
             self._workers.wake()
 
     async def _retry_later(self, msgs: Sequence[Msg], err: BaseException) -> None:
-        log.warning("storing deliveries for %d events failed: %s", len(msgs), err)
+        log.warning("storing deliveries for %d events failed: %r", len(msgs), err)
         for msg in msgs:
             delivered = _delivered_count(msg)
             await msg.nak(delay=NAK_DELAY_S[min(delivered, len(NAK_DELAY_S)) - 1])
