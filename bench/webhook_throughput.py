@@ -4,7 +4,7 @@
         [--rate 300] [--seconds 10] [--fast-disk]
 
 Starts a private PostgreSQL and NATS JetStream (comfyfleet.devstack), a receiver on
-127.0.0.1 in this process, and measures two relays from the same stream to the same receiver:
+127.0.0.1 in a process of its own, and measures two relays from the same stream to the same receiver:
 
 - baseline: a bare JetStream -> HTTP relay in its own process (push consumer, ack after the
   POST, same JSON body and concurrency), with no database, signing or retries: what this
@@ -62,19 +62,15 @@ PHASE_DEADLINE_S = 120.0
 
 @dataclass
 class Receiver:
-    """Counts arrivals per (path, event id) and keeps the first arrival time of each."""
+    """The receiver process's arrivals: the first arrival time of each (path, event id)."""
 
+    port: int
     arrived: dict[tuple[str, str], float] = field(default_factory=dict)
-    total: int = 0
-    port: int = 0
 
-    async def handle(self, request: web.Request) -> web.Response:
-        body = await request.read()
-        now = time.perf_counter()
-        event_id = json.loads(body)["data"]["eventId"]
-        self.arrived.setdefault((request.path, event_id), now)
-        self.total += 1
-        return web.Response(status=204)
+    async def follow(self, lines: asyncio.StreamReader) -> None:
+        while line := await lines.readline():
+            path, event_id, at = line.decode().split()
+            self.arrived.setdefault((path, event_id), float(at))
 
     async def wait_for(self, keys: set[tuple[str, str]], deadline_s: float) -> float:
         """When the last of ``keys`` arrived; raises if they did not within the deadline."""
@@ -89,18 +85,57 @@ class Receiver:
 
 @asynccontextmanager
 async def receiving() -> AsyncIterator[Receiver]:
-    receiver = Receiver()
+    """A receiver in its own process (so it does not share this one's loop with the
+    publisher); it reports each arrival's monotonic time, which all processes share."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        __file__,
+        "--receive",
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+    )
+    assert proc.stdout is not None and proc.stdin is not None
+    greeting = await asyncio.wait_for(proc.stdout.readline(), timeout=30)
+    receiver = Receiver(port=int(greeting.split()[1]))
+    follower = asyncio.create_task(receiver.follow(proc.stdout))
+    try:
+        yield receiver
+    finally:
+        proc.stdin.close()
+        await asyncio.wait_for(proc.wait(), timeout=20)
+        await follower
+
+
+async def receive() -> None:
+    """The receiver process: answers 204 to every POST and writes "path event-id time" for
+    each to stdout, until stdin closes."""
+    out = sys.stdout
+
+    async def handle(request: web.Request) -> web.Response:
+        body = await request.read()
+        now = time.perf_counter()
+        event_id = json.loads(body)["data"]["eventId"]
+        out.write(f"{request.path} {event_id} {now!r}\n")
+        return web.Response(status=204)
+
+    async def flush_often() -> None:
+        while True:
+            out.flush()
+            await asyncio.sleep(0.02)
+
     app = web.Application()
-    app.router.add_post("/{name}", receiver.handle)
+    app.router.add_post("/{name}", handle)
     runner = web.AppRunner(app, handle_signals=False, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0, backlog=1024)
     await site.start()
-    receiver.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    try:
-        yield receiver
-    finally:
-        await runner.cleanup()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    print(f"port {port}", flush=True)
+    flusher = asyncio.create_task(flush_often())
+    await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
+    flusher.cancel()
+    await runner.cleanup()
+    out.flush()
 
 
 def new_event() -> executions_pb2.WorkflowExecutionEvent:
@@ -362,7 +397,9 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) > 1 and sys.argv[1] == "--relay":
+    if len(sys.argv) > 1 and sys.argv[1] == "--receive":
+        asyncio.run(receive())
+    elif len(sys.argv) > 1 and sys.argv[1] == "--relay":
         nats_url, stream, prefix, *urls = sys.argv[2:]
         asyncio.run(relay(nats_url, stream, prefix, urls))
     else:

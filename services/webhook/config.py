@@ -147,16 +147,18 @@ class ConsumerSettings:
     # Hand-outs per event before JetStream gives up on it. High, because an event is only
     # handed out again when its deliveries could not be stored (the database is down).
     max_deliver: int = 1000
-    # Events taken per fetch when there is a backlog.
+    # Events asked for at once (more are asked for as half of them arrive); also the most
+    # stored in one transaction.
     fetch_batch: int = 256
-    # How long one fetch waits for a new event; also bounds how long a stop waits for it.
-    fetch_timeout_s: float = 1.0
+    # How long one pull request stays open on the server; one lost (a reconnect) is noticed
+    # after twice this.
+    pull_expires_s: float = 5.0
 
     def __post_init__(self) -> None:
         if not re.fullmatch(r"[A-Za-z0-9_-]+", self.durable_name):
             raise ConfigError("the consumer name may hold letters, digits, '-' and '_' only")
-        if self.ack_wait_s <= 0 or self.fetch_timeout_s <= 0 or self.fetch_batch < 1:
-            raise ConfigError("ack wait, fetch timeout and fetch batch must be positive")
+        if self.ack_wait_s <= 0 or self.pull_expires_s <= 0 or self.fetch_batch < 1:
+            raise ConfigError("ack wait, pull expiry and fetch batch must be positive")
 
     @classmethod
     def from_env(cls) -> ConsumerSettings:
@@ -166,7 +168,7 @@ class ConsumerSettings:
             ack_wait_s=_env_duration("WEBHOOK_ACK_WAIT", d.ack_wait_s),
             max_deliver=env_int("WEBHOOK_MAX_DELIVER", d.max_deliver),
             fetch_batch=env_int("WEBHOOK_FETCH_BATCH", d.fetch_batch),
-            fetch_timeout_s=_env_duration("WEBHOOK_FETCH_TIMEOUT", d.fetch_timeout_s),
+            pull_expires_s=_env_duration("WEBHOOK_PULL_EXPIRES", d.pull_expires_s),
         )
 
 

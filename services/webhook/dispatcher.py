@@ -101,9 +101,13 @@ class Dispatcher:
         # Slots new deliveries took on their way in, until they are handed over.
         self._reserved = 0
         self._refill_at = max(1, min(CLAIM_BATCH, settings.max_in_flight) // 8)
+        # Whether deliveries may be waiting in the queue: while not, finished attempts do
+        # not send the claim loop looking (new deliveries mostly skip the queue).
+        self._maybe_due = True
 
     def wake(self) -> None:
-        """Look for due deliveries now (new ones were added, or capacity was freed)."""
+        """Look for due deliveries now: some were added, or made due, or will be soon."""
+        self._maybe_due = True
         self._wake.set()
 
     @property
@@ -191,6 +195,10 @@ class Dispatcher:
         )
         for claim in claims:
             self._start(claim)
+        limit = self._settings.per_subscription_concurrency
+        if not claims and all(n < limit for n in self._busy.values()):
+            # Nothing due, and no subscription held back by its limit.
+            self._maybe_due = False
         return len(claims) == room
 
     def _start(self, claim: Claim) -> None:
@@ -210,8 +218,8 @@ class Dispatcher:
         # A claim is a query: come back for more once there is room for a worthwhile batch,
         # for this subscription and overall, not after every single attempt.
         half = self._settings.per_subscription_concurrency // 2
-        if busy <= half and self._room() >= self._refill_at:
-            self.wake()
+        if self._maybe_due and busy <= half and self._room() >= self._refill_at:
+            self._wake.set()
 
     def _unbusy(self, subscription_id: str) -> int:
         """One attempt fewer for the subscription; returns how many it still has."""

@@ -15,10 +15,8 @@ from contextlib import asynccontextmanager
 from typing import Protocol
 
 import asyncpg
-import nats.errors
 from google.protobuf.message import DecodeError
 from nats.aio.msg import Msg
-from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from comfyfleet.common.events import EventBus, decode_event
@@ -26,11 +24,14 @@ from comfyfleet.common.timeutil import utcnow
 from services.webhook.config import ConsumerSettings
 from services.webhook.deliveries import Claim, Slots, fan_out
 from services.webhook.payload import Event, execution_event
+from services.webhook.pull import ContinuousPull
 
 log = logging.getLogger(__name__)
 
 # Transactions storing deliveries at once.
 HANDLERS = 4
+# How long a stop waits for the batches in hand to be stored.
+STOP_WAIT_S = 10.0
 # Redelivery pauses asked for when the database could not take a batch.
 NAK_DELAY_S = (1.0, 2.0, 5.0, 10.0, 30.0)
 
@@ -86,53 +87,42 @@ class Intake:
 
     @asynccontextmanager
     async def running(self) -> AsyncIterator[Intake]:
-        """Consumes until exit; on exit stops fetching and stores what was fetched."""
-        sub = await self._subscribe()
-        # None follows the last message fetched, once fetching has stopped.
-        fetched: asyncio.Queue[Msg | None] = asyncio.Queue()
-        fetcher = asyncio.create_task(self._fetch_loop(sub, fetched), name="webhook-fetch")
+        """Consumes until exit; on exit stops taking events and stores those in hand."""
+        # None follows the last message taken, once taking has stopped.
+        taken: asyncio.Queue[Msg | None] = asyncio.Queue()
+        await self._ensure_consumer()
+        pull = ContinuousPull(
+            self._bus.nc,
+            self._bus.cfg.stream,
+            self._settings.durable_name,
+            batch=self._settings.fetch_batch,
+            expires_s=self._settings.pull_expires_s,
+            deliver=taken.put_nowait,
+        )
         # Several batches are stored at once, so one slow transaction holds up no others.
         handlers = [
-            asyncio.create_task(self._handle_loop(fetched), name=f"webhook-intake-{i}")
+            asyncio.create_task(self._handle_loop(taken), name=f"webhook-intake-{i}")
             for i in range(HANDLERS)
         ]
+        await pull.start()
         try:
             yield self
         finally:
             self._stop.set()
-            limit = self._settings.fetch_timeout_s + 5.0
+            await pull.stop()
+            for _ in handlers:
+                taken.put_nowait(None)
             try:
-                await asyncio.wait_for(fetcher, timeout=limit)
-                for _ in handlers:
-                    fetched.put_nowait(None)
-                await asyncio.wait_for(asyncio.gather(*handlers), timeout=limit)
+                await asyncio.wait_for(asyncio.gather(*handlers), timeout=STOP_WAIT_S)
             except TimeoutError:
                 log.warning("intake did not stop in time; its unacked events will come back")
                 for task in handlers:
                     task.cancel()
-            with contextlib.suppress(Exception):
-                await sub.unsubscribe()
 
-    async def _subscribe(self) -> JetStreamContext.PullSubscription:
+    async def _ensure_consumer(self) -> None:
+        """Creates the consumer, or brings an existing one up to this configuration."""
         config = consumer_config(self._bus, self._settings)
-        # Creates the consumer, or brings an existing one up to this configuration.
         await self._bus.js.add_consumer(self._bus.cfg.stream, config=config)
-        return await self._bus.js.pull_subscribe_bind(
-            durable=self._settings.durable_name, stream=self._bus.cfg.stream
-        )
-
-    async def _fetch_loop(
-        self, sub: JetStreamContext.PullSubscription, fetched: asyncio.Queue[Msg | None]
-    ) -> None:
-        """Fetches ahead of the handler, so the next events are in hand while a batch is
-        stored; how far ahead is bounded by the consumer's MaxAckPending."""
-        backlog = 0
-        while not self._stop.is_set():
-            msgs = await self._fetch(sub, backlog)
-            if msgs:
-                backlog = _pending_after(msgs[-1])
-            for msg in msgs:
-                fetched.put_nowait(msg)
 
     async def _handle_loop(self, fetched: asyncio.Queue[Msg | None]) -> None:
         """Stores everything fetched so far as one batch, again and again: batches grow with
@@ -149,22 +139,6 @@ class Intake:
                     break
                 batch.append(msg)
             await self._handle(batch)
-
-    async def _fetch(self, sub: JetStreamContext.PullSubscription, backlog: int) -> list[Msg]:
-        """The next events: a batch when a backlog is known, else the first to arrive.
-
-        A batch fetch on an idle stream waits out its whole timeout for the batch to fill,
-        so it is only used when the last event said more were waiting.
-        """
-        batch = min(backlog, self._settings.fetch_batch) if backlog else 1
-        try:
-            return await sub.fetch(batch, timeout=self._settings.fetch_timeout_s)
-        except (TimeoutError, nats.errors.TimeoutError):
-            return []
-        except nats.errors.Error as err:
-            log.warning("fetching events failed: %s", err)
-            await self._pause(1.0)
-            return []
 
     async def _handle(self, msgs: Sequence[Msg]) -> None:
         usable: list[tuple[Msg, Event]] = []
@@ -202,13 +176,6 @@ class Intake:
         """Waits, but no longer than until a stop."""
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._stop.wait(), timeout=seconds)
-
-
-def _pending_after(msg: Msg) -> int:
-    try:
-        return int(msg.metadata.num_pending)
-    except (ValueError, TypeError, AttributeError):
-        return 0
 
 
 def _delivered_count(msg: Msg) -> int:

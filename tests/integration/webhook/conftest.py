@@ -46,7 +46,7 @@ def webhook_config(fresh_database: str, nats_server: NatsInfo, nats_names: NatsN
             url=nats_server.url, stream=nats_names.stream, subject_prefix=nats_names.subject_prefix
         ),
         delivery=FAST,
-        consumer=ConsumerSettings(ack_wait_s=2.0, fetch_timeout_s=0.5),
+        consumer=ConsumerSettings(ack_wait_s=2.0, pull_expires_s=1.0),
         addresses=AddressSettings(allow_loopback=True),
         shutdown_grace_s=2.0,
     )

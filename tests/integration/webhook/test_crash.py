@@ -45,7 +45,7 @@ def service_env(cfg: Config, port: int, schedule: str) -> dict[str, str]:
         "COMFYFLEET_WEBHOOK_CLAIM_LEASE": "2s",
         "COMFYFLEET_WEBHOOK_POLL_INTERVAL": "200ms",
         "COMFYFLEET_WEBHOOK_ACK_WAIT": "2s",
-        "COMFYFLEET_WEBHOOK_FETCH_TIMEOUT": "500ms",
+        "COMFYFLEET_WEBHOOK_PULL_EXPIRES": "1s",
         "COMFYFLEET_SHUTDOWN_GRACE": "5s",
     }
 
