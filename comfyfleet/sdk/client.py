@@ -1,22 +1,36 @@
-"""Clients of the public gRPC API."""
+"""Clients of the public gRPC API: ``Client`` (blocking) and ``AsyncClient`` (asyncio).
+
+Both have the same methods; request messages are built once, in ``comfyfleet.sdk.requests``.
+Every failed call raises :class:`comfyfleet.sdk.ApiError` with the platform's status.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import json
-import mimetypes
 import urllib.request
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import grpc
 
 from comfyfleet.executions.v1 import executions_pb2, executions_pb2_grpc
+from comfyfleet.models.v1 import models_pb2, models_pb2_grpc
 from comfyfleet.sdk.errors import api_error
+from comfyfleet.sdk.requests import (
+    Inputs,
+    Progress,
+    create_request,
+    model_type,
+    state_value,
+    subscription_request,
+    upload_requests,
+)
 from comfyfleet.sdk.settings import Settings
 from comfyfleet.tenants.v1 import tenants_pb2, tenants_pb2_grpc
-from comfyfleet.webhooks.v1 import webhooks_pb2_grpc
+from comfyfleet.webhooks.v1 import webhooks_pb2, webhooks_pb2_grpc
+
+__all__ = ["TERMINAL", "AsyncClient", "Client", "create_request", "download", "output_path"]
 
 TERMINAL = frozenset(
     {
@@ -29,62 +43,61 @@ _OPTIONS = [
     ("grpc.max_send_message_length", 64 << 20),
     ("grpc.max_receive_message_length", 64 << 20),
 ]
-Inputs = Mapping[str, bytes | Path]
-
-
-def create_request(
-    workflow: Mapping[str, Any] | str,
-    inputs: Inputs | None = None,
-    *,
-    priority: int = 0,
-    labels: Mapping[str, str] | None = None,
-    request_id: str = "",
-) -> executions_pb2.CreateExecutionRequest:
-    """A CreateExecutionRequest; the workflow travels as JSON text so large ints survive."""
-    text = workflow if isinstance(workflow, str) else json.dumps(workflow)
-    files = []
-    for name, data in (inputs or {}).items():
-        content = data.read_bytes() if isinstance(data, Path) else data
-        kind = mimetypes.guess_type(name)[0] or "application/octet-stream"
-        files.append(executions_pb2.InputFile(name=name, content=content, content_type=kind))
-    return executions_pb2.CreateExecutionRequest(
-        workflow_json=text,
-        inputs=files,
-        priority=priority,
-        labels=dict(labels or {}),
-        request_id=request_id,
-    )
+OWN_TENANT = "-"
+T = TypeVar("T")
 
 
 def download(url: str, dest: Path) -> Path:
-    """Fetches a presigned URL to ``dest``."""
+    """Fetches a presigned URL to ``dest`` (written whole or not at all)."""
     dest.parent.mkdir(parents=True, exist_ok=True)
-    with urllib.request.urlopen(url, timeout=60) as response, dest.open("wb") as out:
+    partial = dest.with_name(dest.name + ".part")
+    with urllib.request.urlopen(url, timeout=60) as response, partial.open("wb") as out:
         while chunk := response.read(1 << 20):
             out.write(chunk)
+    partial.replace(dest)
     return dest
 
 
 def output_path(out_dir: Path, output: executions_pb2.Output) -> Path:
+    """Where an output goes under ``out_dir``: its file name, never outside the folder."""
     name = Path(output.filename).name or f"node{output.node_id}.bin"
-    return out_dir / output.subfolder / name if output.subfolder else out_dir / name
+    parts = [p for p in Path(output.subfolder).parts if p not in ("", ".", "..", "/")]
+    return out_dir.joinpath(*parts, name)
 
 
-class AsyncClient:
+async def _in_thread(items: Iterator[T]) -> AsyncIterator[T]:
+    """Items of a blocking iterator (file reads), produced off the event loop."""
+    done = object()
+    while (item := await asyncio.to_thread(next, items, done)) is not done:
+        yield item  # type: ignore[misc]
+
+
+def _list(page_size: int, page_token: str, **filters: Any) -> dict[str, Any]:
+    return {"page_size": page_size, "page_token": page_token, **filters}
+
+
+class _Stubs:
+    def __init__(self, channel: grpc.Channel | grpc.aio.Channel, settings: Settings) -> None:
+        self.settings = settings
+        self.channel = channel
+        self.executions = executions_pb2_grpc.ExecutionServiceStub(channel)
+        self.tenants = tenants_pb2_grpc.TenantServiceStub(channel)
+        self.webhooks = webhooks_pb2_grpc.WebhookServiceStub(channel)
+        self.models = models_pb2_grpc.ModelServiceStub(channel)
+
+
+class AsyncClient(_Stubs):
     """asyncio client: ``async with AsyncClient() as c: e = await c.submit(wf)``."""
 
     def __init__(self, settings: Settings | None = None) -> None:
-        self.settings = settings or Settings.discover()
-        self.channel = grpc.aio.insecure_channel(self.settings.address, options=_OPTIONS)
-        self.executions = executions_pb2_grpc.ExecutionServiceStub(self.channel)
-        self.tenants = tenants_pb2_grpc.TenantServiceStub(self.channel)
-        self.webhooks = webhooks_pb2_grpc.WebhookServiceStub(self.channel)
+        settings = settings or Settings.discover()
+        super().__init__(grpc.aio.insecure_channel(settings.address, options=_OPTIONS), settings)
 
     async def __aenter__(self) -> AsyncClient:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        await self.channel.close()
+        await self.channel.close()  # type: ignore[misc]
 
     async def _call(self, method: Any, request: Any) -> Any:
         try:
@@ -92,32 +105,34 @@ class AsyncClient:
         except grpc.aio.AioRpcError as err:
             raise api_error(err) from None
 
+    # Executions
+
     async def submit(
         self, workflow: Mapping[str, Any] | str, inputs: Inputs | None = None, **kw: Any
     ) -> executions_pb2.Execution:
-        return await self._call(
-            self.executions.CreateExecution, create_request(workflow, inputs, **kw)
-        )
+        request = create_request(workflow, inputs, **kw)
+        return await self._call(self.executions.CreateExecution, request)
 
     async def get(self, execution_id: str) -> executions_pb2.Execution:
-        return await self._call(
-            self.executions.GetExecution, executions_pb2.GetExecutionRequest(id=execution_id)
-        )
+        request = executions_pb2.GetExecutionRequest(id=execution_id)
+        return await self._call(self.executions.GetExecution, request)
 
     async def cancel(self, execution_id: str) -> executions_pb2.Execution:
-        return await self._call(
-            self.executions.CancelExecution, executions_pb2.CancelExecutionRequest(id=execution_id)
-        )
+        request = executions_pb2.CancelExecutionRequest(id=execution_id)
+        return await self._call(self.executions.CancelExecution, request)
 
     async def list_executions(
-        self, *, page_size: int = 50, page_token: str = ""
+        self, *, page_size: int = 50, page_token: str = "", state: str | int | None = None
     ) -> executions_pb2.ListExecutionsResponse:
-        request = executions_pb2.ListExecutionsRequest(page_size=page_size, page_token=page_token)
+        request = executions_pb2.ListExecutionsRequest(
+            **_list(page_size, page_token, state=state_value(state))
+        )
         return await self._call(self.executions.ListExecutions, request)
 
     async def watch(
         self, execution_id: str, after_sequence: int = 0
     ) -> AsyncIterator[executions_pb2.WorkflowExecutionEvent]:
+        """The execution's events after ``after_sequence``, until its terminal one."""
         request = executions_pb2.WatchExecutionRequest(
             id=execution_id, after_sequence=after_sequence
         )
@@ -127,6 +142,8 @@ class AsyncClient:
                 yield event
         except grpc.aio.AioRpcError as err:
             raise api_error(err) from None
+        finally:
+            stream.cancel()
 
     async def wait(self, execution_id: str) -> executions_pb2.Execution:
         """Follows the execution's events until it ends, then returns it."""
@@ -143,16 +160,82 @@ class AsyncClient:
             for o in execution.outputs
         ]
 
+    # Models
 
-class Client:
+    async def upload_model(
+        self, path: Path, kind: str | int, *, name: str = "", progress: Progress | None = None
+    ) -> models_pb2.Model:
+        stream = upload_requests(path, kind, name=name, progress=progress)
+        return await self._call(self.models.UploadModel, _in_thread(stream))
+
+    async def list_models(
+        self, *, kind: str | int | None = None, page_size: int = 50, page_token: str = ""
+    ) -> models_pb2.ListModelsResponse:
+        chosen = model_type(kind) if kind is not None else 0
+        request = models_pb2.ListModelsRequest(**_list(page_size, page_token, type=chosen))
+        return await self._call(self.models.ListModels, request)
+
+    async def delete_model(self, model_id: str) -> None:
+        await self._call(self.models.DeleteModel, models_pb2.DeleteModelRequest(id=model_id))
+
+    # Webhooks
+
+    async def create_subscription(
+        self, url: str, event_types: Sequence[str] = (), *, description: str = ""
+    ) -> webhooks_pb2.Subscription:
+        request = subscription_request(url, event_types, description)
+        return await self._call(self.webhooks.CreateSubscription, request)
+
+    async def list_subscriptions(
+        self, *, page_size: int = 50, page_token: str = ""
+    ) -> webhooks_pb2.ListSubscriptionsResponse:
+        request = webhooks_pb2.ListSubscriptionsRequest(**_list(page_size, page_token))
+        return await self._call(self.webhooks.ListSubscriptions, request)
+
+    async def ping_subscription(self, subscription_id: str) -> webhooks_pb2.Delivery:
+        request = webhooks_pb2.PingSubscriptionRequest(id=subscription_id)
+        return await self._call(self.webhooks.PingSubscription, request)
+
+    async def delete_subscription(self, subscription_id: str) -> None:
+        request = webhooks_pb2.DeleteSubscriptionRequest(id=subscription_id)
+        await self._call(self.webhooks.DeleteSubscription, request)
+
+    async def list_deliveries(
+        self, subscription_id: str, *, page_size: int = 50, page_token: str = ""
+    ) -> webhooks_pb2.ListDeliveriesResponse:
+        request = webhooks_pb2.ListDeliveriesRequest(
+            subscription_id=subscription_id, **_list(page_size, page_token)
+        )
+        return await self._call(self.webhooks.ListDeliveries, request)
+
+    # Keys
+
+    async def create_key(
+        self,
+        tenant_id: str = OWN_TENANT,
+        *,
+        description: str = "",
+        scopes: Sequence[str] = (),
+    ) -> tenants_pb2.CreateApiKeyResponse:
+        key = tenants_pb2.ApiKey(description=description, scopes=list(scopes))
+        request = tenants_pb2.CreateApiKeyRequest(tenant_id=tenant_id, api_key=key)
+        return await self._call(self.tenants.CreateApiKey, request)
+
+    async def list_keys(self, tenant_id: str = OWN_TENANT) -> tenants_pb2.ListApiKeysResponse:
+        request = tenants_pb2.ListApiKeysRequest(tenant_id=tenant_id)
+        return await self._call(self.tenants.ListApiKeys, request)
+
+    async def revoke_key(self, key_id: str, tenant_id: str = OWN_TENANT) -> tenants_pb2.ApiKey:
+        request = tenants_pb2.RevokeApiKeyRequest(tenant_id=tenant_id, id=key_id)
+        return await self._call(self.tenants.RevokeApiKey, request)
+
+
+class Client(_Stubs):
     """Blocking client with the same methods as :class:`AsyncClient`."""
 
     def __init__(self, settings: Settings | None = None) -> None:
-        self.settings = settings or Settings.discover()
-        self.channel = grpc.insecure_channel(self.settings.address, options=_OPTIONS)
-        self.executions = executions_pb2_grpc.ExecutionServiceStub(self.channel)
-        self.tenants = tenants_pb2_grpc.TenantServiceStub(self.channel)
-        self.webhooks = webhooks_pb2_grpc.WebhookServiceStub(self.channel)
+        settings = settings or Settings.discover()
+        super().__init__(grpc.insecure_channel(settings.address, options=_OPTIONS), settings)
 
     def __enter__(self) -> Client:
         return self
@@ -166,25 +249,27 @@ class Client:
         except grpc.RpcError as err:
             raise api_error(err) from None
 
+    # Executions
+
     def submit(
         self, workflow: Mapping[str, Any] | str, inputs: Inputs | None = None, **kw: Any
     ) -> executions_pb2.Execution:
         return self._call(self.executions.CreateExecution, create_request(workflow, inputs, **kw))
 
     def get(self, execution_id: str) -> executions_pb2.Execution:
-        return self._call(
-            self.executions.GetExecution, executions_pb2.GetExecutionRequest(id=execution_id)
-        )
+        request = executions_pb2.GetExecutionRequest(id=execution_id)
+        return self._call(self.executions.GetExecution, request)
 
     def cancel(self, execution_id: str) -> executions_pb2.Execution:
-        return self._call(
-            self.executions.CancelExecution, executions_pb2.CancelExecutionRequest(id=execution_id)
-        )
+        request = executions_pb2.CancelExecutionRequest(id=execution_id)
+        return self._call(self.executions.CancelExecution, request)
 
     def list_executions(
-        self, *, page_size: int = 50, page_token: str = ""
+        self, *, page_size: int = 50, page_token: str = "", state: str | int | None = None
     ) -> executions_pb2.ListExecutionsResponse:
-        request = executions_pb2.ListExecutionsRequest(page_size=page_size, page_token=page_token)
+        request = executions_pb2.ListExecutionsRequest(
+            **_list(page_size, page_token, state=state_value(state))
+        )
         return self._call(self.executions.ListExecutions, request)
 
     def watch(
@@ -193,10 +278,13 @@ class Client:
         request = executions_pb2.WatchExecutionRequest(
             id=execution_id, after_sequence=after_sequence
         )
+        stream = self.executions.WatchExecution(request, metadata=self.settings.metadata())
         try:
-            yield from self.executions.WatchExecution(request, metadata=self.settings.metadata())
+            yield from stream
         except grpc.RpcError as err:
             raise api_error(err) from None
+        finally:
+            stream.cancel()
 
     def wait(self, execution_id: str) -> executions_pb2.Execution:
         for event in self.watch(execution_id):
@@ -207,7 +295,58 @@ class Client:
     def download_outputs(self, execution: executions_pb2.Execution, out_dir: Path) -> list[Path]:
         return [download(o.url, output_path(out_dir, o)) for o in execution.outputs]
 
-    def find_or_create_tenant(self, name: str) -> tenants_pb2.Tenant:
+    # Models
+
+    def upload_model(
+        self, path: Path, kind: str | int, *, name: str = "", progress: Progress | None = None
+    ) -> models_pb2.Model:
+        stream = upload_requests(path, kind, name=name, progress=progress)
+        return self._call(self.models.UploadModel, stream)
+
+    def list_models(
+        self, *, kind: str | int | None = None, page_size: int = 50, page_token: str = ""
+    ) -> models_pb2.ListModelsResponse:
+        chosen = model_type(kind) if kind is not None else 0
+        request = models_pb2.ListModelsRequest(**_list(page_size, page_token, type=chosen))
+        return self._call(self.models.ListModels, request)
+
+    def delete_model(self, model_id: str) -> None:
+        self._call(self.models.DeleteModel, models_pb2.DeleteModelRequest(id=model_id))
+
+    # Webhooks
+
+    def create_subscription(
+        self, url: str, event_types: Sequence[str] = (), *, description: str = ""
+    ) -> webhooks_pb2.Subscription:
+        request = subscription_request(url, event_types, description)
+        return self._call(self.webhooks.CreateSubscription, request)
+
+    def list_subscriptions(
+        self, *, page_size: int = 50, page_token: str = ""
+    ) -> webhooks_pb2.ListSubscriptionsResponse:
+        request = webhooks_pb2.ListSubscriptionsRequest(**_list(page_size, page_token))
+        return self._call(self.webhooks.ListSubscriptions, request)
+
+    def ping_subscription(self, subscription_id: str) -> webhooks_pb2.Delivery:
+        request = webhooks_pb2.PingSubscriptionRequest(id=subscription_id)
+        return self._call(self.webhooks.PingSubscription, request)
+
+    def delete_subscription(self, subscription_id: str) -> None:
+        request = webhooks_pb2.DeleteSubscriptionRequest(id=subscription_id)
+        self._call(self.webhooks.DeleteSubscription, request)
+
+    def list_deliveries(
+        self, subscription_id: str, *, page_size: int = 50, page_token: str = ""
+    ) -> webhooks_pb2.ListDeliveriesResponse:
+        request = webhooks_pb2.ListDeliveriesRequest(
+            subscription_id=subscription_id, **_list(page_size, page_token)
+        )
+        return self._call(self.webhooks.ListDeliveries, request)
+
+    # Tenants and keys
+
+    def find_tenant(self, name: str) -> tenants_pb2.Tenant | None:
+        """The tenant named ``name`` (admin keys only), or None."""
         token = ""
         while True:
             page = self._call(
@@ -219,15 +358,31 @@ class Client:
                     return tenant
             token = page.next_page_token
             if not token:
-                break
+                return None
+
+    def find_or_create_tenant(self, name: str) -> tenants_pb2.Tenant:
+        """The tenant named ``name``, created when missing (admin keys only)."""
+        found = self.find_tenant(name)
+        if found is not None:
+            return found
         request = tenants_pb2.CreateTenantRequest(tenant=tenants_pb2.Tenant(name=name))
         return self._call(self.tenants.CreateTenant, request)
 
     def create_key(
-        self, tenant_id: str, *, description: str = "", scopes: list[str] | None = None
+        self,
+        tenant_id: str = OWN_TENANT,
+        *,
+        description: str = "",
+        scopes: Sequence[str] = (),
     ) -> tenants_pb2.CreateApiKeyResponse:
-        request = tenants_pb2.CreateApiKeyRequest(
-            tenant_id=tenant_id,
-            api_key=tenants_pb2.ApiKey(description=description, scopes=scopes or []),
-        )
+        key = tenants_pb2.ApiKey(description=description, scopes=list(scopes))
+        request = tenants_pb2.CreateApiKeyRequest(tenant_id=tenant_id, api_key=key)
         return self._call(self.tenants.CreateApiKey, request)
+
+    def list_keys(self, tenant_id: str = OWN_TENANT) -> tenants_pb2.ListApiKeysResponse:
+        request = tenants_pb2.ListApiKeysRequest(tenant_id=tenant_id)
+        return self._call(self.tenants.ListApiKeys, request)
+
+    def revoke_key(self, key_id: str, tenant_id: str = OWN_TENANT) -> tenants_pb2.ApiKey:
+        request = tenants_pb2.RevokeApiKeyRequest(tenant_id=tenant_id, id=key_id)
+        return self._call(self.tenants.RevokeApiKey, request)

@@ -1,0 +1,113 @@
+"""Request messages built the same way for the blocking and the asyncio client."""
+
+from __future__ import annotations
+
+import json
+import mimetypes
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from comfyfleet.executions.v1 import executions_pb2
+from comfyfleet.models.v1 import models_pb2
+from comfyfleet.webhooks.v1 import webhooks_pb2
+
+# An input file: its bytes, a local path, or an http(s) URL the platform downloads.
+InputSource = bytes | Path | str
+Inputs = Mapping[str, InputSource]
+Progress = Callable[[int, int], None]
+CHUNK_BYTES = 1 << 20
+
+
+def input_file(name: str, source: InputSource) -> executions_pb2.InputFile:
+    kind = mimetypes.guess_type(name)[0] or "application/octet-stream"
+    if isinstance(source, str):
+        if not source.startswith(("http://", "https://")):
+            raise ValueError(
+                f"input {name!r}: a str must be an http(s) URL; pass a Path for a file"
+            )
+        return executions_pb2.InputFile(name=name, url=source, content_type=kind)
+    content = source.read_bytes() if isinstance(source, Path) else source
+    return executions_pb2.InputFile(name=name, content=content, content_type=kind)
+
+
+def create_request(
+    workflow: Mapping[str, Any] | str,
+    inputs: Inputs | None = None,
+    *,
+    priority: int = 0,
+    labels: Mapping[str, str] | None = None,
+    request_id: str = "",
+    max_attempts: int = 0,
+) -> executions_pb2.CreateExecutionRequest:
+    """A CreateExecutionRequest; the workflow travels as JSON text so large ints survive."""
+    text = workflow if isinstance(workflow, str) else json.dumps(workflow)
+    return executions_pb2.CreateExecutionRequest(
+        workflow_json=text,
+        inputs=[input_file(name, source) for name, source in (inputs or {}).items()],
+        priority=priority,
+        labels=dict(labels or {}),
+        request_id=request_id,
+        max_attempts=max_attempts,
+    )
+
+
+def state_value(state: str | int | None) -> int:
+    """ "succeeded", "SUCCEEDED" or EXECUTION_STATE_SUCCEEDED -> the enum number; None -> 0."""
+    if state is None or isinstance(state, int):
+        return state or 0
+    name = state.upper()
+    if not name.startswith("EXECUTION_STATE_"):
+        name = "EXECUTION_STATE_" + name
+    try:
+        return executions_pb2.ExecutionState.Value(name)
+    except ValueError:
+        known = [
+            n.removeprefix("EXECUTION_STATE_").lower()
+            for n in executions_pb2.ExecutionState.keys()[1:]
+        ]
+        raise ValueError(f"unknown state {state!r}; one of: {', '.join(known)}") from None
+
+
+def model_type(kind: str | int) -> int:
+    """ "lora", "LORA" or MODEL_TYPE_LORA -> the enum number."""
+    if isinstance(kind, int):
+        return kind
+    name = kind.upper().replace("-", "_")
+    if not name.startswith("MODEL_TYPE_"):
+        name = "MODEL_TYPE_" + name
+    try:
+        return models_pb2.ModelType.Value(name)
+    except ValueError:
+        known = [n.removeprefix("MODEL_TYPE_").lower() for n in models_pb2.ModelType.keys()[1:]]
+        raise ValueError(f"unknown model type {kind!r}; one of: {', '.join(known)}") from None
+
+
+def upload_requests(
+    path: Path,
+    kind: str | int,
+    *,
+    name: str = "",
+    progress: Progress | None = None,
+    chunk_bytes: int = CHUNK_BYTES,
+) -> Iterator[models_pb2.UploadModelRequest]:
+    """The upload stream: the model's description, then the file in chunks."""
+    total = path.stat().st_size
+    head = models_pb2.Model(name=name or path.name, type=model_type(kind))  # type: ignore[arg-type]
+    yield models_pb2.UploadModelRequest(model=head)
+    sent = 0
+    with path.open("rb") as source:
+        while chunk := source.read(chunk_bytes):
+            sent += len(chunk)
+            yield models_pb2.UploadModelRequest(chunk=chunk)
+            if progress is not None:
+                progress(sent, total)
+
+
+def subscription_request(
+    url: str, event_types: Sequence[str] = (), description: str = "", request_id: str = ""
+) -> webhooks_pb2.CreateSubscriptionRequest:
+    subscription = webhooks_pb2.Subscription(
+        url=url, event_types=list(event_types), description=description
+    )
+    return webhooks_pb2.CreateSubscriptionRequest(subscription=subscription, request_id=request_id)
