@@ -10,15 +10,16 @@ from pathlib import Path
 
 from google.protobuf import json_format
 
+from comfyfleet.cli import keys as key_commands
+from comfyfleet.cli import models as model_commands
 from comfyfleet.cli import run as local_run
+from comfyfleet.cli import webhooks as webhook_commands
 from comfyfleet.cli.progress import ProgressLine, state_name
+from comfyfleet.cli.usage import UsageError
 from comfyfleet.executions.v1 import executions_pb2
 from comfyfleet.sdk import ApiError, Client, Settings
 from comfyfleet.sdk.client import TERMINAL
-
-
-class UsageError(Exception):
-    """The command line cannot be acted on."""
+from comfyfleet.sdk.requests import InputSource
 
 
 def parse_inputs(pairs: Sequence[str]) -> dict[str, Path]:
@@ -32,6 +33,17 @@ def parse_inputs(pairs: Sequence[str]) -> dict[str, Path]:
             raise UsageError(f"--input {name}: no file at {path}")
         inputs[name] = file
     return inputs
+
+
+def parse_submit_inputs(pairs: Sequence[str]) -> dict[str, InputSource]:
+    """NAME=PATH (a local file) or NAME=URL (http(s), downloaded by the platform)."""
+    urls = {
+        name: url
+        for name, sep, url in (p.partition("=") for p in pairs)
+        if sep and name and url.startswith(("http://", "https://"))
+    }
+    files = parse_inputs([p for p in pairs if p.partition("=")[0] not in urls])
+    return {**files, **urls}
 
 
 def load_workflow(path: str) -> str:
@@ -64,15 +76,42 @@ def follow(client: Client, execution_id: str) -> executions_pb2.Execution:
 
 def cmd_submit(client: Client, args: argparse.Namespace) -> int:
     workflow = load_workflow(args.workflow)
-    inputs = parse_inputs(args.input)
+    inputs = parse_submit_inputs(args.input)
     execution = client.submit(
-        workflow, inputs, priority=args.priority, request_id=args.request_id or ""
+        workflow,
+        inputs,
+        priority=args.priority,
+        request_id=args.request_id or "",
+        labels=parse_labels(args.label),
     )
     print(f"submitted {execution.id}", file=sys.stderr)
     if not args.wait:
         print(execution.id)
         return 0
     execution = follow(client, execution.id)
+    return finish(client, execution, args.out)
+
+
+def parse_labels(pairs: Sequence[str]) -> dict[str, str]:
+    labels: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise UsageError(f"--label takes KEY=VALUE, got {pair!r}")
+        labels[key] = value
+    return labels
+
+
+def cmd_watch(client: Client, args: argparse.Namespace) -> int:
+    return finish(client, follow(client, args.id), args.out)
+
+
+def cmd_results(client: Client, args: argparse.Namespace) -> int:
+    execution = client.get(args.id)
+    if execution.state not in TERMINAL:
+        raise UsageError(
+            f"{args.id} is {state_name(execution.state)}; wait with: comfyfleet watch {args.id}"
+        )
     return finish(client, execution, args.out)
 
 
@@ -100,7 +139,10 @@ def cmd_get(client: Client, args: argparse.Namespace) -> int:
 
 
 def cmd_list(client: Client, args: argparse.Namespace) -> int:
-    page = client.list_executions(page_size=args.limit)
+    try:
+        page = client.list_executions(page_size=args.limit, state=args.state)
+    except ValueError as err:  # an unknown --state
+        raise UsageError(str(err)) from None
     for e in page.executions:
         print(f"{e.id}  {state_name(e.state):<10}  {e.create_time.ToDatetime():%Y-%m-%d %H:%M:%S}")
     return 0
@@ -123,15 +165,6 @@ def cmd_logs(client: Client, args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_keys_create(client: Client, args: argparse.Namespace) -> int:
-    tenant = client.find_or_create_tenant(args.tenant)
-    created = client.create_key(tenant.id, description=args.description, scopes=args.scope)
-    print(f"tenant {tenant.name} ({tenant.id}), key {created.api_key.id}", file=sys.stderr)
-    print("store this key now; it is not shown again:", file=sys.stderr)
-    print(created.secret)
-    return 0
-
-
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="comfyfleet", description=__doc__)
     root.add_argument(
@@ -144,12 +177,23 @@ def parser() -> argparse.ArgumentParser:
 
     submit = sub.add_parser("submit", help="submit a workflow in ComfyUI's API format")
     submit.add_argument("workflow")
-    submit.add_argument("--input", action="append", default=[], metavar="NAME=PATH")
+    submit.add_argument("--input", action="append", default=[], metavar="NAME=PATH|NAME=URL")
+    submit.add_argument("--label", action="append", default=[], metavar="KEY=VALUE")
     submit.add_argument("--wait", action="store_true", help="follow progress until it ends")
     submit.add_argument("--out", help="with --wait: download the outputs into this folder")
     submit.add_argument("--priority", type=int, default=0)
     submit.add_argument("--request-id", help="idempotency key: a retry returns the first result")
     submit.set_defaults(run=cmd_submit)
+
+    watch = sub.add_parser("watch", help="follow an execution with a progress bar until it ends")
+    watch.add_argument("id")
+    watch.add_argument("--out", help="download the outputs into this folder when it succeeds")
+    watch.set_defaults(run=cmd_watch)
+
+    results = sub.add_parser("results", help="download a finished execution's outputs")
+    results.add_argument("id")
+    results.add_argument("--out", required=True, help="the folder to write the outputs to")
+    results.set_defaults(run=cmd_results)
 
     get = sub.add_parser("get", help="show an execution")
     get.add_argument("id")
@@ -157,6 +201,7 @@ def parser() -> argparse.ArgumentParser:
 
     listing = sub.add_parser("list", help="list recent executions")
     listing.add_argument("--limit", type=int, default=20)
+    listing.add_argument("--state", help="only executions in this state, e.g. running")
     listing.set_defaults(run=cmd_list)
 
     cancel = sub.add_parser("cancel", help="cancel an execution")
@@ -171,17 +216,9 @@ def parser() -> argparse.ArgumentParser:
     )
     logs.set_defaults(run=cmd_logs)
 
-    keys = sub.add_parser("keys", help="API keys").add_subparsers(
-        dest="keys_command", required=True
-    )
-    create = keys.add_parser("create", help="create a key for a tenant (created if missing)")
-    create.add_argument("--tenant", required=True)
-    create.add_argument("--description", default="")
-    create.add_argument(
-        "--scope", action="append", default=[], help="repeatable; default: all but admin"
-    )
-    create.set_defaults(run=cmd_keys_create)
-
+    key_commands.add_parser(sub)
+    model_commands.add_parser(sub)
+    webhook_commands.add_parser(sub)
     local_run.add_parser(sub)
     return root
 
