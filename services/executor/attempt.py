@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import hashlib
 import logging
 import shutil
 import time
 import uuid
-from collections.abc import AsyncGenerator, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,6 +48,7 @@ from services.executor.engine import (
 from services.executor.models import ModelCache, ModelSpec
 from services.executor.resources import RunUsage, UsageMeter
 from services.executor.transfer import download, upload
+from services.executor.weights import LoadedWeights, WeightsCache, loads_weights
 
 log = logging.getLogger(__name__)
 
@@ -129,7 +131,7 @@ Update = Started | NodeEvent | Completed | Failed
 
 @dataclass(frozen=True)
 class AttemptDeps:
-    """What every attempt shares: the engine and its one thread, HTTP, the model cache."""
+    """What every attempt shares: the engine and its one thread, HTTP, the model caches."""
 
     executor_id: str
     engine: Engine
@@ -138,6 +140,8 @@ class AttemptDeps:
     models: ModelCache
     work_dir: Path
     cancel_grace_s: float
+    # Loaded model weights, for an engine that runs models in this process (native).
+    weights: WeightsCache | None = None
 
 
 def validate_spec(spec: AttemptSpec) -> None:
@@ -257,14 +261,43 @@ class Attempt:
         spec, deps = self.spec, self._deps
         input_dir = self._dir / "inputs"
         await self._download_inputs(input_dir)
-        async with deps.models.holding(deps.http, spec.models) as models:
-            job = EngineJob(spec.workflow_json, input_dir, models)
+        async with (
+            deps.models.holding(deps.http, spec.models) as models,
+            self._loaded(models) as weights,
+        ):
+            job = EngineJob(spec.workflow_json, input_dir, models, weights)
             started = time.perf_counter()
             async with UsageMeter(deps.engine.device) as meter:
                 result = await self._run_engine(job)
             seconds = time.perf_counter() - started
         uploaded = await self._upload(result.files)
         return Completed(uploaded, seconds, meter.usage(), result.cached_nodes)
+
+    @contextlib.asynccontextmanager
+    async def _loaded(
+        self, paths: Mapping[str, Path]
+    ) -> AsyncIterator[Mapping[str, LoadedWeights]]:
+        """The job's safetensors models loaded through the weights cache, held for the run."""
+        cache = self._deps.weights
+        wanted = {
+            m.key: (m.sha256, paths[m.key]) for m in self.spec.models if loads_weights(m.name)
+        }
+        if cache is None or not wanted:
+            yield {}
+            return
+        loading = asyncio.ensure_future(asyncio.to_thread(cache.acquire_all, wanted))
+        try:
+            held = await asyncio.shield(loading)
+        except asyncio.CancelledError:
+            # The load runs on in its thread: what it ends up holding must be let go.
+            await asyncio.wait({loading})
+            if not loading.cancelled() and loading.exception() is None:
+                cache.release([w.sha256 for w in loading.result().values()])
+            raise
+        try:
+            yield held
+        finally:
+            cache.release([w.sha256 for w in held.values()])
 
     async def _download_inputs(self, input_dir: Path) -> None:
         async def fetch(ref: InputSpec) -> None:

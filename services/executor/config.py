@@ -39,6 +39,11 @@ class Config:
     work_dir: Path = Path(tempfile.gettempdir()) / "comfyfleet-executor"
     # The model cache's bound on disk; least recently used models are evicted past it.
     model_cache_bytes: int = 50 * 1024**3
+    # The bound on model weights kept loaded on the device between runs (native engine);
+    # None: ``weights_budget_fraction`` of the device memory free when the executor starts
+    # (VRAM on CUDA, RAM on CPU). 0 keeps nothing loaded once a run ends.
+    weights_budget_bytes: int | None = None
+    weights_budget_fraction: float = 0.5
     # How long a running attempt may finish after SIGTERM before it is handed back.
     shutdown_grace_s: float = 30.0
     # How long a cancelled run may take to stop at its next check before the stream ends
@@ -77,6 +82,10 @@ class Config:
             raise ConfigError("executor grace periods and retry intervals must be positive")
         if self.model_cache_bytes < 0:
             raise ConfigError("COMFYFLEET_EXECUTOR_MODEL_CACHE_BYTES must not be negative")
+        if self.weights_budget_bytes is not None and self.weights_budget_bytes < 0:
+            raise ConfigError("COMFYFLEET_EXECUTOR_WEIGHTS_BUDGET_BYTES must not be negative")
+        if not 0 < self.weights_budget_fraction <= 1:
+            raise ConfigError("COMFYFLEET_EXECUTOR_WEIGHTS_BUDGET_FRACTION must be in (0, 1]")
         if min(self.idle_exit_s, self.max_jobs, self.idle_exit_polls) < 0:
             raise ConfigError("executor serverless limits must not be negative (0: no limit)")
 
@@ -94,6 +103,10 @@ class Config:
             device=env_str("EXECUTOR_DEVICE", d.device),
             work_dir=Path(env_str("EXECUTOR_WORK_DIR", str(d.work_dir))),
             model_cache_bytes=env_int("EXECUTOR_MODEL_CACHE_BYTES", d.model_cache_bytes),
+            weights_budget_bytes=_optional_int("EXECUTOR_WEIGHTS_BUDGET_BYTES"),
+            weights_budget_fraction=env_float(
+                "EXECUTOR_WEIGHTS_BUDGET_FRACTION", d.weights_budget_fraction
+            ),
             shutdown_grace_s=env_float("EXECUTOR_SHUTDOWN_GRACE_S", d.shutdown_grace_s),
             cancel_grace_s=env_float("EXECUTOR_CANCEL_GRACE_S", d.cancel_grace_s),
             register_retry_s=env_float("EXECUTOR_REGISTER_RETRY_S", d.register_retry_s),
@@ -106,6 +119,11 @@ class Config:
             engine=engine,
             comfyui=ComfyUISettings.from_env() if engine == "comfyui" else None,
         )
+
+
+def _optional_int(name: str) -> int | None:
+    """An integer setting that may be left unset (empty) for a derived default."""
+    return env_int(name, 0) if env_str(name, "") else None
 
 
 def _optional_path(value: str) -> Path | None:

@@ -15,6 +15,7 @@ from services.executor.attempt import (
 )
 from services.executor.engine import NodeEvent, NodeState
 from services.executor.models import ModelSpec
+from services.executor.weights import WeightsStats
 from services.executor.worker import Capacity, WorkerStatus
 
 _NODE_STATES = {
@@ -109,11 +110,25 @@ def capacity_proto(capacity: Capacity) -> scheduler_pb2.ExecutorCapacity:
 
 
 def status_proto(status: WorkerStatus) -> executor_pb2.ExecutorStatus:
-    return executor_pb2.ExecutorStatus(
+    proto = executor_pb2.ExecutorStatus(
         executor_id=status.executor_id,
         execution_id=status.execution_id,
         attempt=status.attempt,
         capacity=capacity_proto(status.capacity),
         cache_hits=status.cache_hits,
         cache_misses=status.cache_misses,
+    )
+    if status.weights is not None:
+        proto.weights_cache.CopyFrom(_weights_proto(status.weights))
+    return proto
+
+
+def _weights_proto(stats: WeightsStats) -> executor_pb2.WeightsCacheStatus:
+    return executor_pb2.WeightsCacheStatus(
+        models=list(stats.models),
+        used_bytes=stats.used_bytes,
+        budget_bytes=stats.budget_bytes,
+        hits=stats.hits,
+        misses=stats.misses,
+        evictions=stats.evictions,
     )

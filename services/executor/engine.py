@@ -37,6 +37,7 @@ from comfyfleet.workflow.validate import ValidationResult, describe
 if TYPE_CHECKING:
     from services.executor.comfyui import ComfyUISettings
     from services.executor.native import NativeEngine
+    from services.executor.weights import LoadedWeights
 
 
 class NodeState(StrEnum):
@@ -81,6 +82,9 @@ class EngineJob:
     input_dir: Path
     # Model files by "<folder>/<name>", as the workflow names them.
     models: Mapping[str, Path] = field(default_factory=dict)
+    # The same models' weights, already loaded on the engine's device (native engine only),
+    # by "<folder>/<name>"; held from eviction while the run lasts.
+    weights: Mapping[str, LoadedWeights] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -288,7 +292,13 @@ class NativeAdapter:
         total = len(execution_order(validation.workflow, validation.outputs))
         progress = _Progress(validation.workflow, total, on_event)
         result = self._engine.run(
-            job.workflow_json, inputs, self._outputs, on_progress=progress, cancel=cancel
+            job.workflow_json,
+            inputs,
+            self._outputs,
+            on_progress=progress,
+            cancel=cancel,
+            validated=validation,
+            weights=job.weights,
         )
         return self._result(result)
 

@@ -47,6 +47,13 @@ def device_info(device: str) -> DeviceInfo:
     return DeviceInfo("cpu", total, free)
 
 
+def weights_budget(device: str, budget_bytes: int | None, fraction: float) -> int:
+    """The loaded-weights budget: as configured, or ``fraction`` of the device's free memory."""
+    if budget_bytes is not None:
+        return budget_bytes
+    return int(device_info(device).free_memory_bytes * fraction)
+
+
 def _rss_bytes() -> int:
     with open("/proc/self/statm") as statm:
         return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")

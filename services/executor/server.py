@@ -26,9 +26,10 @@ from services.executor.convert import capacity_proto
 from services.executor.engine import Engine, build_engine
 from services.executor.models import ModelCache
 from services.executor.registrar import Identity, Registrar
-from services.executor.resources import resolve_device
+from services.executor.resources import resolve_device, weights_budget
 from services.executor.serverless import ServerlessWatch, warm_up
 from services.executor.servicer import ExecutorServicer
+from services.executor.weights import WeightsCache
 from services.executor.worker import Worker
 
 log = logging.getLogger(__name__)
@@ -82,20 +83,33 @@ def identity_for(cfg: Config, port: int, engine: Engine) -> Identity:
 
 @contextlib.asynccontextmanager
 async def attempt_deps(cfg: Config, engine: Engine) -> AsyncIterator[AttemptDeps]:
-    """What attempts share (the engine's one thread, HTTP, the model cache), until the end.
+    """What attempts share (the engine's one thread, HTTP, the model caches), until the end.
 
     The executor id is left empty: the caller knows it (see ``Worker.identify``).
     """
     models = ModelCache(cfg.work_dir / "models", cfg.model_cache_bytes)
     await asyncio.to_thread(models.load)
+    weights = await asyncio.to_thread(weights_cache, cfg, engine)
     timeout = aiohttp.ClientTimeout(sock_connect=30, sock_read=cfg.transfer_timeout_s)
     # One engine thread: torch runs on it alone, and a run that ignores its cancel keeps it.
     thread = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="engine")
     try:
         async with aiohttp.ClientSession(timeout=timeout) as http:
-            yield AttemptDeps("", engine, thread, http, models, cfg.work_dir, cfg.cancel_grace_s)
+            yield AttemptDeps(
+                "", engine, thread, http, models, cfg.work_dir, cfg.cancel_grace_s, weights
+            )
     finally:
         thread.shutdown(wait=False, cancel_futures=True)
+
+
+def weights_cache(cfg: Config, engine: Engine) -> WeightsCache | None:
+    """The loaded-weights cache of an engine that runs models in this process (native only:
+    a ComfyUI loads its models itself)."""
+    if engine.name != "native":
+        return None
+    budget = weights_budget(engine.device, cfg.weights_budget_bytes, cfg.weights_budget_fraction)
+    log.info("model weights kept loaded on %s up to %d bytes", engine.device, budget)
+    return WeightsCache(engine.device, budget)
 
 
 @contextlib.asynccontextmanager

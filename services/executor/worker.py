@@ -11,6 +11,7 @@ from dataclasses import dataclass, replace
 from comfyfleet.common.errors import Cancelled, ResourceExhausted, Unavailable
 from services.executor.attempt import Attempt, AttemptDeps, AttemptSpec, validate_spec
 from services.executor.resources import DeviceInfo, device_info
+from services.executor.weights import WeightsStats
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +35,8 @@ class WorkerStatus:
     capacity: Capacity
     cache_hits: int
     cache_misses: int
+    # None when the engine loads its models outside this process (comfyui).
+    weights: WeightsStats | None = None
 
 
 class Worker:
@@ -107,6 +110,7 @@ class Worker:
             capacity=self.capacity(),
             cache_hits=self.deps.models.hits,
             cache_misses=self.deps.models.misses,
+            weights=self.deps.weights.stats() if self.deps.weights is not None else None,
         )
 
     async def drain(self, grace_s: float) -> None:

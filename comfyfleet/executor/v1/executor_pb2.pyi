@@ -153,17 +153,35 @@ class GetStatusRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class ExecutorStatus(_message.Message):
-    __slots__ = ("executor_id", "execution_id", "attempt", "capacity", "cache_hits", "cache_misses")
+    __slots__ = ("executor_id", "execution_id", "attempt", "capacity", "cache_hits", "cache_misses", "weights_cache")
     EXECUTOR_ID_FIELD_NUMBER: _ClassVar[int]
     EXECUTION_ID_FIELD_NUMBER: _ClassVar[int]
     ATTEMPT_FIELD_NUMBER: _ClassVar[int]
     CAPACITY_FIELD_NUMBER: _ClassVar[int]
     CACHE_HITS_FIELD_NUMBER: _ClassVar[int]
     CACHE_MISSES_FIELD_NUMBER: _ClassVar[int]
+    WEIGHTS_CACHE_FIELD_NUMBER: _ClassVar[int]
     executor_id: str
     execution_id: str
     attempt: int
     capacity: _scheduler_pb2.ExecutorCapacity
     cache_hits: int
     cache_misses: int
-    def __init__(self, executor_id: _Optional[str] = ..., execution_id: _Optional[str] = ..., attempt: _Optional[int] = ..., capacity: _Optional[_Union[_scheduler_pb2.ExecutorCapacity, _Mapping]] = ..., cache_hits: _Optional[int] = ..., cache_misses: _Optional[int] = ...) -> None: ...
+    weights_cache: WeightsCacheStatus
+    def __init__(self, executor_id: _Optional[str] = ..., execution_id: _Optional[str] = ..., attempt: _Optional[int] = ..., capacity: _Optional[_Union[_scheduler_pb2.ExecutorCapacity, _Mapping]] = ..., cache_hits: _Optional[int] = ..., cache_misses: _Optional[int] = ..., weights_cache: _Optional[_Union[WeightsCacheStatus, _Mapping]] = ...) -> None: ...
+
+class WeightsCacheStatus(_message.Message):
+    __slots__ = ("models", "used_bytes", "budget_bytes", "hits", "misses", "evictions")
+    MODELS_FIELD_NUMBER: _ClassVar[int]
+    USED_BYTES_FIELD_NUMBER: _ClassVar[int]
+    BUDGET_BYTES_FIELD_NUMBER: _ClassVar[int]
+    HITS_FIELD_NUMBER: _ClassVar[int]
+    MISSES_FIELD_NUMBER: _ClassVar[int]
+    EVICTIONS_FIELD_NUMBER: _ClassVar[int]
+    models: _containers.RepeatedScalarFieldContainer[str]
+    used_bytes: int
+    budget_bytes: int
+    hits: int
+    misses: int
+    evictions: int
+    def __init__(self, models: _Optional[_Iterable[str]] = ..., used_bytes: _Optional[int] = ..., budget_bytes: _Optional[int] = ..., hits: _Optional[int] = ..., misses: _Optional[int] = ..., evictions: _Optional[int] = ...) -> None: ...

@@ -22,6 +22,7 @@ from comfyfleet.workflow.specs import NodeCatalog
 from comfyfleet.workflow.validate import ValidationResult
 from services.executor.native.nodes.base import NativeResources
 from services.executor.native.registry import native_registry
+from services.executor.weights import LoadedWeights
 
 
 def pick_device(device: str | torch.device | None = "auto") -> torch.device:
@@ -82,6 +83,7 @@ class NativeEngine:
         use_cache: bool = True,
         fresh_outputs: bool = False,
         validated: ValidationResult | None = None,
+        weights: Mapping[str, LoadedWeights] | None = None,
     ) -> RunResult:
         """Validate and run ``workflow``; see :class:`comfyfleet.workflow.runner.RunResult`.
 
@@ -89,7 +91,10 @@ class NativeEngine:
         finish). ``cancel`` stops the run between nodes and inside long node loops.
         ``fresh_outputs`` always runs output nodes, so every run writes its own files;
         ``validated`` reuses an earlier :meth:`validate` result of the same workflow.
+        ``weights`` are the run's loaded models by ``"<folder>/<name>"``, which nodes reach
+        through ``ctx.resources`` (``nodes.base.model_weights``).
         """
+        resources = NativeResources(self.device, weights) if weights else self._resources
         on_cuda = self.device.type == "cuda"
         if on_cuda:
             torch.cuda.reset_peak_memory_stats(self.device)
@@ -102,7 +107,7 @@ class NativeEngine:
                 cancel=cancel,
                 extra_pnginfo=extra_pnginfo,
                 targets=targets,
-                resources=self._resources,
+                resources=resources,
                 use_cache=use_cache,
                 fresh_outputs=fresh_outputs,
                 validated=validated,

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import hashlib
-import os
 
+import safetensors.torch
+import torch
 from google.rpc import code_pb2
 
 from comfyfleet.common.errors import error_info
@@ -17,6 +18,11 @@ from tests.integration.executor.conftest import (
     make_job,
     workflow_text,
 )
+
+
+def safetensors_file(elements: int) -> bytes:
+    """A real safetensors model of random float32 weights (``4 * elements`` bytes of them)."""
+    return safetensors.torch.save({"weight": torch.randn(elements)})
 
 
 async def model_ref(store: ObjectStore, name: str, data: bytes) -> executor_pb2.ModelRef:
@@ -43,7 +49,7 @@ async def run_with(
 async def test_a_model_is_downloaded_once_and_then_served_from_the_cache(
     executor: ExecutorUnderTest, store: ObjectStore
 ) -> None:
-    model = await model_ref(store, "tiny.safetensors", os.urandom(4096))
+    model = await model_ref(store, "tiny.safetensors", safetensors_file(1024))
 
     first = await run_with(executor, store, model)
     second = await run_with(executor, store, model, model)
@@ -75,11 +81,11 @@ async def test_a_model_that_does_not_match_its_sha256_is_a_retryable_failure(
 async def test_least_recently_used_models_are_evicted_past_the_bound(
     start_executor: StartExecutor, store: ObjectStore
 ) -> None:
-    old = await model_ref(store, "old.safetensors", os.urandom(1000))
-    new = await model_ref(store, "new.safetensors", os.urandom(1000))
+    old = await model_ref(store, "old.safetensors", safetensors_file(250))
+    new = await model_ref(store, "new.safetensors", safetensors_file(250))
     async with start_executor(model_cache_bytes=1500) as ex:
-        await run_with(ex, store, old)
-        await run_with(ex, store, new)
+        assert (await run_with(ex, store, old))[-1].WhichOneof("update") == "completed"
+        assert (await run_with(ex, store, new))[-1].WhichOneof("update") == "completed"
         status = await ex.stub.GetStatus(executor_pb2.GetStatusRequest())
         kept = sorted((ex.running.worker.deps.models.root).iterdir())
 

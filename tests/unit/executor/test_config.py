@@ -48,6 +48,10 @@ def test_settings_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
         ("EXECUTOR_PROVIDER", "gcp"),
         ("EXECUTOR_SHUTDOWN_GRACE_S", "0"),
         ("EXECUTOR_MODEL_CACHE_BYTES", "lots"),
+        ("EXECUTOR_WEIGHTS_BUDGET_BYTES", "-1"),
+        ("EXECUTOR_WEIGHTS_BUDGET_BYTES", "half"),
+        ("EXECUTOR_WEIGHTS_BUDGET_FRACTION", "0"),
+        ("EXECUTOR_WEIGHTS_BUDGET_FRACTION", "1.5"),
     ],
 )
 def test_bad_settings_are_refused(monkeypatch: pytest.MonkeyPatch, name: str, value: str) -> None:
@@ -55,3 +59,15 @@ def test_bad_settings_are_refused(monkeypatch: pytest.MonkeyPatch, name: str, va
 
     with pytest.raises(ConfigError):
         Config.from_env()
+
+
+def test_the_weights_budget_is_derived_unless_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("COMFYFLEET_EXECUTOR_WEIGHTS_BUDGET_BYTES", raising=False)
+    monkeypatch.delenv("COMFYFLEET_EXECUTOR_WEIGHTS_BUDGET_FRACTION", raising=False)
+    derived = Config.from_env()
+    monkeypatch.setenv("COMFYFLEET_EXECUTOR_WEIGHTS_BUDGET_BYTES", "0")
+    monkeypatch.setenv("COMFYFLEET_EXECUTOR_WEIGHTS_BUDGET_FRACTION", "0.8")
+    nothing_kept = Config.from_env()
+
+    assert (derived.weights_budget_bytes, derived.weights_budget_fraction) == (None, 0.5)
+    assert (nothing_kept.weights_budget_bytes, nothing_kept.weights_budget_fraction) == (0, 0.8)
