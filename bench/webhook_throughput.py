@@ -14,7 +14,9 @@ Starts a private PostgreSQL and NATS JetStream (comfyfleet.devstack), a receiver
 
 Each runs a burst (``--events`` published as fast as possible; deliveries/s until the last one
 arrives) and a paced phase (``--rate`` events/s for ``--seconds``; p50/p99 from publish to
-arrival). Ratios are service / baseline from the same run. Traffic stays on loopback, and
+arrival), in ``--rounds`` interleaved rounds; the report gives medians, and ratios service /
+baseline from the same run. CPU per delivery counts the relay with what it needs (PostgreSQL
+for the service) and NATS. Traffic stays on loopback, and
 every loop is bounded by a count and a deadline.
 """
 
@@ -58,6 +60,7 @@ from services.webhook.payload import execution_event  # noqa: E402
 TENANT = "bench"
 CONCURRENCY = 256
 PHASE_DEADLINE_S = 120.0
+SETTLE_S = 3.0
 
 
 @dataclass
@@ -153,20 +156,48 @@ def new_event() -> executions_pb2.WorkflowExecutionEvent:
 
 @dataclass(frozen=True)
 class Result:
-    name: str
-    deliveries: int
     per_second: float
     p50_ms: float
     p99_ms: float
-    # CPU the relay process spent per delivery in the burst: steadier than rates when
-    # other work shares the machine.
+    # CPU per delivery in the burst, of the relay and what it needs (PostgreSQL for the
+    # service) and NATS: steadier than rates when other work shares the machine.
     cpu_ms: float
 
 
-def cpu_seconds(pid: int) -> float:
-    """User and system CPU a process has used, its reaped children's included."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    ticks = sum(int(f) for f in fields[11:15])
+@dataclass
+class Contender:
+    """A relay under test: where to publish, where its deliveries arrive, whose CPU counts."""
+
+    name: str
+    bus: EventBus
+    paths: list[str]
+    pids: list[int]
+    results: list[Result] = field(default_factory=list)
+
+
+def _stat(pid: int) -> list[str] | None:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return None
+
+
+def tree_cpu_seconds(roots: Sequence[int]) -> float:
+    """User and system CPU of processes and all their descendants, reaped ones included."""
+    parent: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and (fields := _stat(int(entry.name))):
+            parent[int(entry.name)] = int(fields[1])
+    wanted = set(roots)
+    changed = True
+    while changed:
+        found = {pid for pid, ppid in parent.items() if ppid in wanted} - wanted
+        changed = bool(found)
+        wanted |= found
+    ticks = 0
+    for pid in wanted:
+        if fields := _stat(pid):
+            ticks += sum(int(f) for f in fields[11:15])
     return ticks / os.sysconf("SC_CLK_TCK")
 
 
@@ -204,28 +235,23 @@ async def paced(
     return [(receiver.arrived[(p, e)] - sent[e]) * 1000 for p, e in keys]
 
 
-async def measure(
-    name: str,
-    bus: EventBus,
-    receiver: Receiver,
-    paths: Sequence[str],
-    args: argparse.Namespace,
-    pid: int,
-) -> Result:
+async def measure(contender: Contender, receiver: Receiver, args: argparse.Namespace) -> None:
+    bus, paths = contender.bus, contender.paths
     await burst(bus, receiver, paths, 200)  # warm up connections and caches
-    cpu_before = cpu_seconds(pid)
+    cpu_before = tree_cpu_seconds(contender.pids)
     rate = await burst(bus, receiver, paths, args.events)
-    cpu = cpu_seconds(pid) - cpu_before
+    cpu = tree_cpu_seconds(contender.pids) - cpu_before
+    # The paced phase measures a steady state, not the tail of the burst's bookkeeping.
+    await asyncio.sleep(SETTLE_S)
     latencies = await paced(bus, receiver, paths, args.rate, args.seconds)
-    deliveries = args.events * len(paths)
-    return Result(
-        name,
-        deliveries,
+    result = Result(
         rate,
         statistics.median(latencies),
         percentile(latencies, 0.99),
-        cpu * 1000 / deliveries,
+        cpu * 1000 / (args.events * len(paths)),
     )
+    contender.results.append(result)
+    print(f"  {contender.name:18}{_row(result)}", flush=True)
 
 
 # The baseline relay, run in its own process like the service.
@@ -292,9 +318,10 @@ async def wait_until(check: Callable[[], bool], what: str, deadline_s: float = 6
         await asyncio.sleep(0.05)
 
 
-async def run_baseline(
-    nats_url: str, receiver: Receiver, args: argparse.Namespace, work: Path
-) -> Result:
+@asynccontextmanager
+async def baseline_relay(
+    nats_url: str, nats_pid: int, receiver: Receiver, args: argparse.Namespace, work: Path
+) -> AsyncIterator[Contender]:
     cfg = NatsConfig(nats_url, stream="BENCH_BASELINE", subject_prefix="bench.baseline")
     paths = [f"/base{i}" for i in range(args.subscriptions)]
     urls = [f"http://127.0.0.1:{receiver.port}{p}" for p in paths]
@@ -305,7 +332,7 @@ async def run_baseline(
         child(argv, dict(os.environ), log) as pid,
     ):
         await wait_until(lambda: "ready" in log.read_text(), "the relay")
-        return await measure("baseline relay", bus, receiver, paths, args, pid)
+        yield Contender("baseline relay", bus, paths, [pid, nats_pid])
 
 
 async def subscribe_all(port: int, urls: Sequence[str]) -> None:
@@ -319,9 +346,15 @@ async def subscribe_all(port: int, urls: Sequence[str]) -> None:
             await stub.CreateSubscription(request, metadata=tenant_metadata(TENANT), timeout=10)
 
 
-async def run_service(
-    dsn: str, nats_url: str, receiver: Receiver, args: argparse.Namespace, work: Path
-) -> Result:
+@asynccontextmanager
+async def webhook_service(
+    dsn: str,
+    nats_url: str,
+    infra_pids: list[int],
+    receiver: Receiver,
+    args: argparse.Namespace,
+    work: Path,
+) -> AsyncIterator[Contender]:
     cfg = NatsConfig(nats_url, stream="BENCH_SERVICE", subject_prefix="bench.service")
     paths = [f"/hook{i}" for i in range(args.subscriptions)]
     port = free_port()
@@ -345,32 +378,53 @@ async def run_service(
             )
         except (grpc.aio.AioRpcError, TimeoutError) as err:
             raise RuntimeError(f"the webhook service did not start: {err}") from err
-        return await measure("webhook service", bus, receiver, paths, args, pid)
+        yield Contender("webhook service", bus, paths, [pid, *infra_pids])
 
 
-def report(base: Result, svc: Result, args: argparse.Namespace, durable: bool) -> None:
+def _row(r: Result) -> str:
+    return f"{r.per_second:>14.0f}{r.p50_ms:>10.1f}{r.p99_ms:>10.1f}{r.cpu_ms:>17.3f}"
+
+
+def _median(results: Sequence[Result]) -> Result:
+    return Result(
+        *(statistics.median(getattr(r, f) for r in results) for f in Result.__dataclass_fields__)
+    )
+
+
+def report(base: Contender, svc: Contender, args: argparse.Namespace) -> None:
+    b, s = _median(base.results), _median(svc.results)
+    print(f"# medians of {args.rounds} rounds")
+    print(f"{'':20}{'deliveries/s':>14}{'p50 ms':>10}{'p99 ms':>10}{'CPU ms/delivery':>17}")
+    print(f"{base.name:20}{_row(b)}")
+    print(f"{svc.name:20}{_row(s)}")
+    print(
+        f"{'service/baseline':20}{s.per_second / b.per_second:>14.2f}"
+        f"{s.p50_ms / b.p50_ms:>10.2f}{s.p99_ms / b.p99_ms:>10.2f}{s.cpu_ms / b.cpu_ms:>17.2f}"
+    )
+
+
+async def compare(
+    args: argparse.Namespace, dsn: str, nats_url: str, pids: tuple[int, int], work: Path
+) -> None:
+    pg_pid, nats_pid = pids
     print(
         f"# {args.events} events x {args.subscriptions} subscriptions burst; "
         f"{args.rate:g} events/s for {args.seconds:g} s paced; "
-        f"PostgreSQL fsync {'on' if durable else 'off'}; {os.cpu_count()} CPUs"
+        f"PostgreSQL fsync {'off' if args.fast_disk else 'on'}; {os.cpu_count()} CPUs; "
+        f"load average {os.getloadavg()[0]:.2f}",
+        flush=True,
     )
-    print(f"{'':18}{'deliveries/s':>14}{'p50 ms':>10}{'p99 ms':>10}{'CPU ms/delivery':>17}")
-    for r in (base, svc):
-        print(
-            f"{r.name:18}{r.per_second:>14.0f}{r.p50_ms:>10.1f}{r.p99_ms:>10.1f}{r.cpu_ms:>17.3f}"
-        )
-    print(
-        f"{'service/baseline':18}{svc.per_second / base.per_second:>14.2f}"
-        f"{svc.p50_ms / base.p50_ms:>10.2f}{svc.p99_ms / base.p99_ms:>10.2f}"
-        f"{svc.cpu_ms / base.cpu_ms:>17.2f}"
-    )
-
-
-async def compare(args: argparse.Namespace, dsn: str, nats_url: str, work: Path) -> None:
-    async with receiving() as receiver:
-        base = await run_baseline(nats_url, receiver, args, work)
-        svc = await run_service(dsn, nats_url, receiver, args, work)
-    report(base, svc, args, durable=not args.fast_disk)
+    print(f"  {'':18}{'deliveries/s':>14}{'p50 ms':>10}{'p99 ms':>10}{'CPU ms/delivery':>17}")
+    async with (
+        receiving() as receiver,
+        baseline_relay(nats_url, nats_pid, receiver, args, work) as base,
+        webhook_service(dsn, nats_url, [pg_pid, nats_pid], receiver, args, work) as svc,
+    ):
+        # Interleaved, so a burst of other work on the machine hits both alike.
+        for _ in range(args.rounds):
+            await measure(base, receiver, args)
+            await measure(svc, receiver, args)
+    report(base, svc, args)
 
 
 def main(args: argparse.Namespace) -> None:
@@ -381,7 +435,10 @@ def main(args: argparse.Namespace) -> None:
             PostgresServer(data_dir=work / "pg", durable=not args.fast_disk) as pg,
             NatsServer(data_dir=work / "nats") as nats_server,
         ):
-            asyncio.run(compare(args, pg.create_database("bench"), nats_server.url, work))
+            dsn = pg.create_database("bench")
+            assert pg.pid is not None and nats_server.pid is not None
+            pids = (pg.pid, nats_server.pid)
+            asyncio.run(compare(args, dsn, nats_server.url, pids, work))
 
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
@@ -392,6 +449,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     )
     parser.add_argument("--rate", type=float, default=300.0, help="paced events per second")
     parser.add_argument("--seconds", type=float, default=10.0, help="length of the paced phase")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds of each")
     parser.add_argument("--fast-disk", action="store_true", help="PostgreSQL without fsync")
     return parser.parse_args(argv)
 

@@ -31,8 +31,9 @@ log = logging.getLogger(__name__)
 # Deliveries claimed per query: large enough to keep up with bursts, small enough that a
 # claim never holds rows long.
 CLAIM_BATCH = 128
-# Results stored per transaction at most.
+# Results stored per transaction at most, and how long the first of a batch waits for more.
 WRITE_BATCH = 512
+WRITE_LINGER_S = 0.05
 # Pause after a database error before trying again, growing to the maximum.
 DB_RETRY_S = (0.1, 0.5, 1.0, 2.0, 5.0)
 DB_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError)
@@ -44,6 +45,7 @@ class ResultWriter:
     def __init__(self, queue: DeliveryQueue) -> None:
         self._queue = queue
         self._pending: asyncio.Queue[Completed] = asyncio.Queue()
+        self._stopping = asyncio.Event()
 
     def submit(self, completed: Completed) -> None:
         self._pending.put_nowait(completed)
@@ -51,6 +53,10 @@ class ResultWriter:
     async def run(self) -> None:
         while True:
             batch = [await self._pending.get()]
+            # Results wait a moment for company: a transaction per handful of attempts, not
+            # per attempt, costs the database far less, and no delivery waits for it.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), timeout=WRITE_LINGER_S)
             while len(batch) < WRITE_BATCH and not self._pending.empty():
                 batch.append(self._pending.get_nowait())
             await self._write(batch)
@@ -73,7 +79,8 @@ class ResultWriter:
             return
 
     async def flush(self) -> None:
-        """Returns once everything submitted so far is stored."""
+        """Returns once everything submitted so far is stored; stops lingering."""
+        self._stopping.set()
         await self._pending.join()
 
 

@@ -275,5 +275,7 @@ class DeliveryQueue:
         times = [latest[s].attempt_time for s in ids]
         await conn.execute(_HEALTH, ids, oks, times)
         failing = [s for s in ids if not latest[s].ok]
+        if not failing:
+            return []
         rows = await conn.fetch(_FAILING_TOO_LONG, failing, self._disable_after_s)
         return [r["id"] for r in rows]
