@@ -64,6 +64,8 @@ class ModelCache:
         for pattern in ("*.partial", "*.download"):
             for stale in self.root.glob(pattern):
                 stale.unlink(missing_ok=True)
+        # The bound may have shrunk since the files were written.
+        self._evict()
 
     def cached(self) -> list[str]:
         return list(self._sizes)
