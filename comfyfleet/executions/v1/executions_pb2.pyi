@@ -152,7 +152,7 @@ class Execution(_message.Message):
     def __init__(self, id: _Optional[str] = ..., tenant: _Optional[str] = ..., state: _Optional[_Union[ExecutionState, str]] = ..., workflow: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., input_names: _Optional[_Iterable[str]] = ..., priority: _Optional[int] = ..., labels: _Optional[_Mapping[str, str]] = ..., outputs: _Optional[_Iterable[_Union[Output, _Mapping]]] = ..., metrics: _Optional[_Union[ExecutionMetrics, _Mapping]] = ..., error: _Optional[_Union[_status_pb2.Status, _Mapping]] = ..., attempt: _Optional[int] = ..., max_attempts: _Optional[int] = ..., provider: _Optional[str] = ..., executor_id: _Optional[str] = ..., progress: _Optional[_Union[NodeProgress, _Mapping]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_sequence: _Optional[int] = ..., request_id: _Optional[str] = ...) -> None: ...
 
 class CreateExecutionRequest(_message.Message):
-    __slots__ = ("workflow", "workflow_json", "inputs", "priority", "labels", "request_id", "max_attempts", "queue_timeout", "run_timeout")
+    __slots__ = ("workflow", "workflow_json", "inputs", "priority", "labels", "request_id", "max_attempts", "queue_timeout", "run_timeout", "timeout")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -169,6 +169,7 @@ class CreateExecutionRequest(_message.Message):
     MAX_ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
     QUEUE_TIMEOUT_FIELD_NUMBER: _ClassVar[int]
     RUN_TIMEOUT_FIELD_NUMBER: _ClassVar[int]
+    TIMEOUT_FIELD_NUMBER: _ClassVar[int]
     workflow: _struct_pb2.Struct
     workflow_json: str
     inputs: _containers.RepeatedCompositeFieldContainer[InputFile]
@@ -178,7 +179,8 @@ class CreateExecutionRequest(_message.Message):
     max_attempts: int
     queue_timeout: _duration_pb2.Duration
     run_timeout: _duration_pb2.Duration
-    def __init__(self, workflow: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., workflow_json: _Optional[str] = ..., inputs: _Optional[_Iterable[_Union[InputFile, _Mapping]]] = ..., priority: _Optional[int] = ..., labels: _Optional[_Mapping[str, str]] = ..., request_id: _Optional[str] = ..., max_attempts: _Optional[int] = ..., queue_timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., run_timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
+    timeout: _duration_pb2.Duration
+    def __init__(self, workflow: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., workflow_json: _Optional[str] = ..., inputs: _Optional[_Iterable[_Union[InputFile, _Mapping]]] = ..., priority: _Optional[int] = ..., labels: _Optional[_Mapping[str, str]] = ..., request_id: _Optional[str] = ..., max_attempts: _Optional[int] = ..., queue_timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., run_timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
 
 class GetExecutionRequest(_message.Message):
     __slots__ = ("id",)

@@ -61,6 +61,26 @@ class SchedulerServiceStub:
                 request_serializer=comfyfleet_dot_scheduler_dot_v1_dot_scheduler__pb2.GetQueueStatsRequest.SerializeToString,
                 response_deserializer=comfyfleet_dot_scheduler_dot_v1_dot_scheduler__pb2.GetQueueStatsResponse.FromString,
                 _registered_method=True)
+        self.ListCircuitBreakers = channel.unary_unary(
+                '/comfyfleet.scheduler.v1.SchedulerService/ListCircuitBreakers',
+                request_serializer=comfyfleet_dot_scheduler_dot_v1_dot_scheduler__pb2.ListCircuitBreakersRequest.SerializeToString,
+                response_deserializer=comfyfleet_dot_scheduler_dot_v1_dot_scheduler__pb2.ListCircuitBreakersResponse.FromString,
+                _registered_method=True)
+        self.SetTenantBudget = channel.unary_unary(
+                '/comfyfleet.scheduler.v1.SchedulerService/SetTenantBudget',
+                request_serializer=comfyfleet_dot_scheduler_dot_v1_dot_scheduler__pb2.SetTenantBudgetRequest.SerializeToString,
+                response_deserializer=comfyfleet_dot_scheduler_dot_v1_dot_scheduler__pb2.TenantBudget.FromString,
+                _registered_method=True)
+        self.GetTenantBudget = channel.unary_unary(
+                '/comfyfleet.scheduler.v1.SchedulerService/GetTenantBudget',
+                request_serializer=comfyfleet_dot_scheduler_dot_v1_dot_scheduler__pb2.GetTenantBudgetRequest.SerializeToString,
+                response_deserializer=comfyfleet_dot_scheduler_dot_v1_dot_scheduler__pb2.TenantBudget.FromString,
+                _registered_method=True)
+        self.ListScalingDecisions = channel.unary_unary(
+                '/comfyfleet.scheduler.v1.SchedulerService/ListScalingDecisions',
+                request_serializer=comfyfleet_dot_scheduler_dot_v1_dot_scheduler__pb2.ListScalingDecisionsRequest.SerializeToString,
+                response_deserializer=comfyfleet_dot_scheduler_dot_v1_dot_scheduler__pb2.ListScalingDecisionsResponse.FromString,
+                _registered_method=True)
 
 
 class SchedulerServiceServicer:
@@ -103,6 +123,35 @@ class SchedulerServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListCircuitBreakers(self, request, context):
+        """Lists the circuit breakers of the replica that answers: one per provider and one per
+        executor it has sent work to. Each replica judges from the attempts it ran itself.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetTenantBudget(self, request, context):
+        """Sets a tenant's monthly spending limit; once it is spent, new executions are refused.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetTenantBudget(self, request, context):
+        """Returns a tenant's spending limit and what it has spent this month.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListScalingDecisions(self, request, context):
+        """Lists the latest autoscaling decisions, newest first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SchedulerServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -130,6 +179,26 @@ def add_SchedulerServiceServicer_to_server(servicer, server):
                     servicer.GetQueueStats,
                     request_deserializer=comfyfleet_dot_scheduler_dot_v1_dot_scheduler__pb2.GetQueueStatsRequest.FromString,
                     response_serializer=comfyfleet_dot_scheduler_dot_v1_dot_scheduler__pb2.GetQueueStatsResponse.SerializeToString,
+            ),
+            'ListCircuitBreakers': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListCircuitBreakers,
+                    request_deserializer=comfyfleet_dot_scheduler_dot_v1_dot_scheduler__pb2.ListCircuitBreakersRequest.FromString,
+                    response_serializer=comfyfleet_dot_scheduler_dot_v1_dot_scheduler__pb2.ListCircuitBreakersResponse.SerializeToString,
+            ),
+            'SetTenantBudget': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetTenantBudget,
+                    request_deserializer=comfyfleet_dot_scheduler_dot_v1_dot_scheduler__pb2.SetTenantBudgetRequest.FromString,
+                    response_serializer=comfyfleet_dot_scheduler_dot_v1_dot_scheduler__pb2.TenantBudget.SerializeToString,
+            ),
+            'GetTenantBudget': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetTenantBudget,
+                    request_deserializer=comfyfleet_dot_scheduler_dot_v1_dot_scheduler__pb2.GetTenantBudgetRequest.FromString,
+                    response_serializer=comfyfleet_dot_scheduler_dot_v1_dot_scheduler__pb2.TenantBudget.SerializeToString,
+            ),
+            'ListScalingDecisions': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListScalingDecisions,
+                    request_deserializer=comfyfleet_dot_scheduler_dot_v1_dot_scheduler__pb2.ListScalingDecisionsRequest.FromString,
+                    response_serializer=comfyfleet_dot_scheduler_dot_v1_dot_scheduler__pb2.ListScalingDecisionsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -269,6 +338,114 @@ class SchedulerService:
             '/comfyfleet.scheduler.v1.SchedulerService/GetQueueStats',
             comfyfleet_dot_scheduler_dot_v1_dot_scheduler__pb2.GetQueueStatsRequest.SerializeToString,
             comfyfleet_dot_scheduler_dot_v1_dot_scheduler__pb2.GetQueueStatsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListCircuitBreakers(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/comfyfleet.scheduler.v1.SchedulerService/ListCircuitBreakers',
+            comfyfleet_dot_scheduler_dot_v1_dot_scheduler__pb2.ListCircuitBreakersRequest.SerializeToString,
+            comfyfleet_dot_scheduler_dot_v1_dot_scheduler__pb2.ListCircuitBreakersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetTenantBudget(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/comfyfleet.scheduler.v1.SchedulerService/SetTenantBudget',
+            comfyfleet_dot_scheduler_dot_v1_dot_scheduler__pb2.SetTenantBudgetRequest.SerializeToString,
+            comfyfleet_dot_scheduler_dot_v1_dot_scheduler__pb2.TenantBudget.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetTenantBudget(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/comfyfleet.scheduler.v1.SchedulerService/GetTenantBudget',
+            comfyfleet_dot_scheduler_dot_v1_dot_scheduler__pb2.GetTenantBudgetRequest.SerializeToString,
+            comfyfleet_dot_scheduler_dot_v1_dot_scheduler__pb2.TenantBudget.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListScalingDecisions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/comfyfleet.scheduler.v1.SchedulerService/ListScalingDecisions',
+            comfyfleet_dot_scheduler_dot_v1_dot_scheduler__pb2.ListScalingDecisionsRequest.SerializeToString,
+            comfyfleet_dot_scheduler_dot_v1_dot_scheduler__pb2.ListScalingDecisionsResponse.FromString,
             options,
             channel_credentials,
             insecure,
