@@ -36,19 +36,23 @@ _RESERVED = {
 def outgoing_metadata(
     headers: Iterable[tuple[str, str]], peer: str | None
 ) -> list[tuple[str, str]]:
-    """Metadata for the gRPC call: the forwarded headers, ``Grpc-Metadata-*`` and the peer."""
+    """Metadata for the gRPC call: the forwarded headers, ``Grpc-Metadata-*`` and the peer.
+
+    A forwarded value gRPC cannot carry (anything but printable ASCII) is INVALID_ARGUMENT
+    naming the header, rather than a failed call.
+    """
     out: list[tuple[str, str]] = []
     forwarded_for = ""
     for name, value in headers:
         key = name.lower()
         if key in FORWARDED:
-            out.append((FORWARDED[key], value))
+            out.append((FORWARDED[key], _metadata_value(name, value)))
         elif key.startswith(METADATA_PREFIX):
             inner = key[len(METADATA_PREFIX) :]
             if _passable(inner):
-                out.append((inner, value))
+                out.append((inner, _metadata_value(name, value)))
         elif key == "x-forwarded-for":
-            forwarded_for = value
+            forwarded_for = _metadata_value(name, value)
     if peer:
         out.append(("x-forwarded-for", f"{forwarded_for}, {peer}" if forwarded_for else peer))
     return out
@@ -77,6 +81,18 @@ def grpc_timeout(headers: Mapping[str, str]) -> float | None:
         violation = FieldViolation("Grpc-Timeout", text, "INVALID_HEADER")
         raise InvalidArgument(f"invalid Grpc-Timeout header: {text}", [violation])
     return int(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+
+
+_PRINTABLE_ASCII = re.compile(r"^[\x20-\x7e]*$")
+
+
+def _metadata_value(header: str, value: str) -> str:
+    if _PRINTABLE_ASCII.match(value):
+        return value
+    text = "gRPC metadata carries printable ASCII only"
+    raise InvalidArgument(
+        f"invalid {header} header: {text}", [FieldViolation(header, text, "INVALID_HEADER")]
+    )
 
 
 def _passable(key: str) -> bool:

@@ -222,13 +222,12 @@ class _Builder:
             else self.message_ref(output)
         )
         error = {"$ref": self._error_ref()}
-        default = {"description": "An error, as a google.rpc.Status.", "content": _json(error)}
         if not route.server_streaming:
-            return {
-                "200": {"description": "A successful response.", "content": _json(schema)},
-                "default": default,
-            }
-        return {"200": self._stream_response(schema, error, output), "default": default}
+            ok = {"description": "A successful response.", "content": _json(schema)}
+            return {"200": ok, **_error_responses(error)}
+        empty = {"description": "Server-Sent Events only: the stream ended without a message."}
+        ok = self._stream_response(schema, error, output)
+        return {"200": ok, "204": empty, **_error_responses(error)}
 
     def _stream_response(
         self, schema: dict[str, Any], error: dict[str, Any], output: descriptor.Descriptor
@@ -336,6 +335,41 @@ def _with_description(schema: dict[str, Any], text: str) -> dict[str, Any]:
 
 def _json(schema: dict[str, Any]) -> dict[str, Any]:
     return {"application/json": {"schema": schema}}
+
+
+# Every status an error can have (grpc-gateway's code mapping, and 413 for a body over the
+# limit), each documented, so a client and a conformance check know the whole set.
+ERROR_STATUSES = {
+    "400": "The request is invalid (INVALID_ARGUMENT, FAILED_PRECONDITION, OUT_OF_RANGE); "
+    "BadRequest details name each bad field.",
+    "401": "No valid credentials (UNAUTHENTICATED).",
+    "403": "The credentials lack a scope this method needs (PERMISSION_DENIED).",
+    "404": "No such resource in the caller's tenant, or no such path (NOT_FOUND).",
+    "409": "The resource exists already, or a concurrent change won (ALREADY_EXISTS, ABORTED).",
+    "413": "The request body is larger than the gateway accepts (RESOURCE_EXHAUSTED).",
+    "429": "A rate limit or quota was reached (RESOURCE_EXHAUSTED); retry after `Retry-After`.",
+    "499": "The client cancelled the request (CANCELLED).",
+    "500": "An internal error (INTERNAL, UNKNOWN, DATA_LOSS).",
+    "501": "This path does not take this HTTP method, or the method is not implemented "
+    "(UNIMPLEMENTED).",
+    "503": "A service behind the gateway is unavailable (UNAVAILABLE); retry with backoff.",
+    "504": "The deadline passed before the call finished (DEADLINE_EXCEEDED).",
+}
+_RETRY_AFTER = {
+    "Retry-After": {
+        "description": "Seconds to wait before retrying, from the status's RetryInfo.",
+        "schema": {"type": "integer"},
+    }
+}
+
+
+def _error_responses(error: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for status, text in ERROR_STATUSES.items():
+        out[status] = {"description": text, "content": _json(error)}
+        if status in ("429", "503"):
+            out[status]["headers"] = _RETRY_AFTER
+    return out
 
 
 def _field_at(message_type: descriptor.Descriptor, path: str) -> descriptor.FieldDescriptor:

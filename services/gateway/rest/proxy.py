@@ -90,16 +90,12 @@ class RestProxy:
         try:
             call_request = await self._request_message(request, found, route)
             timeout = headers.grpc_timeout(request.headers)
+            metadata = headers.outgoing_metadata(request.headers.items(), request.remote)
         except BodyTooLarge:
             return _too_large(self.options.max_body_bytes)
         except ComfyfleetError as err:
             return error_response(err.to_status())
-        outgoing = Outgoing(
-            route,
-            call_request,
-            headers.outgoing_metadata(request.headers.items(), request.remote),
-            timeout,
-        )
+        outgoing = Outgoing(route, call_request, metadata, timeout)
         if route.server_streaming:
             return await self._stream(request, outgoing)
         return await self._unary(outgoing)

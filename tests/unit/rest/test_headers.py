@@ -88,3 +88,14 @@ def test_bad_grpc_timeout_is_invalid_argument(raw: str) -> None:
 )
 def test_event_streams_are_chosen_by_accept(accept: str, sse: bool) -> None:
     assert wants_event_stream(accept) is sse
+
+
+def test_values_grpc_cannot_carry_are_invalid_arguments_naming_the_header() -> None:
+    for header, value in [
+        ("X-Api-Key", "cl\u00e9"),
+        ("Authorization", "Bearer \x01"),
+        ("Grpc-Metadata-Trace", "\u2603"),
+    ]:
+        with pytest.raises(InvalidArgument) as caught:
+            outgoing_metadata([(header, value)], None)
+        assert caught.value.violations[0].field == header

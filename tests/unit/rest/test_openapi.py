@@ -135,9 +135,13 @@ def test_streams_document_both_forms_and_the_resume_header() -> None:
 def test_errors_are_statuses_with_node_errors() -> None:
     doc = _public()
     op = doc["paths"]["/v1/executions"]["post"]
-    assert op["responses"]["default"]["content"]["application/json"]["schema"] == {
-        "$ref": f"#/components/schemas/{ERROR_SCHEMA}"
-    }
+    for status in ("400", "401", "403", "404", "409", "413", "429", "500", "501", "503", "504"):
+        assert op["responses"][status]["content"]["application/json"]["schema"] == {
+            "$ref": f"#/components/schemas/{ERROR_SCHEMA}"
+        }
+    # Only the statuses the API can answer with: no catch-all.
+    assert "default" not in op["responses"]
+    assert "Retry-After" in op["responses"]["429"]["headers"]
     error = _schema(doc, ERROR_SCHEMA)
     assert error["allOf"][0] == {"$ref": "#/components/schemas/google.rpc.Status"}
     assert "node_errors" in error["allOf"][1]["properties"]
