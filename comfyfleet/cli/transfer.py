@@ -1,4 +1,4 @@
-"""A byte counter on stderr for uploads: ``sd15.safetensors  [#####.....] 412/2048 MiB``."""
+"""A byte counter on stderr for uploads: ``sd15.safetensors  [#####.....] 412.0 MiB/2.0 GiB``."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ import time
 from typing import TextIO
 
 _WIDTH = 28
-MIB = 1024 * 1024
 
 
 class BytesLine:
@@ -42,4 +41,14 @@ class BytesLine:
 def render_bytes(label: str, done: int, total: int) -> str:
     filled = round(done / total * _WIDTH) if total else _WIDTH
     bar = "#" * filled + "." * (_WIDTH - filled)
-    return f"{label}  [{bar}] {done / MIB:.1f}/{total / MIB:.1f} MiB"
+    return f"{label}  [{bar}] {size(done)}/{size(total)}"
+
+
+def size(n: int) -> str:
+    """1536 -> "1.5 KiB", in the largest unit that keeps the number at or above 1."""
+    value = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    raise AssertionError("unreachable")

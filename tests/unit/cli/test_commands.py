@@ -161,4 +161,5 @@ def test_byte_progress_prints_quarters_when_not_a_terminal() -> None:
         line(done, 100)
     line.close()
     assert len(out.getvalue().splitlines()) == 5
-    assert render_bytes("m", 0, 0).endswith("0.0/0.0 MiB")
+    assert render_bytes("m", 0, 0).endswith("0 B/0 B")
+    assert render_bytes("m", 1536, 3 * 1024**3).endswith("1.5 KiB/3.0 GiB")
