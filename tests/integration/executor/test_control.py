@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import time
 
 import grpc
 import pytest
@@ -184,3 +186,46 @@ async def test_a_bad_request_is_invalid_argument(
     bad = error_details_pb2.BadRequest()
     assert any(d.Unpack(bad) for d in status.details)
     assert {v.field for v in bad.field_violations} == {"attempt", "inputs[0].name"}
+
+
+# GrowMask's 16384 dilation steps of a 256x256 mask take about a minute on one CPU core.
+LONG_LOOP = json.dumps(
+    {
+        "1": {"class_type": "SolidMask", "inputs": {"value": 0.0, "width": 256, "height": 256}},
+        "2": {
+            "class_type": "GrowMask",
+            "inputs": {"mask": ["1", 0], "expand": 16384, "tapered_corners": True},
+        },
+        "3": {"class_type": "MaskToImage", "inputs": {"mask": ["2", 0]}},
+        "4": {"class_type": "SaveImage", "inputs": {"images": ["3", 0], "filename_prefix": "g"}},
+    }
+)
+
+
+async def test_cancel_stops_a_node_inside_its_long_loop(
+    executor: ExecutorUnderTest, store: ObjectStore
+) -> None:
+    job = await make_job(store, LONG_LOOP)
+    updates: list[executor_pb2.ExecuteUpdate] = []
+    async with asyncio.timeout(30):
+        async for update in executor.stub.Execute(job.request):
+            updates.append(update)
+            node = update.node
+            if node.state == executor_pb2.NODE_STATE_RUNNING and node.progress.node_id == "2":
+                cancelled_at = time.monotonic()
+                await executor.stub.Cancel(
+                    executor_pb2.CancelRequest(execution_id=job.request.execution_id, attempt=1)
+                )
+
+    async def slot_free() -> None:
+        status = await executor.stub.GetStatus(executor_pb2.GetStatusRequest())
+        assert status.execution_id == "" and status.capacity.busy_slots == 0
+
+    # The engine thread itself returned: GrowMask saw the cancel between two of its steps.
+    await eventually(slot_free, timeout=5)
+    assert time.monotonic() - cancelled_at < 5
+    assert updates[-1].failed.error.code == code_pb2.CANCELLED
+    done = [
+        u.node.progress.node_id for u in updates if u.node.state == executor_pb2.NODE_STATE_DONE
+    ]
+    assert done == ["1"]

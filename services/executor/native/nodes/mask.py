@@ -218,6 +218,7 @@ def porter_duff_image_composite(
     count = min(len(source), len(source_alpha), len(destination), len(destination_alpha))
     images, masks = [], []
     for i in range(count):
+        ctx.check_cancelled()
         dst = destination[i]
         height, width = dst.shape[0], dst.shape[1]
         if source[i].shape[-1] != dst.shape[-1]:
