@@ -31,6 +31,7 @@ proto: install
 	$(PY) -m services.gateway.rest.protodocs
 
 lint: lint-python lint-proto check-generated
+	scripts/validate-deploy.sh
 
 lint-python: install
 	$(VENV)/bin/ruff check .

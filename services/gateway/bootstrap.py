@@ -21,7 +21,11 @@ async def ensure_admin_key(store: TenantStore, key_file: Path, tenant_name: str)
     if tenant is None:
         tenant = await store.create_tenant(tenant_name, 0, "")
     record, token = await store.create_key(
-        tenant.id, "bootstrap admin key", sorted(SCOPES), f"bootstrap-{key_file.name}-{os.getpid()}"
+        # No request_id: a lost key file must yield a new key, never a replay without a token.
+        tenant.id,
+        "bootstrap admin key",
+        sorted(SCOPES),
+        "",
     )
     assert token is not None
     await asyncio.to_thread(write_secret_file, key_file, token)
