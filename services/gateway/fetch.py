@@ -111,6 +111,8 @@ class InputFetcher:
             raise FetchFailed(f"more than {MAX_REDIRECTS} redirects") from None
         except aiohttp.ClientError as err:
             raise FetchFailed(f"download failed: {_cause(err)}") from None
+        except ValueError as err:  # a URL aiohttp cannot use that urlsplit accepted
+            raise FetchFailed(f"not a usable URL: {err}") from None
 
     async def _read(self, response: aiohttp.ClientResponse) -> bytes:
         limit = self.settings.max_bytes
@@ -127,12 +129,16 @@ class InputFetcher:
 
 
 def _check_url(url: str, policy: AddressPolicy) -> None:
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
+    try:
+        parts = urlsplit(url)
+        host, _ = parts.hostname, parts.port  # each may raise on a malformed netloc
+    except ValueError as err:
+        raise FetchFailed(f"not a valid URL: {err}") from None
+    if parts.scheme not in ("http", "https") or not host:
         raise FetchFailed("must be an absolute http(s) URL")
     if parts.username or parts.password:
         raise FetchFailed("must not carry credentials; use a presigned URL")
-    refusal = policy.refusal_for_host(parts.hostname)
+    refusal = policy.refusal_for_host(host)
     if refusal is not None:
         raise FetchFailed(f"refused: {refusal}")
 
