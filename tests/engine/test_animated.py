@@ -70,7 +70,8 @@ def test_save_animated_png_writes_an_apng_with_every_frame_and_the_prompt() -> N
 
     image = Image.open(io.BytesIO(file.data))
     assert (file.filename, file.content_type) == ("anim_00001_.png", "image/apng")
-    assert image.format == "PNG" and image.is_animated and image.n_frames == 3
+    assert image.format == "PNG" and getattr(image, "is_animated", False)
+    assert getattr(image, "n_frames", 1) == 3
     assert image.size == (16, 12)
     assert frame_colours(image) == [RED, GREEN, BLUE]
     assert image.info["duration"] == 250  # int(1000 / fps)
@@ -100,7 +101,8 @@ def test_save_animated_webp_writes_every_frame_and_the_prompt_in_exif() -> None:
 
     image = Image.open(io.BytesIO(file.data))
     assert (file.filename, file.content_type) == ("anim_00001_.webp", "image/webp")
-    assert image.format == "WEBP" and image.is_animated and image.n_frames == 3
+    assert image.format == "WEBP" and getattr(image, "is_animated", False)
+    assert getattr(image, "n_frames", 1) == 3
     assert frame_colours(image) == [RED, GREEN, BLUE]
     assert image.info["duration"] == 200
     exif = image.getexif()
