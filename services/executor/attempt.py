@@ -267,7 +267,9 @@ class Attempt:
         ):
             job = EngineJob(spec.workflow_json, input_dir, models, weights)
             started = time.perf_counter()
-            async with UsageMeter(deps.engine.device) as meter:
+            # A comfyui engine runs the workflow in ComfyUI's process, not this one.
+            in_process = deps.engine.name == "native"
+            async with UsageMeter(deps.engine.device, in_process=in_process) as meter:
                 result = await self._run_engine(job)
             seconds = time.perf_counter() - started
         uploaded = await self._upload(result.files)

@@ -1,8 +1,10 @@
 """The machine the executor runs on: its device, memory and utilisation during a run.
 
-Peak memory means peak *device* memory: on CUDA, torch's allocator peak for the run; on CPU,
-how far the process's resident set rose above where it stood when the run began (sampled, so a
-spike shorter than the sampling interval can be missed).
+Peak memory means peak *device* memory: on CUDA, torch's allocator peak for the run when the
+engine runs in this process (native), or how far the device's used memory rose when another
+process runs the workflow (a ComfyUI); on CPU, how far the process's resident set rose above
+where it stood when the run began. Rises are sampled, so a spike shorter than the sampling
+interval can be missed. Nothing here touches CUDA on a CPU executor.
 """
 
 from __future__ import annotations
@@ -76,45 +78,63 @@ class RunUsage:
     gpu_utilization: float
 
 
-class UsageMeter:
-    """Measures one run: ``async with UsageMeter(device) as meter: ...; meter.usage()``."""
+def _device_used_bytes(device: str) -> int:
+    """Memory in use on a CUDA device by every process, as the driver counts it."""
+    free, total = torch.cuda.mem_get_info(torch.device(device))
+    return int(total - free)
 
-    def __init__(self, device: str) -> None:
+
+class UsageMeter:
+    """Measures one run: ``async with UsageMeter(device) as meter: ...; meter.usage()``.
+
+    ``in_process`` is False for an engine whose workflows run in another process (comfyui):
+    torch's allocator here would not see their memory, the device's counters do.
+    """
+
+    def __init__(self, device: str, *, in_process: bool = True) -> None:
         self.device = device
-        self._baseline_rss = 0
-        self._peak_rss = 0
+        self._on_cuda = device.startswith("cuda")
+        self._allocator = self._on_cuda and in_process
+        self._device_wide = self._on_cuda and not in_process
+        self._baseline = 0
+        self._peak = 0
         self._utilization: list[float] = []
         self._task: asyncio.Task[None] | None = None
 
     async def __aenter__(self) -> UsageMeter:
-        if self.device.startswith("cuda"):
+        if self._allocator:
             torch.cuda.reset_peak_memory_stats(torch.device(self.device))
-        self._baseline_rss = self._peak_rss = _rss_bytes()
-        self._task = asyncio.create_task(self._sample())
+        self._baseline = self._peak = self._used()
+        self._task = asyncio.create_task(self._sampling())
         return self
+
+    def _used(self) -> int:
+        return _device_used_bytes(self.device) if self._device_wide else _rss_bytes()
 
     async def __aexit__(self, *exc: object) -> None:
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-        self._take_sample()
+        self.sample()
 
-    async def _sample(self) -> None:
+    async def _sampling(self) -> None:
         while True:
-            self._take_sample()
+            self.sample()
             await asyncio.sleep(SAMPLE_INTERVAL_S)
 
-    def _take_sample(self) -> None:
-        self._peak_rss = max(self._peak_rss, _rss_bytes())
+    def sample(self) -> None:
+        """Takes one sample now (the meter also samples on its own while the run lasts)."""
+        if not self._allocator:
+            self._peak = max(self._peak, self._used())
         utilization = _gpu_utilization(self.device)
         if utilization is not None:
             self._utilization.append(utilization)
 
     def usage(self) -> RunUsage:
-        if self.device.startswith("cuda"):
+        if self._allocator:
             memory = int(torch.cuda.max_memory_allocated(torch.device(self.device)))
         else:
-            memory = self._peak_rss - self._baseline_rss
+            memory = max(self._peak - self._baseline, 0)
         samples = self._utilization
         return RunUsage(memory, sum(samples) / len(samples) if samples else 0.0)
