@@ -10,8 +10,17 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import grpc
+from aiohttp import web
+
 from comfyfleet.common.db import open_pool
-from comfyfleet.common.grpcserver import RunningServer, channel, registration, serve
+from comfyfleet.common.grpcserver import (
+    Registration,
+    RunningServer,
+    channel,
+    registration,
+    serve,
+)
 from comfyfleet.executions.v1 import executions_pb2_grpc
 from comfyfleet.models.v1 import models_pb2_grpc
 from comfyfleet.tenants.v1 import tenants_pb2_grpc
@@ -22,7 +31,7 @@ from services.gateway.bootstrap import ensure_admin_key
 from services.gateway.config import Config
 from services.gateway.fetch import FetchSettings, InputFetcher
 from services.gateway.idempotency import Ledger
-from services.gateway.readiness import database_check, grpc_health_check, ready_handler
+from services.gateway.readiness import Check, database_check, grpc_health_check, ready_handler
 from services.gateway.rest import RestOptions, RunningRest, build_rest_app, serve_rest
 from services.gateway.servicer import ExecutionsServicer, ModelsServicer, WebhooksServicer
 from services.gateway.tenant_servicer import TenantsServicer
@@ -58,71 +67,74 @@ async def build_gateway(cfg: Config) -> AsyncIterator[Gateway]:
     async with AsyncExitStack() as stack:
         pool = await stack.enter_async_context(open_pool(cfg.database.url, "gateway", MIGRATIONS))
         store = TenantStore(pool)
-        ledger = Ledger(pool)
         if cfg.admin_key_file:
             await ensure_admin_key(store, Path(cfg.admin_key_file), cfg.bootstrap_tenant)
-        auth = Authenticator(
-            store,
-            cache_ttl_s=cfg.key_cache_ttl_s,
-            default_rate=cfg.limits.rate,
-            tokens=JwksVerifier(cfg.jwt) if cfg.jwt else None,
-        )
         fetcher = await stack.enter_async_context(InputFetcher.open(_fetch_settings(cfg)))
-        peers = {
-            "scheduler": cfg.scheduler_addr,
-            "models": cfg.models_addr,
-            "webhook": cfg.webhook_addr,
-        }
-        channels = {name: channel(addr) for name, addr in peers.items()}
-        for ch in channels.values():
-            stack.push_async_callback(ch.close)
-        registrations = [
-            registration(
-                ExecutionsServicer(
-                    auth,
-                    ledger,
-                    executions_pb2_grpc.ExecutionServiceStub(channels["scheduler"]),
-                    NATIVE_CATALOG,
-                    fetcher,
-                ),
-                executions_pb2_grpc,
-                "ExecutionService",
-            ),
-            registration(TenantsServicer(auth, ledger, store), tenants_pb2_grpc, "TenantService"),
-            registration(
-                WebhooksServicer(
-                    auth, ledger, webhooks_pb2_grpc.WebhookServiceStub(channels["webhook"])
-                ),
-                webhooks_pb2_grpc,
-                "WebhookService",
-            ),
-            registration(
-                ModelsServicer(auth, models_pb2_grpc.ModelServiceStub(channels["models"])),
-                models_pb2_grpc,
-                "ModelService",
-            ),
-        ]
+        channels = _peer_channels(cfg, stack)
         server = await stack.enter_async_context(
             serve(
                 cfg.grpc_addr,
-                registrations,
+                _registrations(cfg, store, Ledger(pool), channels, fetcher),
                 grace=cfg.shutdown_grace_s,
                 max_receive_bytes=cfg.limits.max_request_bytes,
             )
         )
-        # REST is a client of our own gRPC server, as grpc-gateway is: one code path for both.
-        app = build_rest_app(
-            f"127.0.0.1:{server.port}",
-            PUBLIC_SERVICES,
-            options=RestOptions(max_body_bytes=cfg.limits.max_request_bytes),
-        )
         checks = {"database": database_check(pool)}
         checks.update({name: grpc_health_check(ch) for name, ch in channels.items()})
-        app.router.add_get("/ready", ready_handler(checks, cfg.ready_timeout_s))
+        app = _rest_app(cfg, server.port, checks)
         rest = await stack.enter_async_context(serve_rest(cfg.rest_addr, app))
-        pruner = asyncio.create_task(_prune_forever(ledger, cfg.idempotency_retention_s))
+        pruner = asyncio.create_task(_prune_forever(Ledger(pool), cfg.idempotency_retention_s))
         stack.push_async_callback(_cancel, pruner)
         yield Gateway(server, rest, store)
+
+
+def _peer_channels(cfg: Config, stack: AsyncExitStack) -> dict[str, grpc.aio.Channel]:
+    """One channel per internal service, closed with the gateway."""
+    peers = {"scheduler": cfg.scheduler_addr, "models": cfg.models_addr}
+    peers["webhook"] = cfg.webhook_addr
+    channels = {name: channel(addr) for name, addr in peers.items()}
+    for ch in channels.values():
+        stack.push_async_callback(ch.close)
+    return channels
+
+
+def _registrations(
+    cfg: Config,
+    store: TenantStore,
+    ledger: Ledger,
+    channels: dict[str, grpc.aio.Channel],
+    fetcher: InputFetcher,
+) -> list[Registration]:
+    auth = Authenticator(
+        store,
+        cache_ttl_s=cfg.key_cache_ttl_s,
+        default_rate=cfg.limits.rate,
+        tokens=JwksVerifier(cfg.jwt) if cfg.jwt else None,
+    )
+    scheduler = executions_pb2_grpc.ExecutionServiceStub(channels["scheduler"])
+    webhooks = webhooks_pb2_grpc.WebhookServiceStub(channels["webhook"])
+    models = models_pb2_grpc.ModelServiceStub(channels["models"])
+    return [
+        registration(
+            ExecutionsServicer(auth, ledger, scheduler, NATIVE_CATALOG, fetcher),
+            executions_pb2_grpc,
+            "ExecutionService",
+        ),
+        registration(TenantsServicer(auth, ledger, store), tenants_pb2_grpc, "TenantService"),
+        registration(WebhooksServicer(auth, ledger, webhooks), webhooks_pb2_grpc, "WebhookService"),
+        registration(ModelsServicer(auth, models), models_pb2_grpc, "ModelService"),
+    ]
+
+
+def _rest_app(cfg: Config, grpc_port: int, checks: dict[str, Check]) -> web.Application:
+    # REST is a client of our own gRPC server, as grpc-gateway is: one code path for both.
+    app = build_rest_app(
+        f"127.0.0.1:{grpc_port}",
+        PUBLIC_SERVICES,
+        options=RestOptions(max_body_bytes=cfg.limits.max_request_bytes),
+    )
+    app.router.add_get("/ready", ready_handler(checks, cfg.ready_timeout_s))
+    return app
 
 
 async def _cancel(task: asyncio.Task[None]) -> None:

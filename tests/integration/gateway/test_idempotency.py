@@ -9,6 +9,7 @@ from grpc_status import rpc_status
 
 from comfyfleet.common.errors import error_info
 from comfyfleet.tenants.v1 import tenants_pb2
+from services.gateway.idempotency import Ledger
 from tests.integration.gateway.conftest import Gw
 
 
@@ -88,3 +89,16 @@ async def test_the_same_request_id_in_two_tenants_is_two_requests(gw: Gw) -> Non
     made_a = await gw.tenants.CreateApiKey(request, metadata=key_a)
     made_b = await gw.tenants.CreateApiKey(request, metadata=key_b)
     assert made_a.api_key.tenant_id == a.id and made_b.api_key.tenant_id == b.id
+
+
+async def test_request_ids_older_than_the_retention_are_forgotten(gw: Gw) -> None:
+    ledger = Ledger(gw.gateway.store.pool)
+    first = await gw.tenants.CreateTenant(create("old", "r-old"), metadata=gw.admin)
+    admin_tenant = (
+        await gw.tenants.GetTenant(tenants_pb2.GetTenantRequest(id="-"), metadata=gw.admin)
+    ).id
+    assert await ledger.prune(3600.0) == 0
+    entry = await ledger.find(admin_tenant, "CreateTenant", "r-old")
+    assert entry is not None and entry.resource_id == first.id
+    assert await ledger.prune(0.0) == 1
+    assert await ledger.find(admin_tenant, "CreateTenant", "r-old") is None
