@@ -18,6 +18,7 @@ here, so its order is arbitrary). Every problem of every node is reported, each 
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -727,3 +728,17 @@ def _validate_output(validator: _Validator, output_id: str) -> _Outcome:
 def describe(issues: Sequence[ValidationIssue]) -> str:
     """A one-line human summary of ``issues`` (for logs and error messages)."""
     return "; ".join(f"{i.field}: {i.description}" for i in issues)
+
+
+#: ``google.rpc.ErrorInfo`` metadata keys that carry ComfyUI's answer to a refused workflow
+#: (JSON text), so that the REST front can give clients ComfyUI's ``node_errors`` object.
+COMFYUI_NODE_ERRORS = "comfyui_node_errors"
+COMFYUI_ERROR = "comfyui_error"
+
+
+def comfy_error_metadata(body: Mapping[str, Any]) -> dict[str, str]:
+    """ErrorInfo metadata for ComfyUI's ``POST /prompt`` answer ``{"error", "node_errors"}``."""
+    metadata = {COMFYUI_NODE_ERRORS: json.dumps(body.get("node_errors", {}))}
+    if "error" in body:
+        metadata[COMFYUI_ERROR] = json.dumps(body["error"])
+    return metadata

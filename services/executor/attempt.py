@@ -35,6 +35,7 @@ from comfyfleet.common.errors import (
 )
 from comfyfleet.workflow.io import UnsafePathError, safe_relative
 from comfyfleet.workflow.runner import CancelToken
+from comfyfleet.workflow.validate import comfy_error_metadata
 from services.executor.engine import (
     Engine,
     EngineJob,
@@ -388,7 +389,13 @@ def failure_of(err: BaseException) -> ComfyfleetError:
     if isinstance(err, NodeRaised):
         return _node_failure(err)
     if isinstance(err, WorkflowRejected):
-        return InvalidArgument(err.message, err.violations, reason="WORKFLOW_INVALID")
+        # ComfyUI's own answer goes along, as the gateway's checks send it, so REST clients
+        # get its ``node_errors`` object.
+        body = err.comfy_body
+        metadata = comfy_error_metadata(body) if body is not None else None
+        return InvalidArgument(
+            err.message, err.violations, reason="WORKFLOW_INVALID", metadata=metadata
+        )
     if isinstance(err, RunInterrupted):
         return Cancelled("the run was interrupted")
     if isinstance(err, OSError):

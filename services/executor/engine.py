@@ -98,12 +98,22 @@ class EngineError(Exception):
 
 
 class WorkflowRejected(EngineError):
-    """The workflow does not validate against the engine's nodes."""
+    """The workflow does not validate against the engine's nodes.
 
-    def __init__(self, message: str, violations: Sequence[FieldViolation] = ()) -> None:
+    ``comfy_body`` is ComfyUI's ``POST /prompt`` answer (``{"error", "node_errors"}``) when
+    known, passed on so clients get the ``node_errors`` object they know from ComfyUI.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        violations: Sequence[FieldViolation] = (),
+        comfy_body: Mapping[str, Any] | None = None,
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.violations = tuple(violations)
+        self.comfy_body = comfy_body
 
 
 class NodeRaised(EngineError):
@@ -329,4 +339,5 @@ def _rejected(validation: ValidationResult | None) -> WorkflowRejected:
     violations = [
         FieldViolation(v.field, v.description, v.reason) for v in validation.field_violations()
     ]
-    return WorkflowRejected(f"the workflow is invalid: {describe(validation.issues)}", violations)
+    message = f"the workflow is invalid: {describe(validation.issues)}"
+    return WorkflowRejected(message, violations, validation.comfy_body())

@@ -58,7 +58,7 @@ def rejection(body: Any) -> WorkflowRejected:
     if not violations:
         violations = [_prompt_violation(error)]
     summary = "; ".join(f"{v.field}: {v.description}" for v in violations)
-    return WorkflowRejected(f"the workflow is invalid: {summary}", violations)
+    return WorkflowRejected(f"the workflow is invalid: {summary}", violations, body or None)
 
 
 def _node_violations(node_errors: Any) -> list[FieldViolation]:

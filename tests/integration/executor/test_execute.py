@@ -5,8 +5,10 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+from typing import Any
 
 import numpy as np
+import pytest
 from google.rpc import code_pb2
 from PIL import Image
 
@@ -138,6 +140,37 @@ async def test_an_invalid_workflow_fails_for_good_with_field_violations(
     assert failed.retryable is False
     assert failed.error.code == code_pb2.INVALID_ARGUMENT
     assert field_violations(failed.error)
+
+
+INVALID = ["invalid_unknown_class", "invalid_missing_link", "invalid_multi_validation"]
+
+
+@pytest.mark.parametrize("name", INVALID)
+async def test_a_refusal_carries_comfyuis_answer_for_rest_clients(
+    executor: ExecutorUnderTest, store: ObjectStore, name: str
+) -> None:
+    expected = json.loads((comfyui_ref() / "invalid_responses.json").read_text())
+    answer = expected[f"{name}.json"]["body"]
+    job = await make_job(store, workflow_text(name))
+
+    updates = await collect(executor.stub, job.request)
+
+    failed = updates[-1].failed
+    assert failed.error.code == code_pb2.INVALID_ARGUMENT
+    info = error_info(failed.error)
+    assert info is not None and info.reason == "WORKFLOW_INVALID"
+    assert json.loads(info.metadata["comfyui_error"]) == answer["error"]
+    node_errors = json.loads(info.metadata["comfyui_node_errors"])
+    assert without_traceback(node_errors) == without_traceback(answer["node_errors"])
+
+
+def without_traceback(body: Any) -> Any:
+    """ComfyUI's tracebacks point into its own source; they are not compared."""
+    if isinstance(body, dict):
+        return {k: without_traceback(v) for k, v in body.items() if k != "traceback"}
+    if isinstance(body, list):
+        return [without_traceback(v) for v in body]
+    return body
 
 
 async def test_more_outputs_than_slots_fails_for_good(

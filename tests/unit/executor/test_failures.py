@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from google.rpc import code_pb2
 
@@ -55,6 +57,20 @@ def test_a_rejected_workflow_is_invalid_argument_with_its_violations() -> None:
     assert err.retryable is False
     assert isinstance(err, InvalidArgument)
     assert field_violations(err.to_status()) == [violation]
+
+
+def test_a_rejection_with_comfyuis_answer_passes_it_on_as_error_info() -> None:
+    body = {
+        "error": {"type": "prompt_outputs_failed_validation", "message": "Prompt outputs failed"},
+        "node_errors": {"3": {"errors": [{"type": "value_not_in_list"}], "class_type": "X"}},
+    }
+    err = failure_of(WorkflowRejected("the workflow is invalid", (), body))
+
+    info = error_info(err.to_status())
+    assert info is not None
+    assert json.loads(info.metadata["comfyui_node_errors"]) == body["node_errors"]
+    assert json.loads(info.metadata["comfyui_error"]) == body["error"]
+    assert "comfyui_node_errors" not in failure_of(WorkflowRejected("bad")).metadata
 
 
 @pytest.mark.parametrize(

@@ -261,6 +261,8 @@ def test_a_rejection_names_each_bad_input() -> None:
     ]
     assert error.violations[1].description == "Value 0 smaller than min of 1: width"
     assert error.message.startswith('the workflow is invalid: workflow["2"].inputs.images: ')
+    # ComfyUI's answer goes along, for REST clients' node_errors.
+    assert error.comfy_body == invalid("invalid_multi_validation.json")["body"]
 
 
 def test_a_prompt_level_rejection_names_its_node() -> None:
