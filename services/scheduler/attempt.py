@@ -6,6 +6,8 @@ import asyncio
 import contextlib
 import logging
 import mimetypes
+import time
+from collections.abc import Callable
 
 from google.protobuf import duration_pb2
 from google.rpc import code_pb2, status_pb2
@@ -13,10 +15,12 @@ from google.rpc import code_pb2, status_pb2
 from comfyfleet.common.errors import Internal, Unavailable
 from comfyfleet.common.storage import ObjectStore, output_key
 from comfyfleet.executor.v1 import executor_pb2
+from services.scheduler.breaker import AttemptPermit
 from services.scheduler.config import SchedulerSettings
 from services.scheduler.executors import ExecutorRegistry
-from services.scheduler.providers.base import Provider, ProviderError
+from services.scheduler.providers.base import ProviderError, Providers
 from services.scheduler.records import Dispatch, OutputRecord
+from services.scheduler.routing import RunTimes
 from services.scheduler.store import ExecutionStore, Fenced
 
 log = logging.getLogger(__name__)
@@ -24,6 +28,37 @@ log = logging.getLogger(__name__)
 
 class OutputsMissing(Exception):
     """The executor reported outputs that are not where it says it put them."""
+
+
+class Verdict:
+    """What one attempt tells its circuit breakers: one call, judged when the executor
+    starts the attempt or when it fails first; an infrastructure failure after the start
+    turns it into a failed call. Workflow errors are the provider doing its job."""
+
+    def __init__(self, permit: AttemptPermit | None, clock: Callable[[], float]) -> None:
+        self.permit = permit
+        self.clock = clock
+        self.began = clock()
+
+    def _elapsed(self) -> float:
+        return self.clock() - self.began
+
+    def started(self) -> None:
+        if self.permit is not None and not self.permit.settled:
+            self.permit.success(self._elapsed())
+
+    def fine(self) -> None:
+        """The attempt ended without infrastructure trouble."""
+        self.started()
+
+    def broke(self) -> None:
+        if self.permit is not None:
+            self.permit.failure(self._elapsed())
+
+    def dropped(self) -> None:
+        """Cancelled, or lost by this runner: the outcome says nothing about the executor."""
+        if self.permit is not None:
+            self.permit.release()
 
 
 class AttemptRunner:
@@ -34,25 +69,33 @@ class AttemptRunner:
         self,
         store: ExecutionStore,
         registry: ExecutorRegistry,
-        provider: Provider,
+        providers: Providers,
         objects: ObjectStore,
         settings: SchedulerSettings,
+        run_times: RunTimes | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.store = store
         self.registry = registry
-        self.provider = provider
+        self.providers = providers
         self.objects = objects
         self.settings = settings
+        self.run_times = run_times or RunTimes()
+        self.clock = clock
 
     async def run(self, dispatch: Dispatch) -> None:
         fence = Fenced(dispatch.record.id, dispatch.attempt)
-        follow = asyncio.create_task(self._follow(fence, dispatch), name=f"attempt {fence}")
+        verdict = Verdict(dispatch.permit, self.clock)
+        follow = asyncio.create_task(
+            self._follow(fence, dispatch, verdict), name=f"attempt {fence}"
+        )
         try:
             await self._keep_lease(fence, follow)
         finally:
             follow.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await follow
+            verdict.dropped()
 
     async def _keep_lease(self, fence: Fenced, follow: asyncio.Task[None]) -> None:
         """Renews the lease while the executor heartbeats; drops the stream once the attempt
@@ -72,62 +115,87 @@ class AttemptRunner:
                 log.info("%s is no longer current; leaving its stream", fence)
                 return
 
-    async def _follow(self, fence: Fenced, dispatch: Dispatch) -> None:
+    async def _follow(self, fence: Fenced, dispatch: Dispatch, verdict: Verdict) -> None:
         try:
             request = self._request(dispatch)
+            provider = self.providers.of(dispatch.placement)
             async with contextlib.aclosing(
-                self.provider.execute(dispatch.placement, request)
+                provider.execute(dispatch.placement, request)
             ) as updates:
                 async for update in updates:
-                    if not await self._apply(fence, dispatch.record.tenant, update):
+                    if not await self._apply(fence, dispatch, update, verdict):
                         return
+            verdict.broke()
             await self._infrastructure(
                 fence, "the executor ended the stream without a result", "EXECUTOR_STREAM_ENDED"
             )
         except ProviderError as err:
-            await self._provider_failed(fence, dispatch, err)
+            await self._provider_failed(fence, dispatch, err, verdict)
         except Exception:
             # The database or storage failed under us: the lease runs out and the reaper
             # turns this attempt into a retry.
             log.exception("following %s failed", fence)
 
-    async def _provider_failed(self, fence: Fenced, dispatch: Dispatch, err: ProviderError) -> None:
+    async def _provider_failed(
+        self, fence: Fenced, dispatch: Dispatch, err: ProviderError, verdict: Verdict
+    ) -> None:
         if err.unreachable:
             # Not reachable at all: stop sending it work until it heartbeats again.
             placement = dispatch.placement
             await self.registry.forget(placement.executor_id, placement.address)
         if err.workflow_error:
+            verdict.fine()
             await self.store.workflow_failed(fence, err.status)
         else:
+            verdict.broke()
             await self.store.infrastructure_failure(fence, err.status)
 
-    async def _apply(self, fence: Fenced, tenant: str, update: executor_pb2.ExecuteUpdate) -> bool:
+    async def _apply(
+        self,
+        fence: Fenced,
+        dispatch: Dispatch,
+        update: executor_pb2.ExecuteUpdate,
+        verdict: Verdict,
+    ) -> bool:
         """Records one update; False when the attempt is over for this runner."""
         kind = update.WhichOneof("update")
         if kind == "started":
+            verdict.started()
             return await self.store.started(fence, self.settings.lease_s)
         if kind == "node":
             return await self.store.progress(fence, update.node.progress, self.settings.lease_s)
         if kind == "completed":
-            await self._completed(fence, tenant, update.completed)
+            await self._completed(fence, dispatch, update.completed, verdict)
             return False
         if kind == "failed":
             error = _reason(update.failed)
             if update.failed.retryable:
+                verdict.broke()
                 await self.store.infrastructure_failure(fence, error)
             else:
+                verdict.fine()
                 await self.store.workflow_failed(fence, error)
             return False
         return True  # an update kind newer than this scheduler: nothing to record
 
     async def _completed(
-        self, fence: Fenced, tenant: str, completed: executor_pb2.Completed
+        self,
+        fence: Fenced,
+        dispatch: Dispatch,
+        completed: executor_pb2.Completed,
+        verdict: Verdict,
     ) -> None:
         try:
-            outputs = await self._outputs(fence, tenant, completed)
+            outputs = await self._outputs(fence, dispatch.record.tenant, completed)
         except OutputsMissing as err:
+            verdict.broke()
             await self._infrastructure(fence, str(err), "OUTPUT_MISSING")
             return
+        verdict.fine()
+        placement = dispatch.placement
+        self.run_times.observe(
+            placement.executor_id, placement.gpu_name, completed.metrics.execution_time_seconds
+        )
         await self.store.succeeded(fence, outputs, completed.metrics)
 
     async def _outputs(

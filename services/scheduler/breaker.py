@@ -1,9 +1,9 @@
 """Circuit breakers: pure state machines over a sliding window of call outcomes.
 
-A breaker guards one provider or one executor. A *call* is one attempt handed to it, decided
+A breaker guards one provider or one executor. A *call* is one attempt handed to it, judged
 at the first decisive moment: the executor starts the attempt (a success, or a slow call when
 starting took longer than ``slow_call_s``), or the attempt fails before it starts. An executor
-that breaks an attempt it had already started counts one more failed call. Only
+that later breaks an attempt it had started turns that call into a failure. Only
 infrastructure failures count as failures: a workflow error means the provider did its job.
 
 States, as in Resilience4j:
@@ -113,14 +113,22 @@ class Snapshot:
 
 
 @dataclass
+class _Call:
+    at: float
+    failed: bool
+    slow: bool
+
+
+@dataclass
 class Permit:
-    """Leave to make one call, to be settled once with ``success``, ``failure`` or
-    ``release``."""
+    """Leave to make one call, settled with ``success``, ``failure`` or ``release``; a
+    success may later be turned into a failure with ``failure``."""
 
     breaker: CircuitBreaker
     epoch: int
     probe: bool
     settled: bool = False
+    call: _Call | None = None
 
     def success(self, duration_s: float) -> None:
         self.breaker.settle(self, failed=False, duration_s=duration_s)
@@ -131,13 +139,6 @@ class Permit:
     def release(self) -> None:
         """The call did not happen, or its outcome says nothing about the breaker's target."""
         self.breaker.release(self)
-
-
-@dataclass(frozen=True)
-class _Call:
-    at: float
-    failed: bool
-    slow: bool
 
 
 @dataclass
@@ -204,22 +205,37 @@ class CircuitBreaker:
     # ---- outcomes -------------------------------------------------------------------------
 
     def settle(self, permit: Permit, *, failed: bool, duration_s: float) -> None:
-        """Records a call's outcome. A permit settled before (the attempt started, then its
-        executor broke it) adds a failed call of its own."""
-        again = permit.settled
-        permit.settled = True
-        if not again:
-            self._unsettled -= 1
-        call = _Call(self.clock(), failed, duration_s > self.policy.slow_call_s)
+        """Records a call's outcome, once; a failure after a success turns the call bad (the
+        attempt started, then its executor broke it)."""
         self._refresh()
-        current = permit.epoch == self.epoch
-        if permit.probe and current and not again:
+        if permit.settled:
+            if failed and permit.call is not None and not permit.call.failed:
+                self._turned_bad(permit, permit.call)
+            return
+        permit.settled = True
+        self._unsettled -= 1
+        call = _Call(self.clock(), failed, duration_s > self.policy.slow_call_s)
+        permit.call = call
+        if permit.epoch != self.epoch:
+            return  # admitted under an earlier state: it decides nothing now
+        if permit.probe:
             self._probes_out -= 1
-            self._probe_result(call)
-        elif self.state is BreakerState.HALF_OPEN and current and failed:
-            self._move(BreakerState.OPEN, "a probed target broke an attempt it had started")
-        elif self.state is BreakerState.CLOSED and (current or (again and failed)):
+            self._probe_results.append(call)
+            self._judge_probes()
+        elif self.state is BreakerState.CLOSED:
             self._window.append(call)
+            self._check_window()
+
+    def _turned_bad(self, permit: Permit, call: _Call) -> None:
+        call.failed = True
+        if permit.epoch == self.epoch:
+            if self.state is BreakerState.HALF_OPEN:
+                self._judge_probes()
+            else:
+                self._check_window()  # a call that left the window changes nothing
+        elif self.state is BreakerState.CLOSED:
+            # The state moved on since the call was judged: count its failure as news.
+            self._window.append(_Call(self.clock(), True, False))
             self._check_window()
 
     def release(self, permit: Permit) -> None:
@@ -254,9 +270,15 @@ class CircuitBreaker:
 
     @property
     def idle(self) -> bool:
-        """Closed, nothing in its window and no call under way: forgetting it loses nothing."""
+        """Closed for a whole window, with nothing in it and no call under way: forgetting
+        it loses nothing worth showing."""
         self._refresh()
-        return self.state is BreakerState.CLOSED and not self._window and not self._unsettled
+        return (
+            self.state is BreakerState.CLOSED
+            and not self._window
+            and not self._unsettled
+            and self.clock() - self._since >= self.policy.window_s
+        )
 
     # ---- the state machine ----------------------------------------------------------------
 
@@ -283,8 +305,7 @@ class CircuitBreaker:
         if reason is not None:
             self._move(BreakerState.OPEN, f"{reason} in the last {self.policy.window_s:g}s")
 
-    def _probe_result(self, call: _Call) -> None:
-        self._probe_results.append(call)
+    def _judge_probes(self) -> None:
         probes = self.policy.half_open_probes
         failures = sum(c.failed for c in self._probe_results)
         slow = sum(c.slow for c in self._probe_results)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from comfyfleet.common.config import (
     ConfigError,
@@ -13,6 +14,59 @@ from comfyfleet.common.config import (
     env_int,
     env_str,
 )
+from services.scheduler.breaker import BreakerPolicy
+from services.scheduler.cost import DEFAULT_PRICES, PriceTable
+
+# A provider sees many attempts: judge it on enough of them, and probe it with a few.
+PROVIDER_BREAKER = BreakerPolicy(
+    window_s=120.0,
+    minimum_calls=10,
+    failure_rate=0.5,
+    slow_call_s=180.0,
+    slow_call_rate=0.8,
+    open_wait_s=30.0,
+    half_open_probes=3,
+)
+# One executor sees few attempts a minute: a longer window, and one probe at a time.
+EXECUTOR_BREAKER = BreakerPolicy(
+    window_s=300.0,
+    minimum_calls=5,
+    failure_rate=0.5,
+    slow_call_s=180.0,
+    slow_call_rate=0.8,
+    open_wait_s=60.0,
+    half_open_probes=1,
+)
+
+
+def breaker_from_env(prefix: str, d: BreakerPolicy) -> BreakerPolicy:
+    """``COMFYFLEET_<prefix>_WINDOW_S``, ``_MINIMUM_CALLS``, ``_FAILURE_RATE``,
+    ``_SLOW_CALL_S``, ``_SLOW_CALL_RATE``, ``_OPEN_WAIT_S``, ``_HALF_OPEN_PROBES``,
+    ``_HALF_OPEN_MAX_S``."""
+    return BreakerPolicy(
+        window_s=env_float(f"{prefix}_WINDOW_S", d.window_s),
+        minimum_calls=env_int(f"{prefix}_MINIMUM_CALLS", d.minimum_calls),
+        failure_rate=env_float(f"{prefix}_FAILURE_RATE", d.failure_rate),
+        slow_call_s=env_float(f"{prefix}_SLOW_CALL_S", d.slow_call_s),
+        slow_call_rate=env_float(f"{prefix}_SLOW_CALL_RATE", d.slow_call_rate),
+        open_wait_s=env_float(f"{prefix}_OPEN_WAIT_S", d.open_wait_s),
+        half_open_probes=env_int(f"{prefix}_HALF_OPEN_PROBES", d.half_open_probes),
+        half_open_max_s=env_float(f"{prefix}_HALF_OPEN_MAX_S", d.half_open_max_s),
+    )
+
+
+def _prices_from_env(default: PriceTable) -> PriceTable:
+    """``COMFYFLEET_SCHEDULER_PRICES``: the price table as JSON text, or ``@<path>`` of a
+    JSON file (see ``PriceTable.parse``)."""
+    raw = env_str("SCHEDULER_PRICES", "")
+    if not raw:
+        return default
+    if raw.startswith("@"):
+        try:
+            raw = Path(raw[1:]).read_text()
+        except OSError as err:
+            raise ConfigError(f"COMFYFLEET_SCHEDULER_PRICES: {err}") from None
+    return PriceTable.parse(raw)
 
 
 @dataclass(frozen=True)
@@ -53,6 +107,11 @@ class SchedulerSettings:
     cancel_timeout_s: float = 5.0
     # How long published outbox rows are kept (JetStream deduplicates within 2 minutes).
     outbox_retention_s: float = 3600.0
+    # Circuit breakers per provider and per executor.
+    provider_breaker: BreakerPolicy = PROVIDER_BREAKER
+    executor_breaker: BreakerPolicy = EXECUTOR_BREAKER
+    # What GPU time costs per provider and GPU type, with each provider's billing rounding.
+    prices: PriceTable = DEFAULT_PRICES
 
     def __post_init__(self) -> None:
         if self.max_attempts < 1 or self.max_attempts > self.max_attempts_limit:
@@ -103,6 +162,9 @@ class SchedulerSettings:
             shutdown_grace_s=env_float("SCHEDULER_SHUTDOWN_GRACE_S", d.shutdown_grace_s),
             cancel_timeout_s=env_float("SCHEDULER_CANCEL_TIMEOUT_S", d.cancel_timeout_s),
             outbox_retention_s=env_float("SCHEDULER_OUTBOX_RETENTION_S", d.outbox_retention_s),
+            provider_breaker=breaker_from_env("SCHEDULER_PROVIDER_BREAKER", d.provider_breaker),
+            executor_breaker=breaker_from_env("SCHEDULER_EXECUTOR_BREAKER", d.executor_breaker),
+            prices=_prices_from_env(d.prices),
         )
 
 
@@ -119,6 +181,8 @@ class Config:
     schema: str = "scheduler"
     # This replica's name, in logs and the NATS connection name.
     replica: str = "scheduler"
+    # The NATS subject circuit breaker changes are published on (CircuitBreakerEvent).
+    breaker_subject: str = "comfyfleet.scheduler.breakers"
 
     @classmethod
     def from_env(cls) -> Config:
@@ -130,4 +194,5 @@ class Config:
             settings=SchedulerSettings.from_env(),
             schema=env_str("SCHEDULER_SCHEMA", "scheduler"),
             replica=env_str("SCHEDULER_REPLICA", "scheduler"),
+            breaker_subject=env_str("SCHEDULER_BREAKER_SUBJECT", "comfyfleet.scheduler.breakers"),
         )

@@ -7,10 +7,11 @@ import contextlib
 import logging
 
 from services.scheduler.attempt import AttemptRunner
+from services.scheduler.breaker import Breakers
 from services.scheduler.config import SchedulerSettings
 from services.scheduler.journal import DISPATCH_KEY
 from services.scheduler.notify import Notifier, wait_any
-from services.scheduler.providers.base import Provider, ProviderError
+from services.scheduler.providers.base import ProviderError, Providers
 from services.scheduler.queue import Queue
 from services.scheduler.records import Placement
 
@@ -22,13 +23,15 @@ class Dispatcher:
         self,
         queue: Queue,
         runner: AttemptRunner,
-        provider: Provider,
+        providers: Providers,
         notifier: Notifier,
         settings: SchedulerSettings,
+        breakers: Breakers,
     ) -> None:
         self.queue = queue
         self.runner = runner
-        self.provider = provider
+        self.providers = providers
+        self.breakers = breakers
         self.notifier = notifier
         self.settings = settings
         self._attempts: dict[tuple[str, int], asyncio.Task[None]] = {}
@@ -76,16 +79,15 @@ class Dispatcher:
         return True
 
     async def _idle_s(self) -> float:
-        """Sleep until notified, the next retry backoff ends, or the poll interval passes."""
+        """Sleep until notified, the next retry backoff ends, an open breaker lets a probe
+        through, or the poll interval passes."""
+        self.breakers.prune()
         try:
             wake = await self.queue.next_wakeup_s()
         except Exception:
             wake = None
-        return (
-            self.settings.poll_interval_s
-            if wake is None
-            else min(wake, self.settings.poll_interval_s)
-        )
+        waits = [self.settings.poll_interval_s, wake, self.breakers.next_probe_in_s()]
+        return min(w for w in waits if w is not None)
 
     async def interrupt(self, placement: Placement, execution_id: str, attempt: int) -> None:
         """Best effort: stops following the attempt here and asks its executor to stop."""
@@ -93,7 +95,7 @@ class Dispatcher:
         if task is not None:
             task.cancel()
         try:
-            await self.provider.cancel(placement, execution_id, attempt)
+            await self.providers.of(placement).cancel(placement, execution_id, attempt)
         except ProviderError as err:
             log.info(
                 "cancelling %s/%d on %s failed: %s",

@@ -13,11 +13,13 @@ PROVIDERS = ("local", "ecs", "runpod")
 
 _UPSERT = """
 INSERT INTO executors (id, address, provider, engine, node_types, slots, busy_slots, gpu_name,
-    gpu_total_memory_bytes, gpu_free_memory_bytes, cached_models, registered_at, last_seen)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, now(), now())
+    gpu_total_memory_bytes, gpu_free_memory_bytes, cached_models, transport, registered_at,
+    last_seen)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, now(), now())
 ON CONFLICT (id) DO UPDATE SET address = $2, provider = $3, engine = $4, node_types = $5,
     slots = $6, busy_slots = $7, gpu_name = $8, gpu_total_memory_bytes = $9,
-    gpu_free_memory_bytes = $10, cached_models = $11, registered_at = now(), last_seen = now()
+    gpu_free_memory_bytes = $10, cached_models = $11, transport = $12, registered_at = now(),
+    last_seen = now()
 """
 
 _HEARTBEAT = """
@@ -58,8 +60,10 @@ class ExecutorRegistry:
         self.pool = pool
         self.journal = journal
 
-    async def register(self, executor: scheduler_pb2.Executor) -> None:
-        """Adds or refreshes an executor and wakes the dispatchers: it has free slots."""
+    async def register(self, executor: scheduler_pb2.Executor, transport: str = "grpc") -> None:
+        """Adds or refreshes an executor and wakes the dispatchers: it has free slots.
+        Executors that register over the API are reached over gRPC; the scheduler registers
+        the RunPod endpoints it is configured with itself."""
         check_registration(executor)
         async with self.pool.acquire() as conn, conn.transaction():
             await conn.execute(
@@ -70,6 +74,7 @@ class ExecutorRegistry:
                 executor.engine or "native",
                 sorted(set(executor.node_types)),
                 *_capacity(executor.capacity),
+                transport,
             )
             await self.journal.notify(conn, DISPATCH_KEY)
 

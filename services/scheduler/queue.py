@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import asyncpg
 
+from services.scheduler.breaker import AttemptPermit
 from services.scheduler.journal import Journal
 from services.scheduler.lifecycle import State, check_transition
 from services.scheduler.records import Dispatch, ExecutionRecord, InputRecord, Placement
+from services.scheduler.routing import FreeExecutor, Job, Router
 from services.scheduler.store import ACTIVE, WAITING
 from services.scheduler.views import EventType, build_event
 
@@ -27,7 +29,8 @@ FOR UPDATE SKIP LOCKED
 # Live executors with a free slot. Read before the queue: a claim then never sees an executor
 # that registered after work it does not see yet, so priority order holds.
 _FREE_EXECUTORS = f"""
-SELECT x.id, x.address, x.provider, x.node_types, x.slots, x.gpu_free_memory_bytes, b.busy
+SELECT x.id, x.address, x.provider, x.transport, x.node_types, x.slots, x.gpu_name,
+       x.gpu_free_memory_bytes, x.cached_models, b.busy
 FROM executors x
 CROSS JOIN LATERAL (SELECT count(*) AS busy FROM attempts a
                     WHERE a.executor_id = x.id AND a.state IN {ACTIVE}) b
@@ -36,42 +39,21 @@ WHERE x.last_seen > now() - make_interval(secs => $1) AND x.slots > b.busy
 
 
 @dataclass(frozen=True)
-class FreeExecutor:
-    placement: Placement
-    node_types: frozenset[str]
-    free_slots: int
-    slots: int
-    gpu_free_memory_bytes: int
-
-    def can_run(self, node_types: list[str]) -> bool:
-        """An executor that lists no node types runs anything."""
-        return not self.node_types or self.node_types.issuperset(node_types)
-
-
-def rank(
-    executors: list[FreeExecutor], node_types: list[str], failed_on: set[str]
-) -> list[FreeExecutor]:
-    """The executors that can run the workflow, best first: not one that already failed this
-    execution (a retry lands elsewhere when it can), then most free slots, then most free
-    device memory."""
-    able = [x for x in executors if x.can_run(node_types)]
-    return sorted(
-        able,
-        key=lambda x: (
-            x.placement.executor_id in failed_on,
-            -x.free_slots,
-            -x.gpu_free_memory_bytes,
-            x.placement.executor_id,
-        ),
-    )
-
-
-@dataclass(frozen=True)
 class QueueSlice:
     priority: int
     tenant: str
+    # The provider of the last attempt, for executions waiting for a retry; "" before any.
+    provider: str
     depth: int
     oldest_wait_s: float
+
+
+@dataclass(frozen=True)
+class ProviderLoad:
+    provider: str
+    executors: int
+    slots: int
+    busy_slots: int
 
 
 @dataclass(frozen=True)
@@ -80,31 +62,53 @@ class QueueStats:
     oldest_wait_s: float
     running: int
     slices: list[QueueSlice]
+    providers: list[ProviderLoad]
 
 
 class Queue:
     """Claims executions for executors, several replicas at once without double dispatch."""
 
-    def __init__(self, pool: asyncpg.Pool, journal: Journal, schema: str) -> None:
+    def __init__(self, pool: asyncpg.Pool, journal: Journal, schema: str, router: Router) -> None:
         self.pool = pool
         self.journal = journal
         self.schema = schema
+        self.router = router
 
     async def claim(
         self, *, tenant_cap: int, executor_lapse_s: float, lease_s: float, batch: int = 8
     ) -> Dispatch | None:
-        """Dispatches the first waiting execution that a free executor can take, if any."""
-        async with self.pool.acquire() as conn, conn.transaction():
-            executors = [_free(r) for r in await conn.fetch(_FREE_EXECUTORS, executor_lapse_s)]
-            if not executors:
-                return None
-            for row in await conn.fetch(_CANDIDATES, tenant_cap, batch):
-                record = ExecutionRecord.from_row(row)
-                if not await self._tenant_has_room(conn, record.tenant, tenant_cap):
-                    continue
-                placement = await self._place(conn, record, executors)
-                if placement is not None:
-                    return await self._dispatch(conn, record, placement, lease_s)
+        """Dispatches the first waiting execution that a free executor can take, if any.
+
+        The dispatch holds the breakers' permit; if the transaction fails after the permit
+        was taken, the permit is given back.
+        """
+        permit: AttemptPermit | None = None
+        try:
+            async with self.pool.acquire() as conn, conn.transaction():
+                found = await self._claim(conn, tenant_cap, executor_lapse_s, batch)
+                if found is None:
+                    return None
+                record, placement, permit = found
+                dispatch = await self._dispatch(conn, record, placement, lease_s)
+            return replace(dispatch, permit=permit)
+        except BaseException:
+            if permit is not None:
+                permit.release()
+            raise
+
+    async def _claim(
+        self, conn: asyncpg.Connection, tenant_cap: int, executor_lapse_s: float, batch: int
+    ) -> tuple[ExecutionRecord, Placement, AttemptPermit] | None:
+        executors = [_free(r) for r in await conn.fetch(_FREE_EXECUTORS, executor_lapse_s)]
+        if not executors:
+            return None
+        for row in await conn.fetch(_CANDIDATES, tenant_cap, batch):
+            record = ExecutionRecord.from_row(row)
+            if not await self._tenant_has_room(conn, record.tenant, tenant_cap):
+                continue
+            placed = await self._place(conn, record, executors)
+            if placed is not None:
+                return (record, *placed)
         return None
 
     async def _tenant_has_room(self, conn: asyncpg.Connection, tenant: str, cap: int) -> bool:
@@ -120,15 +124,20 @@ class Queue:
 
     async def _place(
         self, conn: asyncpg.Connection, record: ExecutionRecord, executors: list[FreeExecutor]
-    ) -> Placement | None:
+    ) -> tuple[Placement, AttemptPermit] | None:
+        """The best executor with a free slot whose breakers admit one more attempt."""
         failed_on = await conn.fetchval(
             "SELECT coalesce(array_agg(executor_id), '{}') FROM attempts"
             " WHERE execution_id = $1 AND state = 'FAILED'",
             record.id,
         )
-        for executor in rank(executors, record.node_types, set(failed_on)):
-            if await self._slot_free(conn, executor):
-                return executor.placement
+        job = Job(node_types=frozenset(record.node_types), failed_on=frozenset(failed_on))
+        for executor in self.router.candidates(executors, job):
+            if not await self._slot_free(conn, executor):
+                continue
+            permit = self.router.admit(executor.placement)
+            if permit is not None:
+                return executor.placement, permit
         return None
 
     async def _slot_free(self, conn: asyncpg.Connection, executor: FreeExecutor) -> bool:
@@ -156,12 +165,15 @@ class Queue:
         attempt = record.attempt + 1
         await conn.execute(
             "INSERT INTO attempts (execution_id, number, executor_id, executor_address,"
-            " provider, state, dispatched_at) VALUES ($1, $2, $3, $4, $5, 'DISPATCHED', now())",
+            " provider, transport, gpu_name, state, dispatched_at)"
+            " VALUES ($1, $2, $3, $4, $5, $6, $7, 'DISPATCHED', now())",
             record.id,
             attempt,
             placement.executor_id,
             placement.address,
             placement.provider,
+            placement.transport,
+            placement.gpu_name,
         )
         row = await conn.fetchrow(
             "UPDATE executions SET state = 'DISPATCHED', attempt = $2, executor_id = $3,"
@@ -181,18 +193,22 @@ class Queue:
         )
         return Dispatch(updated, attempt, placement, [InputRecord.from_row(r) for r in inputs])
 
-    async def stats(self) -> QueueStats:
+    async def stats(self, executor_lapse_s: float) -> QueueStats:
+        """Waiting executions by priority, tenant and provider; live executors' slots by
+        provider."""
         rows = await self.pool.fetch(
-            f"SELECT priority, tenant, count(*) AS depth,"
+            f"SELECT priority, tenant, coalesce(provider, '') AS provider, count(*) AS depth,"
             f" extract(epoch FROM now() - min(queued_since)) AS oldest"
             f" FROM executions WHERE state IN {WAITING}"
-            f" GROUP BY priority, tenant ORDER BY priority DESC, tenant"
+            f" GROUP BY priority, tenant, provider ORDER BY priority DESC, tenant, provider"
         )
         running = await self.pool.fetchval(
             f"SELECT count(*) FROM executions WHERE state IN {ACTIVE}"
         )
         slices = [
-            QueueSlice(r["priority"], r["tenant"], r["depth"], max(0.0, float(r["oldest"])))
+            QueueSlice(
+                r["priority"], r["tenant"], r["provider"], r["depth"], max(0.0, float(r["oldest"]))
+            )
             for r in rows
         ]
         return QueueStats(
@@ -200,7 +216,26 @@ class Queue:
             oldest_wait_s=max((s.oldest_wait_s for s in slices), default=0.0),
             running=running,
             slices=slices,
+            providers=await self._provider_loads(executor_lapse_s),
         )
+
+    async def _provider_loads(self, executor_lapse_s: float) -> list[ProviderLoad]:
+        rows = await self.pool.fetch(
+            f"""
+            SELECT x.provider, count(*) AS executors, sum(x.slots) AS slots,
+                   sum(b.busy) AS busy
+            FROM executors x
+            CROSS JOIN LATERAL (SELECT count(*) AS busy FROM attempts a
+                                WHERE a.executor_id = x.id AND a.state IN {ACTIVE}) b
+            WHERE x.last_seen > now() - make_interval(secs => $1)
+            GROUP BY x.provider ORDER BY x.provider
+            """,
+            executor_lapse_s,
+        )
+        return [
+            ProviderLoad(r["provider"], r["executors"], int(r["slots"]), int(r["busy"]))
+            for r in rows
+        ]
 
     async def next_wakeup_s(self) -> float | None:
         """Seconds until the earliest retry backoff ends, so the dispatcher sleeps no longer."""
@@ -213,9 +248,13 @@ class Queue:
 
 def _free(row: asyncpg.Record) -> FreeExecutor:
     return FreeExecutor(
-        placement=Placement(row["id"], row["address"], row["provider"]),
+        placement=Placement(
+            row["id"], row["address"], row["provider"], row["transport"], row["gpu_name"]
+        ),
         node_types=frozenset(row["node_types"]),
         free_slots=row["slots"] - row["busy"],
         slots=row["slots"],
+        gpu_name=row["gpu_name"],
         gpu_free_memory_bytes=row["gpu_free_memory_bytes"],
+        cached_models=frozenset(row["cached_models"]),
     )

@@ -11,6 +11,7 @@ import asyncpg
 from google.rpc import status_pb2
 
 from comfyfleet.executions.v1 import executions_pb2
+from services.scheduler.breaker import AttemptPermit
 from services.scheduler.lifecycle import State
 
 
@@ -126,21 +127,29 @@ class ExecutionView:
 
 @dataclass(frozen=True)
 class Placement:
-    """Where an attempt runs: an executor, how to reach it, and the provider it belongs to."""
+    """Where an attempt runs: an executor, how to reach it, and the provider it belongs to.
+
+    ``transport`` says how to talk to it: "grpc" for executors that registered themselves
+    (local and ECS), "runpod" for a RunPod serverless endpoint's REST API.
+    """
 
     executor_id: str
     address: str
     provider: str
+    transport: str = "grpc"
+    gpu_name: str = ""
 
 
 @dataclass(frozen=True)
 class Dispatch:
-    """A claimed execution and the attempt the dispatcher must now run."""
+    """A claimed execution and the attempt the dispatcher must now run, with the permit of
+    the circuit breakers that let it through (None where no breaker guards it)."""
 
     record: ExecutionRecord
     attempt: int
     placement: Placement
     inputs: list[InputRecord]
+    permit: AttemptPermit | None = None
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ from comfyfleet.common.storage import ObjectStore
 from comfyfleet.executions.v1 import executions_pb2_grpc
 from comfyfleet.scheduler.v1 import scheduler_pb2_grpc
 from services.scheduler.attempt import AttemptRunner
+from services.scheduler.breaker import Breakers
 from services.scheduler.config import Config
 from services.scheduler.dispatcher import Dispatcher
 from services.scheduler.executions import Executions
@@ -25,11 +26,14 @@ from services.scheduler.journal import Journal
 from services.scheduler.lifecycle import Backoff
 from services.scheduler.notify import Notifier
 from services.scheduler.outbox import OutboxRelay
+from services.scheduler.providers.base import Providers
 from services.scheduler.providers.local import LocalProvider
 from services.scheduler.queue import Queue
 from services.scheduler.reaper import Reaper
+from services.scheduler.routing import Router
 from services.scheduler.servicer import ExecutionServicer, SchedulerServicer
 from services.scheduler.store import ExecutionStore
+from services.scheduler.telemetry import BreakerTelemetry
 from services.scheduler.views import OutputLinks
 
 log = logging.getLogger(__name__)
@@ -47,6 +51,7 @@ class Scheduler:
     reaper: Reaper
     relay: OutboxRelay
     grace_s: float
+    breakers: Breakers
     _stop_claiming: asyncio.Event = field(default_factory=asyncio.Event)
     _stop_loops: asyncio.Event = field(default_factory=asyncio.Event)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
@@ -89,22 +94,30 @@ async def running_scheduler(cfg: Config) -> AsyncIterator[Scheduler]:
     objects = ObjectStore.from_config(cfg.s3)
     await objects.ensure_bucket()
     notifier = Notifier(f"{cfg.schema}_changes")
-    provider = LocalProvider(s.cancel_timeout_s)
+    providers = Providers({"grpc": LocalProvider(s.cancel_timeout_s)})
     async with (
         open_pool(cfg.database.url, cfg.schema, MIGRATIONS, max_size=20) as pool,
         connect_bus(cfg.nats, name=cfg.replica) as bus,
         notifier.listening(cfg.database.url),
-        contextlib.aclosing(provider),
+        contextlib.aclosing(providers),
     ):
+        telemetry = BreakerTelemetry(
+            cfg.replica, publish=bus.nc.publish, subject=cfg.breaker_subject
+        )
+        breakers = Breakers(
+            s.provider_breaker, s.executor_breaker, on_transition=telemetry.on_transition
+        )
+        telemetry.observe(breakers)
+        router = Router(breakers, s.prices)
         journal = Journal(bus.subject, notifier.channel)
         backoff = Backoff(s.backoff_base_s, s.backoff_max_s)
         store = ExecutionStore(
             pool, journal, backoff, OutputLinks(objects, s.event_output_url_ttl_s)
         )
-        queue = Queue(pool, journal, cfg.schema)
+        queue = Queue(pool, journal, cfg.schema, router)
         registry = ExecutorRegistry(pool, journal)
-        runner = AttemptRunner(store, registry, provider, objects, s)
-        dispatcher = Dispatcher(queue, runner, provider, notifier, s)
+        runner = AttemptRunner(store, registry, providers, objects, s, router.run_times)
+        dispatcher = Dispatcher(queue, runner, providers, notifier, s, breakers)
         executions = Executions(store, objects, dispatcher, notifier, s)
         servicers = [
             registration(
@@ -113,7 +126,9 @@ async def running_scheduler(cfg: Config) -> AsyncIterator[Scheduler]:
                 "ExecutionService",
             ),
             registration(
-                SchedulerServicer(registry, queue, s), scheduler_pb2_grpc, "SchedulerService"
+                SchedulerServicer(registry, queue, s, breakers, cfg.replica),
+                scheduler_pb2_grpc,
+                "SchedulerService",
             ),
         ]
         async with serve(cfg.grpc_addr, servicers, grace=s.shutdown_grace_s) as server:
@@ -131,6 +146,7 @@ async def running_scheduler(cfg: Config) -> AsyncIterator[Scheduler]:
                     retention_s=s.outbox_retention_s,
                 ),
                 grace_s=s.shutdown_grace_s,
+                breakers=breakers,
             )
             scheduler.start()
             log.info("scheduler %s serving on port %d", cfg.replica, server.port)
@@ -138,3 +154,4 @@ async def running_scheduler(cfg: Config) -> AsyncIterator[Scheduler]:
                 yield scheduler
             finally:
                 await scheduler.shutdown()
+                await telemetry.aclose()

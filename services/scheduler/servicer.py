@@ -4,19 +4,23 @@ comfyfleet.common.errors types and turned into statuses by the shared intercepto
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from typing import TypeAlias
 
 import grpc
 
 from comfyfleet.common.errors import FieldViolation, InvalidArgument
 from comfyfleet.common.tenancy import tenant_of
+from comfyfleet.common.timeutil import to_timestamp
 from comfyfleet.executions.v1 import executions_pb2, executions_pb2_grpc
 from comfyfleet.scheduler.v1 import scheduler_pb2, scheduler_pb2_grpc
+from services.scheduler.breaker import Breakers, Scope, Snapshot
 from services.scheduler.config import SchedulerSettings
 from services.scheduler.executions import Executions
 from services.scheduler.executors import ExecutorRegistry
 from services.scheduler.lifecycle import State
-from services.scheduler.queue import Queue
+from services.scheduler.queue import Queue, QueueStats
+from services.scheduler.telemetry import BREAKER_STATES, split_name
 from services.scheduler.views import OutputLinks, execution_proto, executor_proto, state_of
 
 Context: TypeAlias = grpc.aio.ServicerContext
@@ -84,14 +88,21 @@ class ExecutionServicer(executions_pb2_grpc.ExecutionServiceServicer):
 
 
 class SchedulerServicer(scheduler_pb2_grpc.SchedulerServiceServicer):
-    """Executor registration and queue statistics."""
+    """Executor registration, queue statistics and circuit breakers."""
 
     def __init__(
-        self, registry: ExecutorRegistry, queue: Queue, settings: SchedulerSettings
+        self,
+        registry: ExecutorRegistry,
+        queue: Queue,
+        settings: SchedulerSettings,
+        breakers: Breakers,
+        replica: str,
     ) -> None:
         self.registry = registry
         self.queue = queue
         self.settings = settings
+        self.breakers = breakers
+        self.replica = replica
 
     async def RegisterExecutor(
         self, request: scheduler_pb2.RegisterExecutorRequest, context: Context
@@ -131,7 +142,7 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServiceServicer):
     async def GetQueueStats(
         self, request: scheduler_pb2.GetQueueStatsRequest, context: Context
     ) -> scheduler_pb2.GetQueueStatsResponse:
-        stats = await self.queue.stats()
+        stats = await self.queue.stats(self.settings.executor_lapse_s)
         return scheduler_pb2.GetQueueStatsResponse(
             depth=stats.depth,
             oldest_wait_seconds=stats.oldest_wait_s,
@@ -140,9 +151,64 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServiceServicer):
                 scheduler_pb2.QueueStats(
                     priority=s.priority,
                     tenant=s.tenant,
+                    provider=s.provider,
                     depth=s.depth,
                     oldest_wait_seconds=s.oldest_wait_s,
                 )
                 for s in stats.slices
             ],
+            providers=self._providers(stats),
         )
+
+    def _providers(self, stats: QueueStats) -> list[scheduler_pb2.ProviderStats]:
+        loads = {p.provider: p for p in stats.providers}
+        guarded = {
+            split_name(s.name)[1]: s.state
+            for s in self.breakers.snapshots()
+            if split_name(s.name)[0] == Scope.PROVIDER.value
+        }
+        out = []
+        for name in sorted(set(loads) | set(guarded)):
+            load = loads.get(name)
+            state = guarded.get(name)
+            out.append(
+                scheduler_pb2.ProviderStats(
+                    provider=name,
+                    executors=load.executors if load else 0,
+                    slots=load.slots if load else 0,
+                    busy_slots=load.busy_slots if load else 0,
+                    breaker_state=BREAKER_STATES[state]
+                    if state
+                    else scheduler_pb2.CIRCUIT_BREAKER_STATE_CLOSED,
+                )
+            )
+        return out
+
+    async def ListCircuitBreakers(
+        self, request: scheduler_pb2.ListCircuitBreakersRequest, context: Context
+    ) -> scheduler_pb2.ListCircuitBreakersResponse:
+        snapshots = self.breakers.snapshots()
+        # Providers first: they say the most about where work can go.
+        snapshots.sort(key=lambda s: (split_name(s.name)[0] != Scope.PROVIDER.value, s.name))
+        return scheduler_pb2.ListCircuitBreakersResponse(
+            circuit_breakers=[breaker_proto(s) for s in snapshots], replica=self.replica
+        )
+
+
+def breaker_proto(snap: Snapshot) -> scheduler_pb2.CircuitBreaker:
+    scope, target = split_name(snap.name)
+    return scheduler_pb2.CircuitBreaker(
+        name=snap.name,
+        scope=scope,
+        target=target,
+        state=BREAKER_STATES[snap.state],
+        calls=snap.calls,
+        failed_calls=snap.failures,
+        slow_calls=snap.slow,
+        failure_rate=snap.failure_rate,
+        slow_call_rate=snap.slow_call_rate,
+        state_change_time=to_timestamp(datetime.fromtimestamp(snap.since, UTC)),
+        transitions=snap.transitions,
+        rejected_calls=snap.rejected,
+        calls_in_flight=snap.in_flight,
+    )

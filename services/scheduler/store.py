@@ -569,11 +569,17 @@ class ExecutionStore:
 
 async def _placement_of(conn: asyncpg.Connection, fence: Fenced) -> Placement | None:
     row = await conn.fetchrow(
-        "SELECT executor_id, executor_address, provider FROM attempts"
+        "SELECT executor_id, executor_address, provider, transport, gpu_name FROM attempts"
         " WHERE execution_id = $1 AND number = $2",
         fence.execution_id,
         fence.attempt,
     )
     if row is None:
         return None
-    return Placement(row["executor_id"], row["executor_address"], row["provider"])
+    return Placement(
+        row["executor_id"],
+        row["executor_address"],
+        row["provider"],
+        row["transport"],
+        row["gpu_name"],
+    )

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Mapping
 from typing import Protocol
 
 from google.rpc import status_pb2
 
+from comfyfleet.common.errors import Unavailable
 from comfyfleet.executor.v1 import executor_pb2
 from services.scheduler.records import Placement
 
@@ -33,9 +34,7 @@ class ProviderError(Exception):
 
 
 class Provider(Protocol):
-    """A pool of executors of one kind: registered gRPC executors now; RunPod and ECS next."""
-
-    name: str
+    """One way of running attempts: registered gRPC executors, or a RunPod endpoint."""
 
     def execute(
         self, placement: Placement, request: executor_pb2.ExecuteRequest
@@ -51,3 +50,26 @@ class Provider(Protocol):
     async def aclose(self) -> None:
         """Releases connections."""
         ...
+
+
+class Providers:
+    """The transports the scheduler can reach executors by, chosen by each placement's
+    ``transport``: registered gRPC executors (local and ECS) and RunPod endpoints."""
+
+    def __init__(self, transports: Mapping[str, Provider]) -> None:
+        self._transports = dict(transports)
+
+    def of(self, placement: Placement) -> Provider:
+        found = self._transports.get(placement.transport)
+        if found is None:
+            raise ProviderError(
+                Unavailable(
+                    f"this scheduler cannot reach {placement.transport} executors",
+                    reason="TRANSPORT_NOT_CONFIGURED",
+                ).to_status()
+            )
+        return found
+
+    async def aclose(self) -> None:
+        for provider in self._transports.values():
+            await provider.aclose()

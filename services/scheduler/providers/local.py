@@ -1,5 +1,5 @@
-"""The ``local`` provider: executors that register with the scheduler and serve
-``comfyfleet.executor.v1.ExecutorService`` over gRPC."""
+"""The gRPC transport: executors that register with the scheduler and serve
+``comfyfleet.executor.v1.ExecutorService`` over gRPC, on the ``local`` pool or on ECS."""
 
 from __future__ import annotations
 
@@ -21,8 +21,6 @@ _WORKFLOW_CODES = {code_pb2.INVALID_ARGUMENT, code_pb2.FAILED_PRECONDITION}
 
 class LocalProvider:
     """Registered gRPC executors, one channel per address."""
-
-    name = "local"
 
     def __init__(self, cancel_timeout_s: float = 5.0) -> None:
         self.cancel_timeout_s = cancel_timeout_s

@@ -54,6 +54,8 @@ def scheduler_config(
         ),
         settings=FAST,
         schema="scheduler",
+        # Outside the event stream's subjects, and the test's own.
+        breaker_subject=f"{nats_names.subject_prefix.replace('.', '_')}.breakers",
     )
 
 

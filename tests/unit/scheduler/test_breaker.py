@@ -219,19 +219,33 @@ def test_outcomes_of_calls_admitted_before_it_opened_do_not_decide() -> None:
     assert breaker.state is CLOSED
 
 
-def test_an_attempt_broken_after_it_started_counts_one_more_failure() -> None:
+def test_an_attempt_broken_after_it_started_turns_its_call_into_a_failure() -> None:
     breaker = Harness().breaker()
     calls(breaker, "ok", "ok")
     started = permit(breaker)
     started.success(0.1)
     started.failure(5.0)
+    started.failure(5.0)  # one call fails once
     snap = breaker.snapshot()
-    assert (snap.calls, snap.failures) == (4, 1)
+    assert (snap.calls, snap.failures) == (3, 1)
     assert breaker.state is CLOSED
-    calls(breaker, "fail")
+    other = permit(breaker)
+    other.success(0.1)
+    other.failure(0.1)
+    assert breaker.state is OPEN, "2 failed of 4 calls"
+
+
+def test_a_call_that_turns_bad_after_the_breaker_moved_on_is_news() -> None:
+    h = Harness()
+    breaker = open_breaker(h)
+    h.clock.advance(POLICY.open_wait_s)
+    first, second = permit(breaker), permit(breaker)
+    first.success(0.1)
+    second.success(0.1)
     assert breaker.state is CLOSED
-    calls(breaker, "fail")
-    assert breaker.state is OPEN, "3 failures in 6 calls, the late one included"
+    first.failure(3.0)
+    snap = breaker.snapshot()
+    assert (snap.state, snap.calls, snap.failures) == (CLOSED, 1, 1)
 
 
 def test_a_probe_that_started_then_broke_reopens_it() -> None:
@@ -243,7 +257,7 @@ def test_a_probe_that_started_then_broke_reopens_it() -> None:
     assert breaker.state is HALF_OPEN
     probe.failure(1.0)
     assert breaker.state is OPEN
-    assert h.seen[-1].reason == "a probed target broke an attempt it had started"
+    assert h.seen[-1].reason == "probes: 1 of 2 calls failed"
 
 
 def test_policies_are_checked() -> None:
@@ -312,3 +326,18 @@ def test_idle_executor_breakers_are_forgotten_busy_ones_kept() -> None:
     h.clock.advance(POLICY.window_s + 1)
     breakers.prune()
     assert [s.name for s in breakers.snapshots()] == ["executor/ex-busy", "provider/local"]
+
+
+def test_a_breaker_that_just_closed_stays_listed_for_a_window() -> None:
+    h = Harness()
+    breakers = board(h)
+    executor = breakers.get(Scope.EXECUTOR, "ex-1")
+    calls(executor, "fail", "fail", "fail", "fail")
+    h.clock.advance(POLICY.open_wait_s)
+    calls(executor, "ok", "ok")
+    assert executor.state is CLOSED
+    breakers.prune()
+    assert "executor/ex-1" in [s.name for s in breakers.snapshots()]
+    h.clock.advance(POLICY.window_s)
+    breakers.prune()
+    assert "executor/ex-1" not in [s.name for s in breakers.snapshots()]

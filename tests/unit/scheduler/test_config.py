@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from comfyfleet.common.config import ConfigError
@@ -41,3 +43,35 @@ def test_defaults() -> None:
 def test_settings_that_cannot_work_are_refused(changes: dict[str, float]) -> None:
     with pytest.raises(ConfigError):
         SchedulerSettings(**changes)  # type: ignore[arg-type]
+
+
+def test_breakers_and_prices_come_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("COMFYFLEET_SCHEDULER_PROVIDER_BREAKER_MINIMUM_CALLS", "20")
+    monkeypatch.setenv("COMFYFLEET_SCHEDULER_PROVIDER_BREAKER_OPEN_WAIT_S", "90")
+    monkeypatch.setenv("COMFYFLEET_SCHEDULER_EXECUTOR_BREAKER_HALF_OPEN_PROBES", "2")
+    table = tmp_path / "prices.json"
+    table.write_text('{"ecs": {"usd_per_hour": {"*": 2.5}, "minimum_s": 60}}')
+    monkeypatch.setenv("COMFYFLEET_SCHEDULER_PRICES", f"@{table}")
+    s = SchedulerSettings.from_env()
+    assert (s.provider_breaker.minimum_calls, s.provider_breaker.open_wait_s) == (20, 90.0)
+    assert s.provider_breaker.failure_rate == SchedulerSettings().provider_breaker.failure_rate
+    assert s.executor_breaker.half_open_probes == 2
+    assert s.prices.cost_usd("ecs", "A10G", 1) == pytest.approx(60 * 2.5 / 3600)
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("COMFYFLEET_SCHEDULER_PRICES", "@/nonexistent/prices.json"),
+        ("COMFYFLEET_SCHEDULER_PRICES", "{"),
+        ("COMFYFLEET_SCHEDULER_EXECUTOR_BREAKER_FAILURE_RATE", "2"),
+    ],
+)
+def test_bad_breaker_or_price_settings_are_refused(
+    monkeypatch: pytest.MonkeyPatch, name: str, value: str
+) -> None:
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ConfigError):
+        SchedulerSettings.from_env()
