@@ -13,11 +13,13 @@ from comfyfleet.common.storage import ObjectStore
 from comfyfleet.executor.v1 import executor_pb2
 from tests.integration.executor.conftest import (
     ExecutorUnderTest,
+    SchedulerUnderTest,
     StartExecutor,
     collect,
     make_job,
     workflow_text,
 )
+from tests.support.eventually import eventually
 
 
 def safetensors_file(elements: int) -> bytes:
@@ -91,3 +93,28 @@ async def test_least_recently_used_models_are_evicted_past_the_bound(
 
     assert list(status.capacity.cached_models) == [new.sha256]
     assert [p.name for p in kept] == [new.sha256]
+
+
+async def test_the_scheduler_hears_of_cached_models_by_heartbeat_and_on_registering_again(
+    start_executor: StartExecutor, scheduler: SchedulerUnderTest, store: ObjectStore
+) -> None:
+    model = await model_ref(store, "known.safetensors", safetensors_file(64))
+    recorder = scheduler.recorder
+    async with start_executor() as ex:
+        await run_with(ex, store, model)
+
+        async def heard() -> None:
+            assert recorder.heartbeats
+            assert list(recorder.heartbeats[-1].capacity.cached_models) == [model.sha256]
+
+        await eventually(heard)
+
+    # A restarted executor adopts its disk cache and says so when it registers.
+    async with start_executor():
+
+        async def registered_again() -> None:
+            assert len(recorder.registrations) == 2
+
+        await eventually(registered_again)
+    assert list(recorder.registrations[0].capacity.cached_models) == []
+    assert list(recorder.registrations[1].capacity.cached_models) == [model.sha256]
