@@ -39,7 +39,11 @@ def device_of(ctx: NodeContext) -> torch.device:
 
 def model_weights(ctx: NodeContext, folder: str, name: str) -> LoadedWeights:
     """The loaded weights of the model ``folder/name``: nodes take weights from here, never
-    from files, so a model is loaded once per executor rather than once per node run."""
+    from files, so a model is loaded once per executor rather than once per node run.
+
+    Return what is computed from the weights, not the weight tensors themselves: node outputs
+    stay in the node cache, and tensors held there would outlive their eviction.
+    """
     resources = ctx.resources
     weights = resources.weights if isinstance(resources, NativeResources) else {}
     found = weights.get(f"{folder}/{name}")
