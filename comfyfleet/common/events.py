@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, nullcontext
 from dataclasses import dataclass
 
 import nats
@@ -11,8 +11,10 @@ from nats.aio.client import Client as NatsClient
 from nats.js import JetStreamContext
 from nats.js.api import DiscardPolicy, StorageType, StreamConfig
 from nats.js.errors import NotFoundError
+from opentelemetry.trace import SpanKind
 
 from comfyfleet.common.config import NatsConfig
+from comfyfleet.common.telemetry import current_traceparent, headers_with_trace, span_in
 from comfyfleet.executions.v1 import executions_pb2
 
 CONTENT_TYPE = "application/x-protobuf; messageType=comfyfleet.executions.v1.WorkflowExecutionEvent"
@@ -52,13 +54,36 @@ class EventBus:
         except NotFoundError:
             await self.js.add_stream(config)
 
-    async def publish(self, event: executions_pb2.WorkflowExecutionEvent) -> None:
-        """Publishes one event; JetStream drops a copy it has already seen by event id."""
-        await self.js.publish(
-            self.subject(event.tenant, event.execution_id),
-            event.SerializeToString(),
-            headers={"Nats-Msg-Id": event.event_id, "Content-Type": CONTENT_TYPE},
+    async def publish(
+        self, event: executions_pb2.WorkflowExecutionEvent, *, traceparent: str = ""
+    ) -> None:
+        """Publishes one event; JetStream drops a copy it has already seen by event id.
+
+        ``traceparent`` names the trace the event belongs to (its execution's): the publish
+        is a span of that trace, and its context goes along in the ``traceparent`` header
+        so consumers continue it. Without one, the current trace (if any) goes along.
+        """
+        subject = self.subject(event.tenant, event.execution_id)
+        headers = {"Nats-Msg-Id": event.event_id, "Content-Type": CONTENT_TYPE}
+        attributes = {
+            "messaging.system": "nats",
+            "messaging.destination.name": subject,
+            "messaging.message.id": event.event_id,
+            "comfyfleet.event_type": event.event_type,
+        }
+        span = (
+            span_in(
+                traceparent,
+                f"publish {self.cfg.subject_prefix}",
+                kind=SpanKind.PRODUCER,
+                attributes=attributes,
+            )
+            if traceparent
+            else nullcontext()
         )
+        with span:
+            headers = headers_with_trace(headers, current_traceparent())
+            await self.js.publish(subject, event.SerializeToString(), headers=headers)
 
 
 def decode_event(data: bytes) -> executions_pb2.WorkflowExecutionEvent:

@@ -15,6 +15,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from comfyfleet.common.errors import ComfyfleetError, status_of, to_grpc_status
+from comfyfleet.common.telemetry import ServerTelemetry, client_interceptors
 
 log = logging.getLogger(__name__)
 
@@ -108,16 +109,22 @@ async def serve(
     interceptors: Iterable[grpc.aio.ServerInterceptor] = (),
     grace: float = 5.0,
     max_receive_bytes: int = MAX_MESSAGE_BYTES,
+    api_metrics: bool = False,
 ) -> AsyncIterator[RunningServer]:
     """Serves the registrations on ``address`` ("host:port"; port 0 picks a free one).
 
-    A request message over ``max_receive_bytes`` is refused with RESOURCE_EXHAUSTED.
+    A request message over ``max_receive_bytes`` is refused with RESOURCE_EXHAUSTED. Every
+    call gets a span continuing its caller's trace; ``api_metrics`` (the public API) also
+    counts and times each call as api_requests_total, api_errors_total and
+    api_request_duration_seconds.
     """
     options = [
         ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
         ("grpc.max_receive_message_length", max_receive_bytes),
     ]
-    server = grpc.aio.server(interceptors=[*interceptors, ErrorInterceptor()], options=options)
+    # Telemetry outermost, errors innermost: the span sees the status the caller gets.
+    chain = [ServerTelemetry(api_metrics=api_metrics), *interceptors, ErrorInterceptor()]
+    server = grpc.aio.server(interceptors=chain, options=options)
     regs = list(registrations)
     health_servicer = health.aio.HealthServicer()  # type: ignore[attr-defined]
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -165,5 +172,8 @@ async def wait_for_shutdown_signal() -> None:
 
 
 def channel(address: str) -> grpc.aio.Channel:
-    """An insecure channel to an internal service, with our message size limits."""
-    return grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
+    """An insecure channel to an internal service, with our message size limits; every call
+    on it carries the caller's trace context."""
+    return grpc.aio.insecure_channel(
+        address, options=CHANNEL_OPTIONS, interceptors=client_interceptors()
+    )
