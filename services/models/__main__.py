@@ -6,6 +6,7 @@ import asyncio
 import logging
 
 from comfyfleet.common.grpcserver import wait_for_shutdown_signal
+from comfyfleet.common.telemetry import TelemetryConfig, setup_telemetry
 from services.models.config import Config
 from services.models.server import run_server
 
@@ -14,6 +15,7 @@ log = logging.getLogger("services.models")
 
 async def main() -> None:
     cfg = Config.from_env()
+    setup_telemetry("models", TelemetryConfig.from_env())
     async with run_server(cfg) as server:
         log.info("models service listening on port %d", server.port)
         await wait_for_shutdown_signal()
