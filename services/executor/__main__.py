@@ -7,6 +7,7 @@ import asyncio
 import logging
 import sys
 
+from comfyfleet.common.telemetry import TelemetryConfig, setup_telemetry
 from services.executor.config import Config
 from services.executor.server import running_executor
 from services.executor.serverless import WarmupFailed
@@ -16,6 +17,7 @@ log = logging.getLogger(__name__)
 
 async def main() -> int:
     cfg = Config.from_env()
+    setup_telemetry("executor", TelemetryConfig.from_env())
     try:
         async with running_executor(cfg) as executor:
             log.info("executor %s serving on port %d", executor.identity.executor_id, executor.port)

@@ -31,6 +31,7 @@ from typing import Any
 from google.protobuf import json_format
 
 from comfyfleet.common.errors import ComfyfleetError, FieldViolation, InvalidArgument
+from comfyfleet.common.telemetry import TelemetryConfig, setup_telemetry
 from comfyfleet.executor.v1 import executor_pb2
 from services.executor.attempt import Attempt, Failed, failure_of
 from services.executor.config import Config
@@ -143,6 +144,7 @@ class RunpodWorker:
 
 def main() -> int:
     cfg = Config.from_env()
+    setup_telemetry("executor", TelemetryConfig.from_env())
     device = resolve_device(cfg.device)
     engine = build_engine(cfg.engine, device, cfg.work_dir, cfg.comfyui)
     try:
