@@ -14,11 +14,13 @@ from typing import Generic, TypeVar
 
 import grpc
 
+from comfyfleet.common import metrics
 from comfyfleet.common.errors import (
     FieldViolation,
     InvalidArgument,
     NotFound,
     PermissionDenied,
+    ResourceExhausted,
     Unauthenticated,
 )
 from services.gateway import keys
@@ -127,7 +129,13 @@ class Authenticator:
 
     async def authenticate(self, context: grpc.aio.ServicerContext) -> Principal:
         principal = await self.identify(tuple(context.invocation_metadata() or ()))
-        self.limiter.check(principal.key_id, principal.rate_limit, f"api_key:{principal.key_id}")
+        try:
+            self.limiter.check(
+                principal.key_id, principal.rate_limit, f"api_key:{principal.key_id}"
+            )
+        except ResourceExhausted:
+            metrics.rate_limited(principal.tenant_id)
+            raise
         return principal
 
     async def identify(self, metadata: tuple[tuple[str, str | bytes], ...]) -> Principal:

@@ -77,6 +77,7 @@ async def build_gateway(cfg: Config) -> AsyncIterator[Gateway]:
                 _registrations(cfg, store, Ledger(pool), channels, fetcher),
                 grace=cfg.shutdown_grace_s,
                 max_receive_bytes=cfg.limits.max_request_bytes,
+                api_metrics=True,
             )
         )
         checks = {"database": database_check(pool)}
