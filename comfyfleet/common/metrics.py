@@ -5,6 +5,9 @@ dashboard), exported as they are written here: through a service's own Prometheu
 and through an OpenTelemetry collector whose Prometheus exporter adds no suffixes. Durations
 are histograms in seconds with buckets chosen for what each measures.
 
+Circuit breaker metrics (circuit_breaker_state, circuit_breaker_transitions) belong to the
+scheduler, next to its breakers (services/scheduler/telemetry.py).
+
 Instruments come from the global meter provider, which ``setup_telemetry`` installs; until a
 process installs one (unit tests, a library user) every call here costs next to nothing.
 """
@@ -78,17 +81,6 @@ container_restarts = _meter.create_counter(
     description="Starts of a service process; more than one in a while means restarts.",
 )
 
-# --- circuit breakers -----------------------------------------------------------------------
-BREAKER_STATES = {"CLOSED": 0, "HALF_OPEN": 1, "OPEN": 2}
-circuit_breaker_state = _meter.create_gauge(
-    "circuit_breaker_state",
-    description="A circuit breaker's state: 0 closed, 1 half-open, 2 open.",
-)
-circuit_breaker_transitions = _meter.create_counter(
-    "circuit_breaker_transitions_total",
-    description="Circuit breaker state changes, by breaker and target state.",
-)
-
 # --- webhooks -------------------------------------------------------------------------------
 webhook_deliveries = _meter.create_counter(
     "webhook_deliveries_total",
@@ -125,14 +117,6 @@ def dispatched(queue_seconds: float, priority: int) -> None:
 
 def models_loaded(seconds: float) -> None:
     model_load_time.record(seconds)
-
-
-def breaker_changed(breaker: str, state: str) -> None:
-    """A breaker moved to ``state`` (CLOSED, HALF_OPEN or OPEN); its name is scope/key."""
-    scope = breaker.split("/", 1)[0]
-    labels = {"breaker": breaker, "scope": scope}
-    circuit_breaker_state.set(BREAKER_STATES[state], labels)
-    circuit_breaker_transitions.add(1, {**labels, "state": state})
 
 
 def webhook_attempt(outcome: str, seconds: float) -> None:
