@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -152,10 +153,27 @@ node = st.fixed_dictionaries(
 )
 
 
+# ASCII ids only until the validator handles ids like "²" (see the xfail test below).
+NODE_IDS = st.text(st.characters(codec="ascii"), max_size=3)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=ValueError,
+    reason="comfyfleet/workflow/validate.py _id_order: int() of an id str.isdigit() accepts "
+    "(superscript digits) raises ValueError, so the gateway answers INTERNAL",
+)
+def test_a_unicode_digit_node_id_is_not_a_crash() -> None:
+    with pytest.raises(InvalidArgument):
+        check_workflow(
+            json.dumps({"\u00b2": {"class_type": "SaveImage", "inputs": {}}}), NATIVE_CATALOG
+        )
+
+
 @SETTINGS
 @given(
     st.one_of(
-        st.dictionaries(st.text(max_size=3), node, max_size=4),
+        st.dictionaries(NODE_IDS, node, max_size=4),
         st.from_type(type(None)),
         st.integers(),
         st.text(max_size=10),
