@@ -215,7 +215,7 @@ class _InnerFailure(Exception):
 
 
 def _id_order(node_id: str) -> tuple[int, int, str]:
-    return (0, int(node_id), node_id) if node_id.isdigit() else (1, 0, node_id)
+    return (0, int(node_id), node_id) if node_id.isdecimal() else (1, 0, node_id)
 
 
 def types_compatible(received: str, expected: str) -> bool:
