@@ -5,7 +5,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Coroutine
+from typing import Any
 
+from comfyfleet.common import metrics
+from comfyfleet.common.telemetry import traced
+from comfyfleet.common.timeutil import utcnow
 from services.scheduler.attempt import AttemptRunner
 from services.scheduler.breaker import Breakers
 from services.scheduler.config import SchedulerSettings
@@ -13,7 +18,7 @@ from services.scheduler.journal import DISPATCH_KEY
 from services.scheduler.notify import Notifier, wait_any
 from services.scheduler.providers.base import ProviderError, Providers
 from services.scheduler.queue import Queue
-from services.scheduler.records import Placement
+from services.scheduler.records import Dispatch, Placement
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +78,7 @@ class Dispatcher:
             dispatch.placement.executor_id,
         )
         key = (dispatch.record.id, dispatch.attempt)
-        task = asyncio.create_task(self.runner.run(dispatch), name=f"attempt {key}")
+        task = asyncio.create_task(_observed(self.runner, dispatch), name=f"attempt {key}")
         self._attempts[key] = task
         task.add_done_callback(lambda _t: self._attempts.pop(key, None))
         return True
@@ -122,3 +127,18 @@ class Dispatcher:
             for task in pending:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+
+
+def _observed(runner: AttemptRunner, dispatch: Dispatch) -> Coroutine[Any, Any, None]:
+    """The attempt's run as a span of its execution's trace (so the executor's spans join
+    it); counts the time the execution waited in the queue."""
+    record = dispatch.record
+    metrics.dispatched((utcnow() - record.queued_since).total_seconds(), record.priority)
+    attributes = {
+        "comfyfleet.execution_id": record.id,
+        "comfyfleet.attempt": dispatch.attempt,
+        "comfyfleet.executor_id": dispatch.placement.executor_id,
+    }
+    return traced(
+        record.traceparent, "scheduler attempt", runner.run(dispatch), attributes=attributes
+    )

@@ -28,7 +28,8 @@ WITH event AS (
     INSERT INTO events (execution_id, sequence, event_id, event_type, created_at, payload)
     VALUES ($1, $2, $3, $4, $5, $6)
 ), outbox AS (
-    INSERT INTO outbox (event_id, subject, payload) VALUES ($3, $7, $6)
+    INSERT INTO outbox (event_id, subject, payload, traceparent)
+    VALUES ($3, $7, $6, coalesce((SELECT traceparent FROM executions WHERE id = $1), ''))
 )
 SELECT pg_notify($8, $1)
 """

@@ -100,13 +100,15 @@ class OutboxRelay:
             if not locked:
                 return 0
             rows = await conn.fetch(
-                "SELECT id, payload FROM outbox WHERE published_at IS NULL ORDER BY id LIMIT $1",
+                "SELECT id, payload, traceparent FROM outbox"
+                " WHERE published_at IS NULL ORDER BY id LIMIT $1",
                 self.batch,
             )
             sent: list[int] = []
             for row in rows:
                 try:
-                    await self.bus.publish(decode_event(row["payload"]))
+                    event = decode_event(row["payload"])
+                    await self.bus.publish(event, traceparent=row["traceparent"])
                 except Exception as err:
                     error = err
                     break

@@ -68,6 +68,8 @@ class ExecutionRecord:
     ended_at: datetime | None
     updated_at: datetime
     last_sequence: int
+    # The trace the execution belongs to (W3C traceparent); "" when untraced.
+    traceparent: str = ""
 
     @classmethod
     def from_row(cls, row: asyncpg.Record) -> ExecutionRecord:

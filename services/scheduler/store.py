@@ -11,6 +11,7 @@ import asyncpg
 from google.rpc import status_pb2
 
 from comfyfleet.common.errors import Cancelled, DeadlineExceeded, NotFound
+from comfyfleet.common.telemetry import current_traceparent
 from comfyfleet.executions.v1 import executions_pb2
 from services.scheduler.journal import Journal
 from services.scheduler.lifecycle import (
@@ -39,8 +40,9 @@ _INSERT_EXECUTION = """
 INSERT INTO executions (
     id, tenant, state, workflow_json, node_types, priority, labels, request_id, request_hash,
     max_attempts, queue_timeout_s, run_timeout_s, queued_since, not_before, created_at,
-    updated_at, last_sequence)
-VALUES ($1, $2, 'QUEUED', $3, $4, $5, $6, $7, $8, $9, $10, $11, now(), now(), now(), now(), 1)
+    updated_at, last_sequence, traceparent)
+VALUES ($1, $2, 'QUEUED', $3, $4, $5, $6, $7, $8, $9, $10, $11, now(), now(), now(), now(), 1,
+        $12)
 ON CONFLICT (tenant, request_id) WHERE request_id IS NOT NULL DO NOTHING
 RETURNING *
 """
@@ -97,6 +99,7 @@ class ExecutionStore:
                 new.max_attempts,
                 new.queue_timeout_s,
                 new.run_timeout_s,
+                current_traceparent(),
             )
             if row is None:
                 assert new.request_id is not None
