@@ -1,6 +1,6 @@
 """The durable JetStream consumer that turns execution events into deliveries.
 
-Each fetched batch becomes deliveries in one transaction and is acked only after it
+Each batch of events becomes deliveries in one statement and is acked only after it
 commits; a crash in between makes JetStream hand the events out again, and the unique
 (event, subscription) key makes the second pass add nothing.
 """
