@@ -17,7 +17,6 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from contextlib import contextmanager
 from dataclasses import dataclass
 
 from opentelemetry import metrics
@@ -128,8 +127,11 @@ def webhook_attempt(outcome: str, seconds: float) -> None:
 # --- gauges read when metrics are collected -------------------------------------------------
 
 
+Read = Callable[[], Iterable[Observation]]
+
+
 class _Readings:
-    """Observations some live object provides, for as long as it is registered.
+    """Observations some live objects provide, for as long as they are registered.
 
     Collection runs on the exporter's thread, so sources must be cheap and thread-safe to
     read: the objects hand over numbers they keep up to date, not coroutines.
@@ -137,8 +139,7 @@ class _Readings:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._sources: dict[int, Callable[[], Iterable[Observation]]] = {}
-        self._next = 0
+        self._sources: dict[int, Read] = {}
 
     def __call__(self, _options: CallbackOptions) -> Iterator[Observation]:
         with self._lock:
@@ -146,16 +147,38 @@ class _Readings:
         for source in sources:
             yield from source()
 
-    @contextmanager
-    def source(self, read: Callable[[], Iterable[Observation]]) -> Iterator[None]:
+    def add(self, read: Read) -> int:
         with self._lock:
-            key, self._next = self._next, self._next + 1
+            key = max(self._sources, default=0) + 1
             self._sources[key] = read
-        try:
-            yield
-        finally:
-            with self._lock:
-                del self._sources[key]
+        return key
+
+    def remove(self, key: int) -> None:
+        with self._lock:
+            self._sources.pop(key, None)
+
+
+class Reporting:
+    """Sources registered with their gauges while it is entered (``with`` or ``async with``)."""
+
+    def __init__(self, sources: list[tuple[_Readings, Read]]) -> None:
+        self._sources = sources
+        self._keys: list[tuple[_Readings, int]] = []
+
+    def __enter__(self) -> Reporting:
+        self._keys = [(gauge, gauge.add(read)) for gauge, read in self._sources]
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for gauge, key in self._keys:
+            gauge.remove(key)
+        self._keys = []
+
+    async def __aenter__(self) -> Reporting:
+        return self.__enter__()
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.__exit__(*exc)
 
 
 _queue_depth = _Readings()
@@ -213,20 +236,17 @@ class QueueGauge:
         ]
 
 
-@contextmanager
-def queue_depth_source(gauge: QueueGauge) -> Iterator[None]:
-    """Reports ``gauge`` as queue_depth while the block runs (the scheduler refreshes it)."""
-    with _queue_depth.source(gauge.observations):
-        yield
+def queue_depth_source(gauge: QueueGauge) -> Reporting:
+    """Reports ``gauge`` as queue_depth while entered (the scheduler refreshes it)."""
+    return Reporting([(_queue_depth, gauge.observations)])
 
 
-@contextmanager
 def executor_source(
     device: str,
     gpu_utilization: Callable[[], float | None],
     cache_counts: Callable[[], tuple[int, int]],
-) -> Iterator[None]:
-    """Reports an executor's GPU utilisation and model cache hit rate while the block runs.
+) -> Reporting:
+    """Reports an executor's GPU utilisation and model cache hit rate while entered.
 
     ``gpu_utilization`` gives NVML's percent, None where there is no GPU to read;
     ``cache_counts`` gives (hits, misses) since the executor started.
@@ -242,5 +262,4 @@ def executor_source(
             return []
         return [Observation(hits / (hits + misses), {"cache": "models"})]
 
-    with _gpu_utilization.source(gpu), _cache_hit_rate.source(cache):
-        yield
+    return Reporting([(_gpu_utilization, gpu), (_cache_hit_rate, cache)])
