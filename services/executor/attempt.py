@@ -33,6 +33,7 @@ from comfyfleet.common.errors import (
     ResourceExhausted,
     Unavailable,
 )
+from comfyfleet.common.telemetry import AttemptTelemetry
 from comfyfleet.workflow.io import UnsafePathError, safe_relative
 from comfyfleet.workflow.runner import CancelToken
 from comfyfleet.workflow.validate import comfy_error_metadata
@@ -188,6 +189,8 @@ class Attempt:
         self._dir = deps.work_dir / "attempts" / uuid.uuid4().hex
         # Set once the final update is emitted; the task may still wait for the engine.
         self.reported = asyncio.Event()
+        # Made here, inside the Execute call's span: node spans become its children.
+        self._telemetry = AttemptTelemetry(spec.execution_id, spec.attempt)
         self.task = asyncio.create_task(self._run(), name=f"attempt {spec.key}")
 
     def stop(self, reason: ComfyfleetError) -> None:
@@ -208,6 +211,8 @@ class Attempt:
                 self.stop(Cancelled("the scheduler stopped listening", reason="STREAM_CLOSED"))
 
     def _emit(self, update: Update | None) -> None:
+        if isinstance(update, NodeEvent):
+            self._telemetry.node(update.node_id, update.class_type, update.state)
         if not self._closed:
             self._queue.put_nowait(update)
 
@@ -225,6 +230,7 @@ class Attempt:
             await asyncio.wait({self._work})
         outcome = self._outcome(self._work)
         _log_outcome(self.spec, outcome)
+        self._telemetry.finished(outcome.error if isinstance(outcome, Failed) else None)
         # Free the slot before the scheduler hears the end, so its next dispatch is taken;
         # unless the engine still runs (it ignored the cancel): then report first.
         engine_idle = self._engine_future is None or self._engine_future.done()
@@ -262,10 +268,12 @@ class Attempt:
         spec, deps = self.spec, self._deps
         input_dir = self._dir / "inputs"
         await self._download_inputs(input_dir)
+        loading = time.perf_counter()
         async with (
             deps.models.holding(deps.http, spec.models) as models,
             self._loaded(models) as weights,
         ):
+            self._telemetry.models_ready(time.perf_counter() - loading, len(spec.models))
             job = EngineJob(spec.workflow_json, input_dir, models, weights)
             started = time.perf_counter()
             # A comfyui engine runs the workflow in ComfyUI's process, not this one.

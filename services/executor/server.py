@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import aiohttp
 
+from comfyfleet.common import metrics
 from comfyfleet.common.grpcserver import (
     RunningServer,
     registration,
@@ -26,7 +27,7 @@ from services.executor.convert import capacity_proto
 from services.executor.engine import Engine, build_engine
 from services.executor.models import ModelCache
 from services.executor.registrar import Identity, Registrar
-from services.executor.resources import resolve_device, weights_budget
+from services.executor.resources import _gpu_utilization, resolve_device, weights_budget
 from services.executor.serverless import ServerlessWatch, warm_up
 from services.executor.servicer import ExecutorServicer
 from services.executor.weights import WeightsCache
@@ -146,7 +147,11 @@ async def _serving(cfg: Config, engine: Engine) -> AsyncIterator[RunningExecutor
         worker.on_change = _watching(worker, watch)
         servicer = ExecutorServicer(worker)
         reg = registration(servicer, executor_pb2_grpc, "ExecutorService")
-        async with serve(cfg.grpc_addr, [reg], grace=cfg.shutdown_grace_s) as server:
+        gpu = functools.partial(_gpu_utilization, engine.device)
+        metered = metrics.executor_source(
+            engine.device, gpu, lambda: (deps.models.hits, deps.models.misses)
+        )
+        async with metered, serve(cfg.grpc_addr, [reg], grace=cfg.shutdown_grace_s) as server:
             identity = identity_for(cfg, server.port, engine)
             worker.identify(identity.executor_id)
             async with _registered(cfg, identity, worker) as registrar:
