@@ -16,6 +16,7 @@ from comfyfleet.common.config import (
 )
 from services.scheduler.breaker import BreakerPolicy
 from services.scheduler.cost import DEFAULT_PRICES, PriceTable
+from services.scheduler.providers.runpod import RunpodConfig
 
 # A provider sees many attempts: judge it on enough of them, and probe it with a few.
 PROVIDER_BREAKER = BreakerPolicy(
@@ -183,6 +184,8 @@ class Config:
     replica: str = "scheduler"
     # The NATS subject circuit breaker changes are published on (CircuitBreakerEvent).
     breaker_subject: str = "comfyfleet.scheduler.breakers"
+    # The RunPod serverless endpoint work may go to; disabled without an endpoint URL or id.
+    runpod: RunpodConfig = field(default_factory=RunpodConfig)
 
     @classmethod
     def from_env(cls) -> Config:
@@ -195,4 +198,5 @@ class Config:
             schema=env_str("SCHEDULER_SCHEMA", "scheduler"),
             replica=env_str("SCHEDULER_REPLICA", "scheduler"),
             breaker_subject=env_str("SCHEDULER_BREAKER_SUBJECT", "comfyfleet.scheduler.breakers"),
+            runpod=RunpodConfig.from_env(),
         )

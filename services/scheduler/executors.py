@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
+
 import asyncpg
 
 from comfyfleet.common.errors import FieldViolation, InvalidArgument
 from comfyfleet.scheduler.v1 import scheduler_pb2
 from services.scheduler.journal import DISPATCH_KEY, Journal
+from services.scheduler.notify import wait_any
 from services.scheduler.records import ExecutorRecord
+
+log = logging.getLogger(__name__)
 
 PROVIDERS = ("local", "ecs", "runpod")
 
@@ -120,3 +126,20 @@ class ExecutorRegistry:
         await self.pool.execute(
             "DELETE FROM executors WHERE id = $1 AND address = $2", executor_id, address
         )
+
+
+async def keep_registered(
+    registry: ExecutorRegistry,
+    executor: scheduler_pb2.Executor,
+    transport: str,
+    every_s: float,
+    stop: asyncio.Event,
+) -> None:
+    """Registers an executor the scheduler reaches on its own (a RunPod endpoint) and keeps
+    it fresh, as a heartbeat would; once no replica does, it lapses like any executor."""
+    while not stop.is_set():
+        try:
+            await registry.register(executor, transport)
+        except Exception as err:
+            log.warning("registering %s failed: %s", executor.id, err)
+        await wait_any([stop], every_s)

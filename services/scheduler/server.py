@@ -5,10 +5,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from comfyfleet.common.db import open_pool
 from comfyfleet.common.events import connect_bus
@@ -21,13 +22,15 @@ from services.scheduler.breaker import Breakers
 from services.scheduler.config import Config
 from services.scheduler.dispatcher import Dispatcher
 from services.scheduler.executions import Executions
-from services.scheduler.executors import ExecutorRegistry
+from services.scheduler.executors import ExecutorRegistry, keep_registered
 from services.scheduler.journal import Journal
 from services.scheduler.lifecycle import Backoff
 from services.scheduler.notify import Notifier
 from services.scheduler.outbox import OutboxRelay
-from services.scheduler.providers.base import Providers
+from services.scheduler.providers import runpod
+from services.scheduler.providers.base import Provider, Providers
 from services.scheduler.providers.local import LocalProvider
+from services.scheduler.providers.runpod import RunpodProvider
 from services.scheduler.queue import Queue
 from services.scheduler.reaper import Reaper
 from services.scheduler.routing import Router
@@ -68,6 +71,10 @@ class Scheduler:
             asyncio.create_task(self.relay.run(self._stop_loops), name="outbox relay"),
         ]
 
+    def keep(self, name: str, loop: Callable[[asyncio.Event], Coroutine[Any, Any, None]]) -> None:
+        """Runs another background loop until the scheduler stops."""
+        self._tasks.append(asyncio.create_task(loop(self._stop_loops), name=name))
+
     async def shutdown(self) -> None:
         """Stop claiming; let calls and attempts in flight finish within the grace period
         (the rest are left to the lease reaper); publish what is in the outbox; stop."""
@@ -94,7 +101,10 @@ async def running_scheduler(cfg: Config) -> AsyncIterator[Scheduler]:
     objects = ObjectStore.from_config(cfg.s3)
     await objects.ensure_bucket()
     notifier = Notifier(f"{cfg.schema}_changes")
-    providers = Providers({"grpc": LocalProvider(s.cancel_timeout_s)})
+    transports: dict[str, Provider] = {"grpc": LocalProvider(s.cancel_timeout_s)}
+    if cfg.runpod.enabled:
+        transports[runpod.TRANSPORT] = RunpodProvider(cfg.runpod)
+    providers = Providers(transports)
     async with (
         open_pool(cfg.database.url, cfg.schema, MIGRATIONS, max_size=20) as pool,
         connect_bus(cfg.nats, name=cfg.replica) as bus,
@@ -149,6 +159,17 @@ async def running_scheduler(cfg: Config) -> AsyncIterator[Scheduler]:
                 breakers=breakers,
             )
             scheduler.start()
+            if cfg.runpod.enabled:
+                scheduler.keep(
+                    "runpod endpoint",
+                    lambda stop: keep_registered(
+                        registry,
+                        cfg.runpod.registration(),
+                        runpod.TRANSPORT,
+                        s.heartbeat_interval_s,
+                        stop,
+                    ),
+                )
             log.info("scheduler %s serving on port %d", cfg.replica, server.port)
             try:
                 yield scheduler

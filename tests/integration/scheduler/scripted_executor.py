@@ -243,6 +243,7 @@ async def scripted_executor(
     slots: int = 1,
     heartbeat_s: float = 0.1,
     node_types: tuple[str, ...] = (),
+    provider: str = "local",
 ) -> AsyncIterator[RunningExecutor]:
     """Serves a scripted executor, registers it with the scheduler and heartbeats."""
     servicer = ScriptedExecutor(executor_id, list(scripts) or [succeed()])
@@ -255,7 +256,7 @@ async def scripted_executor(
                     executor=scheduler_pb2.Executor(
                         id=executor_id,
                         address=executor.address,
-                        provider="local",
+                        provider=provider,
                         engine="native",
                         node_types=node_types,
                         capacity=scheduler_pb2.ExecutorCapacity(slots=slots),

@@ -8,6 +8,7 @@ import pytest
 
 from comfyfleet.common.config import ConfigError
 from services.scheduler.config import Config, SchedulerSettings
+from services.scheduler.providers.runpod import RunpodConfig
 
 
 def test_from_env_reads_scheduler_settings(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -75,3 +76,21 @@ def test_bad_breaker_or_price_settings_are_refused(
     monkeypatch.setenv(name, value)
     with pytest.raises(ConfigError):
         SchedulerSettings.from_env()
+
+
+def test_a_runpod_endpoint_id_alone_points_at_runpods_api(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert not RunpodConfig.from_env().enabled
+    monkeypatch.setenv("COMFYFLEET_RUNPOD_ENDPOINT_ID", "abc123")
+    monkeypatch.setenv("COMFYFLEET_RUNPOD_API_KEY", "rpa_secret")
+    monkeypatch.setenv("COMFYFLEET_RUNPOD_MAX_IN_FLIGHT", "4")
+    monkeypatch.setenv("COMFYFLEET_RUNPOD_GPU", "NVIDIA L40S")
+    cfg = Config.from_env().runpod
+    assert cfg.enabled and cfg.endpoint_url == "https://api.runpod.ai/v2/abc123"
+    assert (cfg.executor_id, cfg.max_in_flight, cfg.api_key) == ("runpod-abc123", 4, "rpa_secret")
+    registration = cfg.registration()
+    assert (registration.provider, registration.address) == ("runpod", cfg.endpoint_url)
+    assert registration.capacity.slots == 4
+    assert registration.capacity.gpu.name == "NVIDIA L40S"
+    monkeypatch.setenv("COMFYFLEET_RUNPOD_ENDPOINT_URL", "http://127.0.0.1:8000/")
+    local = RunpodConfig.from_env()
+    assert local.endpoint_url == "http://127.0.0.1:8000"
