@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import json
-from typing import Any
 
 from google.protobuf import json_format, struct_pb2
 
 from comfyfleet.common.errors import FieldViolation, InvalidArgument
+from comfyfleet.workflow.graph import integral_floats_to_ints
 from comfyfleet.workflow.specs import NodeCatalog
-from comfyfleet.workflow.validate import validate_workflow
-
-COMFYUI_NODE_ERRORS = "comfyui_node_errors"
-COMFYUI_ERROR = "comfyui_error"
+from comfyfleet.workflow.validate import (
+    COMFYUI_ERROR,
+    COMFYUI_NODE_ERRORS,
+    comfy_error_metadata,
+    validate_workflow,
+)
 
 
 def workflow_text(workflow_json: str, workflow: struct_pb2.Struct | None) -> str:
@@ -24,18 +26,7 @@ def workflow_text(workflow_json: str, workflow: struct_pb2.Struct | None) -> str
             "no workflow",
             [FieldViolation("workflow", "send the workflow (or workflow_json) in API format")],
         )
-    return json.dumps(_integral_floats_to_ints(json_format.MessageToDict(workflow)))
-
-
-def _integral_floats_to_ints(value: Any) -> Any:
-    """Struct numbers are doubles: 64 arrives as 64.0, which ComfyUI would show as a float."""
-    if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
-        return int(value)
-    if isinstance(value, dict):
-        return {k: _integral_floats_to_ints(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_integral_floats_to_ints(v) for v in value]
-    return value
+    return json.dumps(integral_floats_to_ints(json_format.MessageToDict(workflow)))
 
 
 def check_workflow(text: str, catalog: NodeCatalog) -> None:
@@ -49,10 +40,7 @@ def check_workflow(text: str, catalog: NodeCatalog) -> None:
     issues = result.issues
     if not issues:
         return
-    body = result.comfy_body()
-    metadata = {COMFYUI_NODE_ERRORS: json.dumps(body.get("node_errors", {}))}
-    if "error" in body:
-        metadata[COMFYUI_ERROR] = json.dumps(body["error"])
+    metadata = comfy_error_metadata(result.comfy_body())
     message = issues[0].message if result.error is None else result.error.message
     raise InvalidArgument(
         f"the workflow is not valid: {message}",
@@ -60,3 +48,6 @@ def check_workflow(text: str, catalog: NodeCatalog) -> None:
         reason="INVALID_WORKFLOW",
         metadata=metadata,
     )
+
+
+__all__ = ["COMFYUI_ERROR", "COMFYUI_NODE_ERRORS", "check_workflow", "workflow_text"]

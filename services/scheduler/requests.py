@@ -13,6 +13,7 @@ from google.protobuf import json_format, struct_pb2
 
 from comfyfleet.common.errors import FieldViolation, InvalidArgument
 from comfyfleet.executions.v1 import executions_pb2
+from comfyfleet.workflow.graph import integral_floats_to_ints
 from services.scheduler.config import SchedulerSettings
 
 MAX_PRIORITY = 100
@@ -157,17 +158,6 @@ def _fits_a_struct(graph: dict[str, Any]) -> bool:
     except (OverflowError, json_format.ParseError):
         return False
     return True
-
-
-def integral_floats_to_ints(value: Any) -> Any:
-    """A Struct carries every number as a double; ComfyUI wants ``20`` steps, not ``20.0``."""
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    if isinstance(value, dict):
-        return {k: integral_floats_to_ints(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [integral_floats_to_ints(v) for v in value]
-    return value
 
 
 def _parse_inputs(
