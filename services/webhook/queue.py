@@ -8,6 +8,7 @@ claim wins). Results are written in batches: one transaction for many attempts.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -160,8 +161,14 @@ class DeliveryQueue:
     async def close(self) -> None:
         """Gives the claim connection back to the pool (which resets its settings)."""
         conn, self._claimer = self._claimer, None
-        if conn is not None:
+        if conn is None:
+            return
+        try:
             await self._pool.release(conn)
+        except Exception:
+            # Lost already (the pool lets go of connections that die): nothing to give back.
+            with contextlib.suppress(Exception):
+                conn.terminate()
 
     async def claim(
         self,
@@ -184,8 +191,10 @@ class DeliveryQueue:
                 lease_s,
                 per_failing_subscription,
             )
-        except (asyncpg.InterfaceError, OSError):
-            await self.close()  # a broken connection: the next claim takes a fresh one
+        except Exception:
+            # The connection may be broken (a restarted or terminated backend): the next
+            # claim takes a fresh one.
+            await self.close()
             raise
         return [
             Claim(

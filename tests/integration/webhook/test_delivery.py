@@ -5,12 +5,13 @@ from __future__ import annotations
 import asyncio
 import json
 
+import asyncpg
 from aiohttp import web
 
 from comfyfleet.common.events import EventBus
 from comfyfleet.common.grpcserver import channel
 from comfyfleet.webhooks.v1 import webhooks_pb2, webhooks_pb2_grpc
-from services.webhook.config import AddressSettings
+from services.webhook.config import AddressSettings, Config
 from services.webhook.server import WebhookService
 from tests.integration.webhook.conftest import StartService
 from tests.integration.webhook.support import (
@@ -244,3 +245,38 @@ async def test_hosts_resolving_to_forbidden_addresses_are_refused_at_connect(
 
         await eventually(refused)
     assert receiver.at("private") == []
+
+
+async def test_database_connections_lost_mid_work_lose_no_event(
+    service: WebhookService,
+    tenant_a: Client,
+    receiver: Receiver,
+    bus: EventBus,
+    webhook_config: Config,
+) -> None:
+    receiver.handlers["flaky"] = answers(500, 500, then=200)
+    sub = await tenant_a.subscribe(receiver.url("flaky"))
+    await bus.publish(execution_event("tenant-a"))
+
+    async def first_tried() -> None:
+        assert receiver.at("flaky")
+
+    await eventually(first_tried)
+    # Every connection of the service dies, as in a database restart.
+    conn = await asyncpg.connect(webhook_config.database.url)
+    try:
+        await conn.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+    finally:
+        await conn.close()
+    later = execution_event("tenant-a")
+    await bus.publish(later)
+
+    async def both_delivered() -> None:
+        found = await tenant_a.deliveries(sub.id, state=pb.DELIVERY_STATE_SUCCEEDED)
+        assert len(found) == 2
+
+    await eventually(both_delivered, timeout=20.0)
+    assert later.event_id in {json.loads(r.body)["data"]["eventId"] for r in receiver.at("flaky")}
