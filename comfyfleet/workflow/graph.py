@@ -129,15 +129,3 @@ def parse_workflow(data: str | bytes | Mapping[str, Any]) -> Workflow:
         raise WorkflowParseError("a workflow must be a JSON object of nodes")
     nodes = {str(k): _parse_node(str(k), v) for k, v in decoded.items()}
     return Workflow(nodes, decoded)
-
-
-def integral_floats_to_ints(value: Any) -> Any:
-    """A protobuf Struct carries every number as a double: ``64`` arrives as ``64.0``, which
-    ComfyUI would treat as a float (and a link ``["1", 0.0]`` as no link at all)."""
-    if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
-        return int(value)
-    if isinstance(value, dict):
-        return {k: integral_floats_to_ints(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [integral_floats_to_ints(v) for v in value]
-    return value

@@ -7,7 +7,7 @@ import json
 from google.protobuf import json_format, struct_pb2
 
 from comfyfleet.common.errors import FieldViolation, InvalidArgument
-from comfyfleet.workflow.graph import integral_floats_to_ints
+from comfyfleet.common.jsonvalues import integral_floats_to_ints
 from comfyfleet.workflow.specs import NodeCatalog
 from comfyfleet.workflow.validate import (
     COMFYUI_ERROR,

@@ -12,8 +12,8 @@ from typing import Any
 from google.protobuf import json_format, struct_pb2
 
 from comfyfleet.common.errors import FieldViolation, InvalidArgument
+from comfyfleet.common.jsonvalues import integral_floats_to_ints
 from comfyfleet.executions.v1 import executions_pb2
-from comfyfleet.workflow.graph import integral_floats_to_ints
 from services.scheduler.config import SchedulerSettings
 
 MAX_PRIORITY = 100

@@ -36,6 +36,8 @@ async def test_submit_get_and_cancel_over_rest(platform: Platform) -> None:
             return dict(got)
 
         got = await eventually(succeeded, timeout=60)
+        # The stored workflow comes back as submitted: links stay ["1", 0], never ["1", 0.0].
+        assert got["workflow"] == workflow
         outputs = got["outputs"]
         assert isinstance(outputs, list) and outputs[0]["filename"].endswith(".png")
 

@@ -14,6 +14,7 @@ from typing import Any
 from google.protobuf import json_format, message, message_factory
 
 from comfyfleet.common.errors import FieldViolation, InvalidArgument
+from comfyfleet.common.jsonvalues import integral_floats_to_ints
 from services.gateway.rest import fields
 from services.gateway.rest.routing import Route
 
@@ -129,8 +130,12 @@ def _apply_last_event_id(msg: message.Message, last_event_id: str | None) -> lis
 
 def response_json(msg: message.Message, response_body: str, options: JsonOptions) -> Any:
     """The JSON value of a response, or of its ``response_body`` field when the rule names one."""
-    as_dict = json_format.MessageToDict(
-        msg, always_print_fields_with_no_presence=options.emit_unpopulated
+    # Integral doubles print without a fraction, as Go's protojson (grpc-gateway) writes them:
+    # a workflow Struct must come back as ["1", 0], not ["1", 0.0].
+    as_dict = integral_floats_to_ints(
+        json_format.MessageToDict(
+            msg, always_print_fields_with_no_presence=options.emit_unpopulated
+        )
     )
     if not response_body:
         return as_dict
