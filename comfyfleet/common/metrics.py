@@ -83,7 +83,7 @@ container_restarts = _meter.create_counter(
 # --- webhooks -------------------------------------------------------------------------------
 webhook_deliveries = _meter.create_counter(
     "webhook_deliveries_total",
-    description="Webhook delivery attempts by outcome: succeeded, retrying, failed, gone.",
+    description="Webhook delivery attempts by outcome: succeeded, retry, failed, gone (410).",
 )
 webhook_delivery_duration = _meter.create_histogram(
     "webhook_delivery_duration_seconds",

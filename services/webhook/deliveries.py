@@ -13,6 +13,7 @@ import asyncpg
 
 from comfyfleet.common.errors import FailedPrecondition, FieldViolation, InvalidArgument, NotFound
 from comfyfleet.common.ids import new_id
+from comfyfleet.common.telemetry import current_traceparent
 from comfyfleet.common.timeutil import utcnow
 from services.webhook.filters import SUBSCRIPTION_DISABLED, TEST_EVENT, matches
 from services.webhook.paging import Page
@@ -72,6 +73,8 @@ class Claim:
     round_attempts: int
     # The value of the delivery's lease counter this claim holds.
     lease: int
+    # The trace the delivery belongs to (W3C traceparent); "" when untraced.
+    traceparent: str = ""
 
 
 class Slots(Protocol):
@@ -103,12 +106,13 @@ FROM subscriptions s WHERE s.enabled AND s.tenant = ANY($1::text[])
 # ends), so no other worker takes them; the rest wait in the queue, due now.
 _INSERT = """
 INSERT INTO deliveries (id, subscription_id, tenant, event_id, event_type, payload, state,
-                        attempts, round_attempts, lease, next_attempt_time)
+                        attempts, round_attempts, lease, next_attempt_time, traceparent)
 SELECT u.id, u.subscription_id, u.tenant, u.event_id, u.event_type, u.payload, 'pending',
        u.taken::int, u.taken::int, u.taken::int,
-       CASE WHEN u.taken THEN now() + make_interval(secs => $8) ELSE now() END
-FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::bool[])
-     AS u (id, subscription_id, tenant, event_id, event_type, payload, taken)
+       CASE WHEN u.taken THEN now() + make_interval(secs => $9) ELSE now() END, u.traceparent
+FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::bool[],
+            $8::text[])
+     AS u (id, subscription_id, tenant, event_id, event_type, payload, taken, traceparent)
 ON CONFLICT (event_id, subscription_id) DO NOTHING
 RETURNING id
 """
@@ -138,7 +142,8 @@ async def fan_out(
         if matches(sub["event_types"], e.event_type)
     ]
     rows = [
-        (i, sub["id"], e.tenant, e.event_id, e.event_type, e.body, t) for i, sub, e, t in planned
+        (i, sub["id"], e.tenant, e.event_id, e.event_type, e.body, t, e.traceparent)
+        for i, sub, e, t in planned
     ]
     try:
         added = await _insert(conn, rows, lease_s)
@@ -148,7 +153,7 @@ async def fan_out(
                 if taken and i not in added:
                     slots.release(sub["id"])
     claims = [
-        Claim(i, sub["id"], sub["url"], tuple(sub["secrets"]), e.body, 1, 1, 1)
+        Claim(i, sub["id"], sub["url"], tuple(sub["secrets"]), e.body, 1, 1, 1, e.traceparent)
         for i, sub, e, taken in planned
         if taken and i in added
     ]
@@ -158,8 +163,8 @@ async def fan_out(
 async def _insert(
     conn: asyncpg.Connection, rows: Sequence[tuple[object, ...]], lease_s: float = 0.0
 ) -> set[str]:
-    """Inserts (id, subscription, tenant, event id, type, body, claimed) rows; returns the
-    ids added."""
+    """Inserts (id, subscription, tenant, event id, type, body, claimed, traceparent) rows;
+    returns the ids added."""
     if not rows:
         return set()
     columns = [list(column) for column in zip(*rows, strict=True)]
@@ -334,6 +339,7 @@ class Deliveries:
             TEST_EVENT,
             event.body,
             False,
+            current_traceparent(),  # the ping's delivery joins the trace of the call
         )
         async with self._pool.acquire() as conn, conn.transaction():
             if not await self._subscription(conn, tenant, subscription_id):

@@ -19,11 +19,14 @@ from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 
 import asyncpg
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
+from comfyfleet.common import metrics
+from comfyfleet.common.telemetry import span_in
 from services.webhook.config import DeliverySettings
 from services.webhook.deliveries import Claim
 from services.webhook.queue import Completed, DeliveryQueue
-from services.webhook.retry import RetryPolicy, Verdict
+from services.webhook.retry import AttemptResult, Outcome, RetryPolicy, Verdict
 from services.webhook.sender import Sender
 
 log = logging.getLogger(__name__)
@@ -238,8 +241,12 @@ class Dispatcher:
 
     async def _attempt(self, claim: Claim) -> None:
         started = datetime.now(UTC)
-        result = await self._sender.post(claim.url, claim.id, claim.payload.encode(), claim.secrets)
-        outcome = self._policy.judge(result, claim.round_attempts, self._rng)
+        with span_in(claim.traceparent, "webhook deliver", kind=SpanKind.CLIENT) as span:
+            result = await self._sender.post(
+                claim.url, claim.id, claim.payload.encode(), claim.secrets
+            )
+            outcome = self._policy.judge(result, claim.round_attempts, self._rng)
+            _report(span, claim, result, outcome)
         if outcome.verdict is Verdict.RETRY and outcome.delay_s < self._settings.poll_interval_s:
             # Sooner than the next poll: come back for it on time.
             asyncio.get_running_loop().call_later(outcome.delay_s, self.wake)
@@ -260,3 +267,19 @@ class Dispatcher:
         log.warning("stopped with %d attempts unfinished; handing them back", len(cut))
         with contextlib.suppress(*DB_ERRORS):
             await self._queue.release(cut)
+
+
+def _report(span: Span, claim: Claim, result: AttemptResult, outcome: Outcome) -> None:
+    """One attempt's answer, on its span and in the delivery metrics."""
+    span.set_attributes(
+        {
+            "comfyfleet.delivery_id": claim.id,
+            "comfyfleet.subscription_id": claim.subscription_id,
+            "comfyfleet.delivery_attempt": claim.number,
+            "comfyfleet.delivery_outcome": outcome.verdict.value,
+            "http.response.status_code": result.status_code,
+        }
+    )
+    if outcome.verdict is not Verdict.SUCCEEDED:
+        span.set_status(Status(StatusCode.ERROR, result.error or f"HTTP {result.status_code}"))
+    metrics.webhook_attempt(outcome.verdict.value, result.latency_s)

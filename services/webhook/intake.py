@@ -12,6 +12,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import replace
 from typing import Protocol
 
 import asyncpg
@@ -20,6 +21,7 @@ from nats.aio.msg import Msg
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from comfyfleet.common.events import EventBus, decode_event
+from comfyfleet.common.telemetry import traceparent_of
 from comfyfleet.common.timeutil import utcnow
 from services.webhook.config import ConsumerSettings
 from services.webhook.deliveries import Claim, Slots, fan_out
@@ -57,7 +59,7 @@ def _decode(msg: Msg) -> Event | None:
         return None
     if not (event.event_id and event.tenant and event.event_type):
         return None
-    return execution_event(event, utcnow())
+    return replace(execution_event(event, utcnow()), traceparent=traceparent_of(msg.headers))
 
 
 class Workers(Slots, Protocol):

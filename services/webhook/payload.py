@@ -26,6 +26,8 @@ class Event:
     tenant: str
     event_type: str
     body: str
+    # The trace it belongs to (W3C traceparent, from the message headers); "" when untraced.
+    traceparent: str = ""
 
 
 def _rfc3339(value: datetime) -> str:

@@ -92,6 +92,7 @@ SET attempts = d.attempts + 1, round_attempts = d.round_attempts + 1, lease = d.
 FROM locked, subscriptions s
 WHERE d.id = locked.id AND s.id = d.subscription_id
 RETURNING d.id, d.subscription_id, s.url, d.payload, d.attempts, d.round_attempts, d.lease,
+    d.traceparent,
     ARRAY(SELECT k.secret FROM subscription_secrets k
           WHERE k.subscription_id = d.subscription_id
             AND (k.expire_time IS NULL OR k.expire_time > now())
@@ -206,6 +207,7 @@ class DeliveryQueue:
                 number=r["attempts"],
                 round_attempts=r["round_attempts"],
                 lease=r["lease"],
+                traceparent=r["traceparent"],
             )
             for r in rows
         ]
