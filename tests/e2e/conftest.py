@@ -37,12 +37,20 @@ def _free_addrs() -> PlatformAddrs:
 
 
 @pytest.fixture(scope="module")
+def platform_extra_env() -> dict[str, str]:
+    """Variables a test module adds to every service's environment: override this fixture
+    in the module (tracing and metrics settings, say)."""
+    return {}
+
+
+@pytest.fixture(scope="module")
 def platform(
     postgres_server: PostgresInfo,
     nats_server: NatsInfo,
     s3_server: S3Info,
     tmp_path_factory: pytest.TempPathFactory,
     request: pytest.FixtureRequest,
+    platform_extra_env: dict[str, str],
 ) -> Iterator[Platform]:
     """gateway, scheduler, models, webhook and one native executor, each its own process."""
     hint = request.module.__name__.rsplit(".", 1)[-1]
@@ -60,6 +68,7 @@ def platform(
         "COMFYFLEET_ADMIN_KEY_FILE": str(workdir / "admin.key"),
         "COMFYFLEET_EXECUTOR_WORK_DIR": str(workdir / "executor"),
         "COMFYFLEET_WEBHOOK_RETRY_SCHEDULE": "0.2,0.5,1",
+        **platform_extra_env,
     }
     addrs = _free_addrs()
     launcher = Launcher(
