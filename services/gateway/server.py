@@ -23,14 +23,19 @@ from comfyfleet.common.grpcserver import (
 )
 from comfyfleet.executions.v1 import executions_pb2_grpc
 from comfyfleet.models.v1 import models_pb2_grpc
+from comfyfleet.operations.v1 import operations_pb2_grpc
+from comfyfleet.scheduler.v1 import scheduler_pb2_grpc
 from comfyfleet.tenants.v1 import tenants_pb2_grpc
 from comfyfleet.webhooks.v1 import webhooks_pb2_grpc
 from comfyfleet.workflow.catalog import NATIVE_CATALOG
 from services.gateway.auth import Authenticator
 from services.gateway.bootstrap import ensure_admin_key
 from services.gateway.config import Config
+from services.gateway.dashboard import dashboard_handler
 from services.gateway.fetch import FetchSettings, InputFetcher
 from services.gateway.idempotency import Ledger
+from services.gateway.operations import OperationsReader, Peers
+from services.gateway.operations_servicer import OperationsServicer
 from services.gateway.readiness import Check, database_check, grpc_health_check, ready_handler
 from services.gateway.rest import RestOptions, RunningRest, build_rest_app, serve_rest
 from services.gateway.servicer import ExecutionsServicer, ModelsServicer, WebhooksServicer
@@ -48,6 +53,7 @@ PUBLIC_SERVICES = (
     "comfyfleet.tenants.v1.TenantService",
     "comfyfleet.webhooks.v1.WebhookService",
     "comfyfleet.models.v1.ModelService",
+    "comfyfleet.operations.v1.OperationsService",
 )
 
 
@@ -124,7 +130,27 @@ def _registrations(
         registration(TenantsServicer(auth, ledger, store), tenants_pb2_grpc, "TenantService"),
         registration(WebhooksServicer(auth, ledger, webhooks), webhooks_pb2_grpc, "WebhookService"),
         registration(ModelsServicer(auth, models), models_pb2_grpc, "ModelService"),
+        registration(
+            OperationsServicer(auth, _operations_reader(store, channels)),
+            operations_pb2_grpc,
+            "OperationsService",
+        ),
     ]
+
+
+def _operations_reader(
+    store: TenantStore, channels: dict[str, grpc.aio.Channel]
+) -> OperationsReader:
+    peers = Peers(
+        scheduler=scheduler_pb2_grpc.SchedulerServiceStub(channels["scheduler"]),
+        executions=executions_pb2_grpc.ExecutionServiceStub(channels["scheduler"]),
+        webhooks=webhooks_pb2_grpc.WebhookServiceStub(channels["webhook"]),
+    )
+
+    async def tenant_ids(limit: int) -> list[str]:
+        return [t.id for t in await store.list_tenants(limit, "")]
+
+    return OperationsReader(peers, tenant_ids)
 
 
 def _rest_app(cfg: Config, grpc_port: int, checks: dict[str, Check]) -> web.Application:
@@ -135,6 +161,7 @@ def _rest_app(cfg: Config, grpc_port: int, checks: dict[str, Check]) -> web.Appl
         options=RestOptions(max_body_bytes=cfg.limits.max_request_bytes),
     )
     app.router.add_get("/ready", ready_handler(checks, cfg.ready_timeout_s))
+    app.router.add_get("/dashboard", dashboard_handler())
     return app
 
 
