@@ -3,6 +3,7 @@
 #   - PostgreSQL server binaries (initdb, postgres, pg_isready, psql)  apt: postgresql
 #   - nats-server                                                      apt: nats-server
 #   - Node.js and npm, for the persistent local S3 server (s3rver)     apt: nodejs npm
+#   - Chromium, for the operations dashboard's headless browser test   apt: chromium
 #   - the s3rver npm package, from comfyfleet/devstack/s3rver/package-lock.json,
 #     into $COMFYFLEET_NODE_DIR (default .comfyfleet/node, git-ignored)
 # Run as root on Debian 12 (or with sudo available). Safe to run again: with everything
@@ -51,6 +52,7 @@ install_apt_packages() {
   have_pg_server || missing+=(postgresql)
   have_nats_server || missing+=(nats-server)
   have_node || missing+=(nodejs npm)
+  command -v chromium >/dev/null 2>&1 || missing+=(chromium)
   if [[ ${#missing[@]} -eq 0 ]]; then
     log "system packages present"
     return
