@@ -13,7 +13,7 @@ from google.protobuf import duration_pb2
 from google.rpc import code_pb2, status_pb2
 
 from comfyfleet.common.errors import Internal, Unavailable
-from comfyfleet.common.storage import ObjectStore, output_key
+from comfyfleet.common.storage import ObjectStore, model_key, output_key
 from comfyfleet.executor.v1 import executor_pb2
 from services.scheduler.breaker import AttemptPermit
 from services.scheduler.config import SchedulerSettings
@@ -236,6 +236,18 @@ class AttemptRunner:
                     size_bytes=i.size_bytes,
                 )
                 for i in dispatch.inputs
+            ],
+            models=[
+                executor_pb2.ModelRef(
+                    name=m.name,
+                    folder=m.folder,
+                    sha256=m.sha256,
+                    size_bytes=m.size_bytes,
+                    url=self.objects.presign_get(
+                        model_key(record.tenant, m.sha256), s.input_url_ttl_s
+                    ),
+                )
+                for m in record.models
             ],
             output_slots=[
                 executor_pb2.OutputSlot(

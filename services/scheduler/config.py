@@ -186,6 +186,9 @@ class Config:
     breaker_subject: str = "comfyfleet.scheduler.breakers"
     # The RunPod serverless endpoint work may go to; disabled without an endpoint URL or id.
     runpod: RunpodConfig = field(default_factory=RunpodConfig)
+    # The models service that resolves a workflow's models at submit time; "" turns model
+    # resolution off (a platform without a model registry).
+    models_addr: str = ""
 
     @classmethod
     def from_env(cls) -> Config:
@@ -199,4 +202,5 @@ class Config:
             replica=env_str("SCHEDULER_REPLICA", "scheduler"),
             breaker_subject=env_str("SCHEDULER_BREAKER_SUBJECT", "comfyfleet.scheduler.breakers"),
             runpod=RunpodConfig.from_env(),
+            models_addr=env_str("MODELS_ADDR", ""),
         )

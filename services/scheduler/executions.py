@@ -17,6 +17,7 @@ from comfyfleet.executions.v1 import executions_pb2
 from services.scheduler.config import SchedulerSettings
 from services.scheduler.dispatcher import Dispatcher
 from services.scheduler.lifecycle import State
+from services.scheduler.models import ModelResolver
 from services.scheduler.notify import Notifier, wait_any
 from services.scheduler.records import ExecutionRecord, ExecutionView, InputRecord
 from services.scheduler.requests import NewExecution, NewInput, parse_create_request
@@ -43,26 +44,30 @@ class Executions:
         dispatcher: Dispatcher,
         notifier: Notifier,
         settings: SchedulerSettings,
+        resolver: ModelResolver,
     ) -> None:
         self.store = store
         self.objects = objects
         self.dispatcher = dispatcher
         self.notifier = notifier
         self.settings = settings
+        self.resolver = resolver
 
     async def create(
         self, tenant: str, request: executions_pb2.CreateExecutionRequest
     ) -> ExecutionView:
-        """Validates, stores the inputs, and queues; a retried request_id returns the first."""
+        """Validates, resolves the workflow's models, stores the inputs, and queues; a retried
+        request_id returns the first. Nothing is stored when the request or a model is bad."""
         new = parse_create_request(request, self.settings)
         if new.request_id:
             existing = await self.store.find_by_request_id(tenant, new.request_id)
             if existing is not None:
                 return await self._replay(existing, new)
+        models = await self.resolver.resolve(tenant, new.workflow_json)
         execution_id = new_id("exe")
         stored = await self._store_inputs(tenant, execution_id, new.inputs)
         try:
-            record, created = await self.store.create(tenant, execution_id, new, stored)
+            record, created = await self.store.create(tenant, execution_id, new, stored, models)
         except BaseException:
             await self._delete_inputs(stored)
             raise

@@ -131,7 +131,11 @@ class Queue:
             " WHERE execution_id = $1 AND state = 'FAILED'",
             record.id,
         )
-        job = Job(node_types=frozenset(record.node_types), failed_on=frozenset(failed_on))
+        job = Job(
+            node_types=frozenset(record.node_types),
+            models=frozenset(m.sha256 for m in record.models),
+            failed_on=frozenset(failed_on),
+        )
         for executor in self.router.candidates(executors, job):
             if not await self._slot_free(conn, executor):
                 continue

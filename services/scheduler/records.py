@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -13,6 +13,7 @@ from google.rpc import status_pb2
 from comfyfleet.executions.v1 import executions_pb2
 from services.scheduler.breaker import AttemptPermit
 from services.scheduler.lifecycle import State
+from services.scheduler.models import ModelNeed
 
 
 def _status(data: bytes | None) -> status_pb2.Status | None:
@@ -68,6 +69,8 @@ class ExecutionRecord:
     ended_at: datetime | None
     updated_at: datetime
     last_sequence: int
+    # The models the workflow needs, pinned at submit time.
+    models: list[ModelNeed] = field(default_factory=list)
     # The trace the execution belongs to (W3C traceparent); "" when untraced.
     traceparent: str = ""
 
@@ -77,6 +80,7 @@ class ExecutionRecord:
         fields["state"] = State(row["state"])
         fields["node_types"] = list(row["node_types"])
         fields["labels"] = json.loads(row["labels"])
+        fields["models"] = [ModelNeed.from_json(m) for m in json.loads(row["models"])]
         fields["error"] = _status(row["error"])
         fields["metrics"] = _metrics(row["metrics"])
         fields["progress"] = _progress(row["progress"])

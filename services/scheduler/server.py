@@ -25,6 +25,7 @@ from services.scheduler.executions import Executions
 from services.scheduler.executors import ExecutorRegistry, keep_registered
 from services.scheduler.journal import Journal
 from services.scheduler.lifecycle import Backoff
+from services.scheduler.models import ModelResolver
 from services.scheduler.notify import Notifier
 from services.scheduler.outbox import OutboxRelay
 from services.scheduler.providers import runpod
@@ -32,6 +33,7 @@ from services.scheduler.providers.base import Provider, Providers
 from services.scheduler.providers.local import LocalProvider
 from services.scheduler.providers.runpod import RunpodProvider
 from services.scheduler.queue import Queue
+from services.scheduler.queue_metrics import QueueDepthReporter
 from services.scheduler.reaper import Reaper
 from services.scheduler.routing import Router
 from services.scheduler.servicer import ExecutionServicer, SchedulerServicer
@@ -105,11 +107,15 @@ async def running_scheduler(cfg: Config) -> AsyncIterator[Scheduler]:
     if cfg.runpod.enabled:
         transports[runpod.TRANSPORT] = RunpodProvider(cfg.runpod)
     providers = Providers(transports)
+    resolver = ModelResolver(cfg.models_addr)
+    if not resolver.enabled:
+        log.warning("COMFYFLEET_MODELS_ADDR is not set: workflows are queued without models")
     async with (
         open_pool(cfg.database.url, cfg.schema, MIGRATIONS, max_size=20) as pool,
         connect_bus(cfg.nats, name=cfg.replica) as bus,
         notifier.listening(cfg.database.url),
         contextlib.aclosing(providers),
+        contextlib.aclosing(resolver),
     ):
         telemetry = BreakerTelemetry(
             cfg.replica, publish=bus.nc.publish, subject=cfg.breaker_subject
@@ -128,7 +134,7 @@ async def running_scheduler(cfg: Config) -> AsyncIterator[Scheduler]:
         registry = ExecutorRegistry(pool, journal)
         runner = AttemptRunner(store, registry, providers, objects, s, router.run_times)
         dispatcher = Dispatcher(queue, runner, providers, notifier, s, breakers)
-        executions = Executions(store, objects, dispatcher, notifier, s)
+        executions = Executions(store, objects, dispatcher, notifier, s, resolver)
         servicers = [
             registration(
                 ExecutionServicer(executions, OutputLinks(objects, s.output_url_ttl_s)),
@@ -159,6 +165,7 @@ async def running_scheduler(cfg: Config) -> AsyncIterator[Scheduler]:
                 breakers=breakers,
             )
             scheduler.start()
+            scheduler.keep("queue depth", QueueDepthReporter(pool, cfg.schema).run)
             if cfg.runpod.enabled:
                 scheduler.keep(
                     "runpod endpoint",

@@ -23,6 +23,7 @@ from services.scheduler.lifecycle import (
     after_infrastructure_failure,
     check_transition,
 )
+from services.scheduler.models import ModelNeed
 from services.scheduler.records import (
     ExecutionRecord,
     ExecutionView,
@@ -40,9 +41,9 @@ _INSERT_EXECUTION = """
 INSERT INTO executions (
     id, tenant, state, workflow_json, node_types, priority, labels, request_id, request_hash,
     max_attempts, queue_timeout_s, run_timeout_s, queued_since, not_before, created_at,
-    updated_at, last_sequence, traceparent)
+    updated_at, last_sequence, traceparent, models)
 VALUES ($1, $2, 'QUEUED', $3, $4, $5, $6, $7, $8, $9, $10, $11, now(), now(), now(), now(), 1,
-        $12)
+        $12, $13)
 ON CONFLICT (tenant, request_id) WHERE request_id IS NOT NULL DO NOTHING
 RETURNING *
 """
@@ -78,7 +79,12 @@ class ExecutionStore:
     # ---- creating and reading -------------------------------------------------------------
 
     async def create(
-        self, tenant: str, execution_id: str, new: NewExecution, inputs: Sequence[InputRecord]
+        self,
+        tenant: str,
+        execution_id: str,
+        new: NewExecution,
+        inputs: Sequence[InputRecord],
+        models: Sequence[ModelNeed] = (),
     ) -> tuple[ExecutionRecord, bool]:
         """Inserts the execution, its inputs and its first event in one transaction.
 
@@ -100,6 +106,7 @@ class ExecutionStore:
                 new.queue_timeout_s,
                 new.run_timeout_s,
                 current_traceparent(),
+                json.dumps([m.to_json() for m in models]),
             )
             if row is None:
                 assert new.request_id is not None

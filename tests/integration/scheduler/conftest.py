@@ -16,7 +16,6 @@ from comfyfleet.common.tenancy import tenant_metadata
 from comfyfleet.executions.v1 import executions_pb2_grpc
 from comfyfleet.scheduler.v1 import scheduler_pb2_grpc
 from services.scheduler.config import Config, SchedulerSettings
-from services.scheduler.providers.runpod import RunpodConfig
 from services.scheduler.server import Scheduler, running_scheduler
 from tests.support.infra import NatsInfo, NatsNames, S3Info
 
@@ -65,19 +64,18 @@ StartScheduler = Callable[..., contextlib.AbstractAsyncContextManager[Scheduler]
 
 @pytest.fixture
 def start_scheduler(scheduler_config: Config) -> StartScheduler:
-    """``async with start_scheduler(**settings changes) as s:`` another replica on the test's
-    database, stream and bucket; ``runpod=`` gives it a RunPod endpoint."""
+    """``async with start_scheduler(**changes) as s:`` another replica on the test's
+    database, stream and bucket; changes name Config fields (``runpod=``, ``models_addr=``)
+    or SchedulerSettings fields."""
 
     def start(
-        replica: str = "scheduler", *, runpod: RunpodConfig | None = None, **changes: Any
+        replica: str = "scheduler", **changes: Any
     ) -> contextlib.AbstractAsyncContextManager[Scheduler]:
-        settings = dataclasses.replace(scheduler_config.settings, **changes)
-        cfg = dataclasses.replace(
-            scheduler_config,
-            settings=settings,
-            replica=replica,
-            runpod=runpod or scheduler_config.runpod,
+        top = {k: v for k, v in changes.items() if k in Config.__dataclass_fields__}
+        settings = dataclasses.replace(
+            scheduler_config.settings, **{k: v for k, v in changes.items() if k not in top}
         )
+        cfg = dataclasses.replace(scheduler_config, settings=settings, replica=replica, **top)
         return running_scheduler(cfg)
 
     return start

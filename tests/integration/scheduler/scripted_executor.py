@@ -195,6 +195,7 @@ class RunningExecutor:
     slots: int = 1
     heartbeat_s: float = 0.1
     heartbeats: asyncio.Task[None] | None = None
+    capacity: scheduler_pb2.ExecutorCapacity = field(default_factory=scheduler_pb2.ExecutorCapacity)
 
     @property
     def id(self) -> str:
@@ -223,8 +224,7 @@ async def _heartbeat(address: str, executor: RunningExecutor, every_s: float) ->
             try:
                 response = await stub.Heartbeat(
                     scheduler_pb2.HeartbeatRequest(
-                        executor_id=executor.id,
-                        capacity=scheduler_pb2.ExecutorCapacity(slots=executor.slots),
+                        executor_id=executor.id, capacity=executor.capacity
                     )
                 )
             except grpc.aio.AioRpcError:
@@ -244,12 +244,19 @@ async def scripted_executor(
     heartbeat_s: float = 0.1,
     node_types: tuple[str, ...] = (),
     provider: str = "local",
+    cached_models: tuple[str, ...] = (),
+    free_memory_bytes: int = 0,
 ) -> AsyncIterator[RunningExecutor]:
     """Serves a scripted executor, registers it with the scheduler and heartbeats."""
     servicer = ScriptedExecutor(executor_id, list(scripts) or [succeed()])
     reg = registration(servicer, executor_pb2_grpc, "ExecutorService")
+    capacity = scheduler_pb2.ExecutorCapacity(
+        slots=slots,
+        cached_models=cached_models,
+        gpu=scheduler_pb2.GpuInfo(name="test GPU", free_memory_bytes=free_memory_bytes),
+    )
     async with serve("127.0.0.1:0", [reg], grace=0.1) as server:
-        executor = RunningExecutor(servicer, server, slots, heartbeat_s)
+        executor = RunningExecutor(servicer, server, slots, heartbeat_s, capacity=capacity)
         async with channel(scheduler_address) as ch:
             await scheduler_pb2_grpc.SchedulerServiceStub(ch).RegisterExecutor(
                 scheduler_pb2.RegisterExecutorRequest(
@@ -259,7 +266,7 @@ async def scripted_executor(
                         provider=provider,
                         engine="native",
                         node_types=node_types,
-                        capacity=scheduler_pb2.ExecutorCapacity(slots=slots),
+                        capacity=capacity,
                     )
                 )
             )
