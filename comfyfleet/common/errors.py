@@ -180,6 +180,11 @@ class Internal(ComfyfleetError):
     reason = "INTERNAL"
 
 
+class Unimplemented(ComfyfleetError):
+    code = code_pb2.UNIMPLEMENTED
+    reason = "UNIMPLEMENTED"
+
+
 class Cancelled(ComfyfleetError):
     code = code_pb2.CANCELLED
     reason = "CANCELLED"
@@ -216,6 +221,9 @@ def status_of(err: BaseException) -> status_pb2.Status:
     """The status an exception is answered with; unknown exceptions hide their text."""
     if isinstance(err, ComfyfleetError):
         return err.to_status()
+    if isinstance(err, NotImplementedError):
+        # What a generated servicer base raises for a method the service does not implement.
+        return Unimplemented("this method is not implemented by this service").to_status()
     return Internal("internal error").to_status()
 
 

@@ -50,7 +50,7 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
 
 
 async def _abort(context: grpc.aio.ServicerContext, err: BaseException, method: str) -> None:
-    if not isinstance(err, ComfyfleetError):
+    if not isinstance(err, ComfyfleetError | NotImplementedError):
         log.exception("unhandled error in %s", method, exc_info=err)
     await context.abort_with_status(to_grpc_status(status_of(err)))
 
