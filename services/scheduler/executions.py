@@ -14,6 +14,7 @@ from comfyfleet.common.errors import FieldViolation, InvalidArgument, Unavailabl
 from comfyfleet.common.ids import new_id
 from comfyfleet.common.storage import ObjectStore, input_key
 from comfyfleet.executions.v1 import executions_pb2
+from services.scheduler.budgets import Budgets
 from services.scheduler.config import SchedulerSettings
 from services.scheduler.dispatcher import Dispatcher
 from services.scheduler.lifecycle import State
@@ -45,6 +46,7 @@ class Executions:
         notifier: Notifier,
         settings: SchedulerSettings,
         resolver: ModelResolver,
+        budgets: Budgets,
     ) -> None:
         self.store = store
         self.objects = objects
@@ -52,17 +54,20 @@ class Executions:
         self.notifier = notifier
         self.settings = settings
         self.resolver = resolver
+        self.budgets = budgets
 
     async def create(
         self, tenant: str, request: executions_pb2.CreateExecutionRequest
     ) -> ExecutionView:
-        """Validates, resolves the workflow's models, stores the inputs, and queues; a retried
-        request_id returns the first. Nothing is stored when the request or a model is bad."""
+        """Validates, checks the tenant's budget, resolves the workflow's models, stores the
+        inputs, and queues; a retried request_id returns the first. Nothing is stored when the
+        request or a model is bad, or the budget is spent."""
         new = parse_create_request(request, self.settings)
         if new.request_id:
             existing = await self.store.find_by_request_id(tenant, new.request_id)
             if existing is not None:
                 return await self._replay(existing, new)
+        await self.budgets.check(tenant)
         models = await self.resolver.resolve(tenant, new.workflow_json)
         execution_id = new_id("exe")
         stored = await self._store_inputs(tenant, execution_id, new.inputs)

@@ -71,8 +71,18 @@ class ExecutionRecord:
     last_sequence: int
     # The models the workflow needs, pinned at submit time.
     models: list[ModelNeed] = field(default_factory=list)
+    # What the execution's attempts cost so far, in US dollars.
+    cost_usd: float = 0.0
     # The trace the execution belongs to (W3C traceparent); "" when untraced.
     traceparent: str = ""
+
+    @property
+    def measured(self) -> executions_pb2.ExecutionMetrics:
+        """The metrics with the cost so far: every view of the execution carries it."""
+        out = executions_pb2.ExecutionMetrics()
+        out.CopyFrom(self.metrics)
+        out.cost_usd = self.cost_usd
+        return out
 
     @classmethod
     def from_row(cls, row: asyncpg.Record) -> ExecutionRecord:

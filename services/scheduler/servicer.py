@@ -15,6 +15,7 @@ from comfyfleet.common.timeutil import to_timestamp
 from comfyfleet.executions.v1 import executions_pb2, executions_pb2_grpc
 from comfyfleet.scheduler.v1 import scheduler_pb2, scheduler_pb2_grpc
 from services.scheduler.breaker import Breakers, Scope, Snapshot
+from services.scheduler.budgets import Budget, Budgets, check_budget_request
 from services.scheduler.config import SchedulerSettings
 from services.scheduler.executions import Executions
 from services.scheduler.executors import ExecutorRegistry
@@ -97,12 +98,14 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServiceServicer):
         settings: SchedulerSettings,
         breakers: Breakers,
         replica: str,
+        budgets: Budgets,
     ) -> None:
         self.registry = registry
         self.queue = queue
         self.settings = settings
         self.breakers = breakers
         self.replica = replica
+        self.budgets = budgets
 
     async def RegisterExecutor(
         self, request: scheduler_pb2.RegisterExecutorRequest, context: Context
@@ -193,6 +196,27 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServiceServicer):
         return scheduler_pb2.ListCircuitBreakersResponse(
             circuit_breakers=[breaker_proto(s) for s in snapshots], replica=self.replica
         )
+
+    async def SetTenantBudget(
+        self, request: scheduler_pb2.SetTenantBudgetRequest, context: Context
+    ) -> scheduler_pb2.TenantBudget:
+        return budget_proto(await self.budgets.set(request.tenant, request.limit_usd))
+
+    async def GetTenantBudget(
+        self, request: scheduler_pb2.GetTenantBudgetRequest, context: Context
+    ) -> scheduler_pb2.TenantBudget:
+        check_budget_request(request.tenant, 0.0)
+        return budget_proto(await self.budgets.get(request.tenant))
+
+
+def budget_proto(budget: Budget) -> scheduler_pb2.TenantBudget:
+    return scheduler_pb2.TenantBudget(
+        tenant=budget.tenant,
+        limit_usd=budget.limit_usd,
+        spent_usd=budget.spent_usd,
+        period_start_time=to_timestamp(budget.period_start),
+        period_end_time=to_timestamp(budget.period_end),
+    )
 
 
 def breaker_proto(snap: Snapshot) -> scheduler_pb2.CircuitBreaker:

@@ -13,6 +13,7 @@ from google.rpc import status_pb2
 from comfyfleet.common.errors import Cancelled, DeadlineExceeded, NotFound
 from comfyfleet.common.telemetry import current_traceparent
 from comfyfleet.executions.v1 import executions_pb2
+from services.scheduler.cost import DEFAULT_PRICES, PriceTable
 from services.scheduler.journal import Journal
 from services.scheduler.lifecycle import (
     Backoff,
@@ -49,6 +50,19 @@ RETURNING *
 """
 
 
+# An attempt's cost, added to its execution and to its tenant's month.
+_CHARGE = """
+WITH attempt AS (
+    UPDATE attempts SET cost_usd = $3 WHERE execution_id = $1 AND number = $2
+), execution AS (
+    UPDATE executions SET cost_usd = cost_usd + $3 WHERE id = $1
+)
+INSERT INTO tenant_spend (tenant, period, spent_usd)
+VALUES ($4, date_trunc('month', now() AT TIME ZONE 'UTC')::date, $3)
+ON CONFLICT (tenant, period) DO UPDATE SET spent_usd = tenant_spend.spent_usd + $3
+"""
+
+
 @dataclass(frozen=True)
 class Fenced:
     """An attempt to change an execution on behalf of one of its attempts."""
@@ -69,12 +83,18 @@ class ExecutionStore:
     """The executions table and everything that hangs off it."""
 
     def __init__(
-        self, pool: asyncpg.Pool, journal: Journal, backoff: Backoff, event_links: OutputLinks
+        self,
+        pool: asyncpg.Pool,
+        journal: Journal,
+        backoff: Backoff,
+        event_links: OutputLinks,
+        prices: PriceTable = DEFAULT_PRICES,
     ) -> None:
         self.pool = pool
         self.journal = journal
         self.backoff = backoff
         self.event_links = event_links
+        self.prices = prices
 
     # ---- creating and reading -------------------------------------------------------------
 
@@ -271,7 +291,7 @@ class ExecutionStore:
                 return False
             check_transition(record.state, State.SUCCEEDED)
             await self._insert_outputs(conn, fence, outputs)
-            await self._end_attempt(conn, fence, "SUCCEEDED", None)
+            await self._end_attempt(conn, record, "SUCCEEDED", None)
             final = executions_pb2.ExecutionMetrics()
             final.CopyFrom(metrics)
             started = record.started_at or record.updated_at
@@ -295,7 +315,7 @@ class ExecutionStore:
             record = await self._lock_fenced(conn, fence)
             if record is None:
                 return False
-            await self._end_attempt(conn, fence, "FAILED", error)
+            await self._end_attempt(conn, record, "FAILED", error)
             await self._fail(conn, record, error)
             return True
 
@@ -311,7 +331,7 @@ class ExecutionStore:
             record = await self._lock_fenced(conn, fence, require)
             if record is None:
                 return False
-            await self._end_attempt(conn, fence, "FAILED", error)
+            await self._end_attempt(conn, record, "FAILED", error)
             decision = after_infrastructure_failure(
                 record.attempt, record.max_attempts, self.backoff
             )
@@ -408,7 +428,7 @@ class ExecutionStore:
         check_transition(record.state, State.CANCELLED)
         error = Cancelled("the execution was cancelled", reason="EXECUTION_CANCELLED").to_status()
         if record.state.active:
-            await self._end_attempt(conn, Fenced(record.id, record.attempt), "CANCELLED", None)
+            await self._end_attempt(conn, record, "CANCELLED", None)
         updated = await self._update(
             conn,
             record.id,
@@ -456,7 +476,7 @@ class ExecutionStore:
                 reason="RUN_TIMEOUT",
             ).to_status()
             placement = await self._placement(conn, record)
-            await self._end_attempt(conn, fence, "FAILED", error)
+            await self._end_attempt(conn, record, "FAILED", error)
             await self._fail(conn, record, error)
             return placement
 
@@ -528,18 +548,29 @@ class ExecutionStore:
         )
         return ExecutionRecord.from_row(row)
 
-    @staticmethod
     async def _end_attempt(
-        conn: asyncpg.Connection, fence: Fenced, state: str, error: status_pb2.Status | None
+        self,
+        conn: asyncpg.Connection,
+        record: ExecutionRecord,
+        state: str,
+        error: status_pb2.Status | None,
     ) -> None:
-        await conn.execute(
+        """Ends the current attempt and charges its GPU time: to the attempt, the
+        execution's total and the tenant's spending this month."""
+        row = await conn.fetchrow(
             "UPDATE attempts SET state = $3, ended_at = now(), error = $4"
-            " WHERE execution_id = $1 AND number = $2",
-            fence.execution_id,
-            fence.attempt,
+            " WHERE execution_id = $1 AND number = $2"
+            " RETURNING provider, gpu_name, extract(epoch FROM now() - started_at) AS ran_s",
+            record.id,
+            record.attempt,
             state,
             error.SerializeToString() if error is not None else None,
         )
+        if row is None or row["ran_s"] is None:
+            return  # never started: nothing ran, nothing to pay
+        cost = self.prices.cost_usd(row["provider"], row["gpu_name"], float(row["ran_s"]))
+        if cost > 0:
+            await conn.execute(_CHARGE, record.id, record.attempt, cost, record.tenant)
 
     @staticmethod
     async def _insert_outputs(
