@@ -19,6 +19,7 @@ from comfyfleet.executions.v1 import executions_pb2_grpc
 from comfyfleet.scheduler.v1 import scheduler_pb2_grpc
 from services.scheduler.attempt import AttemptRunner
 from services.scheduler.breaker import Breakers
+from services.scheduler.budgets import Budgets
 from services.scheduler.config import Config
 from services.scheduler.dispatcher import Dispatcher
 from services.scheduler.executions import Executions
@@ -33,7 +34,6 @@ from services.scheduler.providers.base import Provider, Providers
 from services.scheduler.providers.local import LocalProvider
 from services.scheduler.providers.runpod import RunpodProvider
 from services.scheduler.queue import Queue
-from services.scheduler.queue_metrics import QueueDepthReporter
 from services.scheduler.queue_metrics import QueueDepthReporter
 from services.scheduler.reaper import Reaper
 from services.scheduler.routing import Router
@@ -129,13 +129,14 @@ async def running_scheduler(cfg: Config) -> AsyncIterator[Scheduler]:
         journal = Journal(bus.subject, notifier.channel)
         backoff = Backoff(s.backoff_base_s, s.backoff_max_s)
         store = ExecutionStore(
-            pool, journal, backoff, OutputLinks(objects, s.event_output_url_ttl_s)
+            pool, journal, backoff, OutputLinks(objects, s.event_output_url_ttl_s), s.prices
         )
+        budgets = Budgets(pool)
         queue = Queue(pool, journal, cfg.schema, router)
         registry = ExecutorRegistry(pool, journal)
         runner = AttemptRunner(store, registry, providers, objects, s, router.run_times)
         dispatcher = Dispatcher(queue, runner, providers, notifier, s, breakers)
-        executions = Executions(store, objects, dispatcher, notifier, s, resolver)
+        executions = Executions(store, objects, dispatcher, notifier, s, resolver, budgets)
         servicers = [
             registration(
                 ExecutionServicer(executions, OutputLinks(objects, s.output_url_ttl_s)),
@@ -143,7 +144,7 @@ async def running_scheduler(cfg: Config) -> AsyncIterator[Scheduler]:
                 "ExecutionService",
             ),
             registration(
-                SchedulerServicer(registry, queue, s, breakers, cfg.replica),
+                SchedulerServicer(registry, queue, s, breakers, cfg.replica, budgets),
                 scheduler_pb2_grpc,
                 "SchedulerService",
             ),
@@ -166,7 +167,6 @@ async def running_scheduler(cfg: Config) -> AsyncIterator[Scheduler]:
                 breakers=breakers,
             )
             scheduler.start()
-            scheduler.keep("queue depth", QueueDepthReporter(pool, cfg.schema).run)
             scheduler.keep("queue depth", QueueDepthReporter(pool, cfg.schema).run)
             if cfg.runpod.enabled:
                 scheduler.keep(
