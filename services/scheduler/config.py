@@ -98,6 +98,8 @@ class SchedulerSettings:
     # Defaults and limits of the per-request timeouts.
     queue_timeout_s: float = 3600.0
     run_timeout_s: float = 3600.0
+    # From acceptance to a terminal state, every wait, attempt and retry included.
+    execution_timeout_s: float = 24 * 3600.0
     max_timeout_s: float = 7 * 24 * 3600.0
     # How often the dispatcher and reaper look again when nothing woke them.
     poll_interval_s: float = 1.0
@@ -157,6 +159,7 @@ class SchedulerSettings:
             tenant_concurrency=env_int("SCHEDULER_TENANT_CONCURRENCY", d.tenant_concurrency),
             queue_timeout_s=env_float("SCHEDULER_QUEUE_TIMEOUT_S", d.queue_timeout_s),
             run_timeout_s=env_float("SCHEDULER_RUN_TIMEOUT_S", d.run_timeout_s),
+            execution_timeout_s=env_float("SCHEDULER_EXECUTION_TIMEOUT_S", d.execution_timeout_s),
             max_timeout_s=env_float("SCHEDULER_MAX_TIMEOUT_S", d.max_timeout_s),
             poll_interval_s=env_float("SCHEDULER_POLL_INTERVAL_S", d.poll_interval_s),
             reaper_interval_s=env_float("SCHEDULER_REAPER_INTERVAL_S", d.reaper_interval_s),

@@ -57,7 +57,10 @@ class Executions:
         self.budgets = budgets
 
     async def create(
-        self, tenant: str, request: executions_pb2.CreateExecutionRequest
+        self,
+        tenant: str,
+        request: executions_pb2.CreateExecutionRequest,
+        tenant_cap: int | None = None,
     ) -> ExecutionView:
         """Validates, checks the tenant's budget, resolves the workflow's models, stores the
         inputs, and queues; a retried request_id returns the first. Nothing is stored when the
@@ -72,7 +75,9 @@ class Executions:
         execution_id = new_id("exe")
         stored = await self._store_inputs(tenant, execution_id, new.inputs)
         try:
-            record, created = await self.store.create(tenant, execution_id, new, stored, models)
+            record, created = await self.store.create(
+                tenant, execution_id, new, stored, models, tenant_cap
+            )
         except BaseException:
             await self._delete_inputs(stored)
             raise

@@ -20,7 +20,7 @@ _CANDIDATES = f"""
 SELECT e.* FROM executions e
 WHERE e.state IN {WAITING} AND e.not_before <= now()
   AND (SELECT count(*) FROM executions a
-       WHERE a.tenant = e.tenant AND a.state IN {ACTIVE}) < $1
+       WHERE a.tenant = e.tenant AND a.state IN {ACTIVE}) < coalesce(e.tenant_cap, $1)
 ORDER BY e.priority DESC, e.created_at, e.id
 LIMIT $2
 FOR UPDATE SKIP LOCKED
@@ -104,7 +104,8 @@ class Queue:
             return None
         for row in await conn.fetch(_CANDIDATES, tenant_cap, batch):
             record = ExecutionRecord.from_row(row)
-            if not await self._tenant_has_room(conn, record.tenant, tenant_cap):
+            cap = record.tenant_cap or tenant_cap
+            if not await self._tenant_has_room(conn, record.tenant, cap):
                 continue
             placed = await self._place(conn, record, executors)
             if placed is not None:

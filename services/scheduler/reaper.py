@@ -45,6 +45,7 @@ class Reaper:
         await self.drop_lapsed_executors()
         await self.fail_overdue_runs()
         await self.fail_expired_waits()
+        await self.fail_past_deadline()
 
     async def expire_leases(self) -> None:
         """An attempt nobody renewed (its executor or its scheduler went silent) is an
@@ -91,3 +92,12 @@ class Reaper:
     async def fail_expired_waits(self) -> None:
         for execution_id in await self.store.expired_waits():
             await self.store.fail_expired_wait(execution_id)
+
+    async def fail_past_deadline(self) -> None:
+        """The overall deadline ends an execution wherever it is; a running attempt is told
+        to stop."""
+        for execution_id in await self.store.past_deadline():
+            running = await self.store.fail_past_deadline(execution_id)
+            if running is not None:
+                fence, placement = running
+                self.dispatcher.interrupt_soon(placement, fence.execution_id, fence.attempt)

@@ -73,6 +73,10 @@ class ExecutionRecord:
     models: list[ModelNeed] = field(default_factory=list)
     # What the execution's attempts cost so far, in US dollars.
     cost_usd: float = 0.0
+    # When it must have ended; None for executions accepted before deadlines existed.
+    deadline_at: datetime | None = None
+    # The tenant's own concurrency cap sent with the submission; None takes the default.
+    tenant_cap: int | None = None
     # The trace the execution belongs to (W3C traceparent); "" when untraced.
     traceparent: str = ""
 

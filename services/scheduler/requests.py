@@ -51,6 +51,8 @@ class NewExecution:
     max_attempts: int
     queue_timeout_s: float
     run_timeout_s: float
+    # From acceptance to the end, every wait, attempt and retry included.
+    timeout_s: float
     node_types: list[str] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -71,6 +73,7 @@ class NewExecution:
             "max_attempts": self.max_attempts,
             "queue_timeout_s": self.queue_timeout_s,
             "run_timeout_s": self.run_timeout_s,
+            "timeout_s": self.timeout_s,
         }
         return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
 
@@ -86,12 +89,14 @@ def parse_create_request(
     _check_labels(request, violations)
     queue_timeout = _timeout(request, "queue_timeout", settings.queue_timeout_s, settings)
     run_timeout = _timeout(request, "run_timeout", settings.run_timeout_s, settings)
-    for value in (queue_timeout, run_timeout):
+    timeout = _timeout(request, "timeout", settings.execution_timeout_s, settings)
+    for value in (queue_timeout, run_timeout, timeout):
         if isinstance(value, FieldViolation):
             violations.append(value)
     if violations or workflow is None:
         raise InvalidArgument("the execution request is invalid", violations)
     assert isinstance(queue_timeout, float) and isinstance(run_timeout, float)
+    assert isinstance(timeout, float)
     return NewExecution(
         workflow=workflow,
         inputs=inputs,
@@ -101,6 +106,7 @@ def parse_create_request(
         max_attempts=request.max_attempts or settings.max_attempts,
         queue_timeout_s=queue_timeout,
         run_timeout_s=run_timeout,
+        timeout_s=timeout,
     )
 
 

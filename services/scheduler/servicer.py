@@ -10,7 +10,7 @@ from typing import TypeAlias
 import grpc
 
 from comfyfleet.common.errors import FieldViolation, InvalidArgument
-from comfyfleet.common.tenancy import tenant_of
+from comfyfleet.common.tenancy import max_concurrency_of, tenant_of
 from comfyfleet.common.timeutil import to_timestamp
 from comfyfleet.executions.v1 import executions_pb2, executions_pb2_grpc
 from comfyfleet.scheduler.v1 import scheduler_pb2, scheduler_pb2_grpc
@@ -49,7 +49,9 @@ class ExecutionServicer(executions_pb2_grpc.ExecutionServiceServicer):
     async def CreateExecution(
         self, request: executions_pb2.CreateExecutionRequest, context: Context
     ) -> executions_pb2.Execution:
-        view = await self.executions.create(tenant_of(context), request)
+        view = await self.executions.create(
+            tenant_of(context), request, max_concurrency_of(context)
+        )
         return execution_proto(view, self.links)
 
     async def GetExecution(

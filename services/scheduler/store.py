@@ -37,14 +37,15 @@ from services.scheduler.views import EventType, OutputLinks, build_event
 
 ACTIVE = "('DISPATCHED', 'RUNNING')"
 WAITING = "('QUEUED', 'RETRYING')"
+NOT_TERMINAL = "('QUEUED', 'DISPATCHED', 'RUNNING', 'RETRYING')"
 
 _INSERT_EXECUTION = """
 INSERT INTO executions (
     id, tenant, state, workflow_json, node_types, priority, labels, request_id, request_hash,
     max_attempts, queue_timeout_s, run_timeout_s, queued_since, not_before, created_at,
-    updated_at, last_sequence, traceparent, models)
+    updated_at, last_sequence, traceparent, models, deadline_at, tenant_cap)
 VALUES ($1, $2, 'QUEUED', $3, $4, $5, $6, $7, $8, $9, $10, $11, now(), now(), now(), now(), 1,
-        $12, $13)
+        $12, $13, now() + make_interval(secs => $14), $15)
 ON CONFLICT (tenant, request_id) WHERE request_id IS NOT NULL DO NOTHING
 RETURNING *
 """
@@ -105,6 +106,7 @@ class ExecutionStore:
         new: NewExecution,
         inputs: Sequence[InputRecord],
         models: Sequence[ModelNeed] = (),
+        tenant_cap: int | None = None,
     ) -> tuple[ExecutionRecord, bool]:
         """Inserts the execution, its inputs and its first event in one transaction.
 
@@ -127,6 +129,8 @@ class ExecutionStore:
                 new.run_timeout_s,
                 current_traceparent(),
                 json.dumps([m.to_json() for m in models]),
+                new.timeout_s,
+                tenant_cap,
             )
             if row is None:
                 assert new.request_id is not None
@@ -479,6 +483,39 @@ class ExecutionStore:
             await self._end_attempt(conn, record, "FAILED", error)
             await self._fail(conn, record, error)
             return placement
+
+    async def past_deadline(self, limit: int = 100) -> list[str]:
+        rows = await self.pool.fetch(
+            f"SELECT id FROM executions WHERE state IN {NOT_TERMINAL}"
+            " AND deadline_at < now() ORDER BY deadline_at LIMIT $1",
+            limit,
+        )
+        return [r["id"] for r in rows]
+
+    async def fail_past_deadline(self, execution_id: str) -> tuple[Fenced, Placement] | None:
+        """Fails an execution past its overall deadline, wherever it is: waiting, backing
+        off, or running (its attempt ends with it). Returns the attempt that was running and
+        where, so the caller can stop it."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            row = await conn.fetchrow(
+                f"SELECT * FROM executions WHERE id = $1 AND state IN {NOT_TERMINAL}"
+                " AND deadline_at < now() FOR UPDATE",
+                execution_id,
+            )
+            if row is None:
+                return None
+            record = ExecutionRecord.from_row(row)
+            error = DeadlineExceeded(
+                "the execution did not end before its deadline", reason="EXECUTION_TIMEOUT"
+            ).to_status()
+            placement = None
+            if record.state.active:
+                placement = await self._placement(conn, record)
+                await self._end_attempt(conn, record, "FAILED", error)
+            await self._fail(conn, record, error)
+            if placement is None:
+                return None
+            return Fenced(record.id, record.attempt), placement
 
     async def expired_waits(self, limit: int = 100) -> list[str]:
         rows = await self.pool.fetch(

@@ -17,10 +17,11 @@ from tests.integration.scheduler.scripted_executor import fail, scripted_executo
 
 TENANT = "acme"
 PNG = b"\x89PNG"
-# One cent a second on ECS, ten minutes at least on "verda"; the local pool is free.
+# One cent per started minute on ECS (so a test's runs cost the same on a slow machine), ten
+# minutes at least on "verda"; the local pool is free.
 PRICES = PriceTable(
     {
-        "ecs": ProviderPrices({"*": 36.0}),
+        "ecs": ProviderPrices({"*": 0.6}, Billing(increment_s=60)),
         "verda": ProviderPrices({"*": 36.0}, Billing(minimum_s=600)),
         "local": ProviderPrices({"*": 0.0}),
     }
@@ -44,7 +45,7 @@ async def test_every_execution_and_event_carries_the_cost_so_far(
         execution = await create(clients, TENANT)
         events = await watch(clients, TENANT, execution.id)
         done = await wait_for_state(clients, TENANT, execution.id, STATE.EXECUTION_STATE_SUCCEEDED)
-    # Each attempt ran well under a second, billed as one whole second: a cent.
+    # Each attempt ran well under a minute, billed as one whole minute: a cent.
     costs = {e.event_type.removeprefix("execution."): e.metrics.cost_usd for e in events}
     assert costs["queued"] == 0
     assert costs["retrying"] == pytest.approx(0.01)

@@ -41,6 +41,7 @@ def test_defaults_apply_and_json_keeps_big_integers() -> None:
     assert new.max_attempts == SETTINGS.max_attempts
     assert new.queue_timeout_s == SETTINGS.queue_timeout_s
     assert new.run_timeout_s == SETTINGS.run_timeout_s
+    assert new.timeout_s == SETTINGS.execution_timeout_s
     assert new.request_id is None
     assert new.node_types == ["KSampler", "LoadImage"]
 
@@ -122,6 +123,7 @@ def test_every_bad_field_is_reported_at_once() -> None:
             labels={"": "x"},
             queue_timeout=duration_pb2.Duration(seconds=-1),
             run_timeout=duration_pb2.Duration(seconds=int(SETTINGS.max_timeout_s) + 1),
+            timeout=duration_pb2.Duration(),
         )
     )
     assert set(found) == {
@@ -132,6 +134,7 @@ def test_every_bad_field_is_reported_at_once() -> None:
         'labels[""]',
         "queue_timeout",
         "run_timeout",
+        "timeout",
     }
 
 
@@ -146,3 +149,9 @@ def test_fingerprint_tells_requests_apart() -> None:
     assert base.fingerprint() == same.fingerprint()
     assert base.fingerprint() != other.fingerprint()
     assert base.fingerprint() != other_input.fingerprint()
+
+
+def test_an_overall_timeout_is_taken_and_fingerprinted() -> None:
+    new = parse_create_request(request(timeout=duration_pb2.Duration(seconds=90)), SETTINGS)
+    assert new.timeout_s == 90.0
+    assert new.fingerprint() != parse_create_request(request(), SETTINGS).fingerprint()
