@@ -45,7 +45,7 @@ class QueueDepthReporter:
                     await self.sample()
                     await wait_any([stop], self.interval_s)
             finally:
-                await self._let_go()
+                await self.release()
 
     async def sample(self) -> None:
         """One round: refreshes the gauge when this replica reports, empties it otherwise."""
@@ -56,7 +56,7 @@ class QueueDepthReporter:
         except Exception as err:
             # The database went away: another replica may take over meanwhile.
             log.warning("sampling the queue depth failed: %r", err)
-            await self._let_go()
+            await self.release()
         self.gauge.depths = {}
 
     async def _leading(self) -> bool:
@@ -83,7 +83,8 @@ class QueueDepthReporter:
             return {(0, ""): 0}
         return {key: depths.get(key, 0) for key in self._seen}
 
-    async def _let_go(self) -> None:
+    async def release(self) -> None:
+        """Stops leading: frees the lock (and its connection) for another replica."""
         conn, self._conn = self._conn, None
         if conn is None:
             return

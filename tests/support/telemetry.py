@@ -57,14 +57,18 @@ class InProcessTelemetry:
         """The metrics as a /metrics endpoint would serve them."""
         return generate_latest(self.registry).decode()
 
+    def samples(self, name: str, **labels: str) -> list[float]:
+        """The values of the samples called ``name`` whose labels include ``labels``."""
+        return [
+            sample.value
+            for family in text_string_to_metric_families(self.exposition())
+            for sample in family.samples
+            if sample.name == name and labels.items() <= sample.labels.items()
+        ]
+
     def value(self, name: str, **labels: str) -> float:
         """The sum of the samples called ``name`` whose labels include ``labels``; 0 if none."""
-        total = 0.0
-        for family in text_string_to_metric_families(self.exposition()):
-            for sample in family.samples:
-                if sample.name == name and labels.items() <= sample.labels.items():
-                    total += sample.value
-        return total
+        return sum(self.samples(name, **labels))
 
 
 _installed: InProcessTelemetry | None = None
