@@ -120,10 +120,6 @@ class Dispatcher:
         self._maybe_due = True
         self._wake.set()
 
-    @property
-    def in_flight(self) -> int:
-        return len(self._tasks)
-
     def _room(self) -> int:
         return self._settings.max_in_flight - len(self._tasks) - self._reserved
 

@@ -28,7 +28,6 @@ SCHEMA = "webhook"
 @dataclass
 class WebhookService:
     grpc: RunningServer
-    dispatcher: Dispatcher
 
     @property
     def port(self) -> int:
@@ -69,4 +68,4 @@ async def build_service(cfg: Config) -> AsyncIterator[WebhookService]:
         server = await stack.enter_async_context(
             serve(cfg.grpc_addr, [reg], grace=cfg.shutdown_grace_s)
         )
-        yield WebhookService(server, dispatcher)
+        yield WebhookService(server)
