@@ -63,7 +63,7 @@ def platform_services(addrs: PlatformAddrs | None = None) -> list[ServiceSpec]:
     return [
         ServiceSpec("models", a.models),
         ServiceSpec("webhook", a.webhook, {"COMFYFLEET_WEBHOOK_ALLOW_LOOPBACK": "1"}),
-        ServiceSpec("scheduler", a.scheduler),
+        ServiceSpec("scheduler", a.scheduler, {"COMFYFLEET_MODELS_ADDR": a.models}),
         ServiceSpec(
             "gateway",
             a.gateway,
