@@ -386,6 +386,11 @@ class Breakers:
             self._all[name] = found
         return found
 
+    def state_of(self, scope: Scope, key: str) -> BreakerState:
+        """A breaker's state without making one: a target never tried is closed."""
+        found = self._all.get(breaker_name(scope, key))
+        return found.snapshot().state if found is not None else BreakerState.CLOSED
+
     def _pair(self, provider: str, executor_id: str) -> tuple[CircuitBreaker, CircuitBreaker]:
         return self.get(Scope.PROVIDER, provider), self.get(Scope.EXECUTOR, executor_id)
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from comfyfleet.common.config import (
@@ -10,12 +10,15 @@ from comfyfleet.common.config import (
     DatabaseConfig,
     NatsConfig,
     S3Config,
+    env_bool,
     env_float,
     env_int,
     env_str,
 )
+from services.scheduler.autoscale import ScalePolicy
 from services.scheduler.breaker import BreakerPolicy
 from services.scheduler.cost import DEFAULT_PRICES, PriceTable
+from services.scheduler.providers.ecs import EcsConfig
 from services.scheduler.providers.runpod import RunpodConfig
 
 # A provider sees many attempts: judge it on enough of them, and probe it with a few.
@@ -53,6 +56,26 @@ def breaker_from_env(prefix: str, d: BreakerPolicy) -> BreakerPolicy:
         open_wait_s=env_float(f"{prefix}_OPEN_WAIT_S", d.open_wait_s),
         half_open_probes=env_int(f"{prefix}_HALF_OPEN_PROBES", d.half_open_probes),
         half_open_max_s=env_float(f"{prefix}_HALF_OPEN_MAX_S", d.half_open_max_s),
+    )
+
+
+def scale_policy_from_env(d: ScalePolicy) -> ScalePolicy:
+    """``COMFYFLEET_SCHEDULER_AUTOSCALE_*``: the policy every scaled provider shares (each
+    provider sets its own minimum, maximum and warm pool)."""
+    p = "SCHEDULER_AUTOSCALE"
+    return ScalePolicy(
+        target_queue_depth=env_float(f"{p}_TARGET_QUEUE_DEPTH", d.target_queue_depth),
+        scale_up_queue_depth=env_float(f"{p}_UP_QUEUE_DEPTH", d.scale_up_queue_depth),
+        scale_down_queue_depth=env_float(f"{p}_DOWN_QUEUE_DEPTH", d.scale_down_queue_depth),
+        target_wait_s=env_float(f"{p}_TARGET_WAIT_S", d.target_wait_s),
+        scale_up_wait_s=env_float(f"{p}_UP_WAIT_S", d.scale_up_wait_s),
+        scale_down_wait_s=env_float(f"{p}_DOWN_WAIT_S", d.scale_down_wait_s),
+        scale_up_window_s=env_float(f"{p}_UP_WINDOW_S", d.scale_up_window_s),
+        scale_up_step=env_int(f"{p}_UP_STEP", d.scale_up_step),
+        scale_down_window_s=env_float(f"{p}_DOWN_WINDOW_S", d.scale_down_window_s),
+        scale_down_step=env_int(f"{p}_DOWN_STEP", d.scale_down_step),
+        max_idle_s=env_float(f"{p}_MAX_IDLE_S", d.max_idle_s),
+        scale_to_zero=env_bool(f"{p}_SCALE_TO_ZERO", d.scale_to_zero),
     )
 
 
@@ -115,6 +138,9 @@ class SchedulerSettings:
     executor_breaker: BreakerPolicy = EXECUTOR_BREAKER
     # What GPU time costs per provider and GPU type, with each provider's billing rounding.
     prices: PriceTable = DEFAULT_PRICES
+    # How often the autoscaler decides (0: never), and how.
+    autoscale_interval_s: float = 15.0
+    autoscale: ScalePolicy = field(default_factory=ScalePolicy)
 
     def __post_init__(self) -> None:
         if self.max_attempts < 1 or self.max_attempts > self.max_attempts_limit:
@@ -169,6 +195,10 @@ class SchedulerSettings:
             provider_breaker=breaker_from_env("SCHEDULER_PROVIDER_BREAKER", d.provider_breaker),
             executor_breaker=breaker_from_env("SCHEDULER_EXECUTOR_BREAKER", d.executor_breaker),
             prices=_prices_from_env(d.prices),
+            autoscale_interval_s=env_float(
+                "SCHEDULER_AUTOSCALE_INTERVAL_S", d.autoscale_interval_s
+            ),
+            autoscale=scale_policy_from_env(d.autoscale),
         )
 
 
@@ -189,6 +219,8 @@ class Config:
     breaker_subject: str = "comfyfleet.scheduler.breakers"
     # The RunPod serverless endpoint work may go to; disabled without an endpoint URL or id.
     runpod: RunpodConfig = field(default_factory=RunpodConfig)
+    # The ECS service of GPU executors the autoscaler sizes; disabled without one.
+    ecs: EcsConfig = field(default_factory=EcsConfig)
     # The models service that resolves a workflow's models at submit time; "" turns model
     # resolution off (a platform without a model registry).
     models_addr: str = ""
@@ -206,4 +238,24 @@ class Config:
             breaker_subject=env_str("SCHEDULER_BREAKER_SUBJECT", "comfyfleet.scheduler.breakers"),
             runpod=RunpodConfig.from_env(),
             models_addr=env_str("MODELS_ADDR", ""),
+            ecs=EcsConfig.from_env(),
         )
+
+    def scale_policies(self) -> dict[str, ScalePolicy]:
+        """The autoscaling policy of each scaled provider: the shared one, with the
+        provider's own bounds and warm pool."""
+        base = self.settings.autoscale
+        return {
+            "ecs": replace(
+                base,
+                min_replicas=self.ecs.min_replicas,
+                max_replicas=self.ecs.max_replicas,
+                warm_pool=min(self.ecs.warm_pool, self.ecs.max_replicas),
+            ),
+            "runpod": replace(
+                base,
+                min_replicas=0,
+                max_replicas=self.runpod.max_in_flight,
+                warm_pool=min(self.runpod.warm_pool, self.runpod.max_in_flight),
+            ),
+        }

@@ -31,12 +31,14 @@ from services.scheduler.notify import Notifier
 from services.scheduler.outbox import OutboxRelay
 from services.scheduler.providers import runpod
 from services.scheduler.providers.base import Provider, Providers
+from services.scheduler.providers.ecs import EcsScaler
 from services.scheduler.providers.local import LocalProvider
-from services.scheduler.providers.runpod import RunpodProvider
+from services.scheduler.providers.runpod import RunpodProvider, RunpodScaler
 from services.scheduler.queue import Queue
 from services.scheduler.queue_metrics import QueueDepthReporter
 from services.scheduler.reaper import Reaper
 from services.scheduler.routing import Router
+from services.scheduler.scaling import Autoscaler, Scaler
 from services.scheduler.servicer import ExecutionServicer, SchedulerServicer
 from services.scheduler.store import ExecutionStore
 from services.scheduler.telemetry import BreakerTelemetry
@@ -58,6 +60,7 @@ class Scheduler:
     relay: OutboxRelay
     grace_s: float
     breakers: Breakers
+    autoscaler: Autoscaler
     _stop_claiming: asyncio.Event = field(default_factory=asyncio.Event)
     _stop_loops: asyncio.Event = field(default_factory=asyncio.Event)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
@@ -94,6 +97,16 @@ class Scheduler:
         for task, result in zip(self._tasks, results, strict=True):
             if isinstance(result, BaseException):
                 log.error("%s ended with %r", task.get_name(), result)
+
+
+def scalers_of(cfg: Config) -> list[Scaler]:
+    """The providers whose size the scheduler decides: the ECS service, the RunPod endpoint."""
+    scalers: list[Scaler] = []
+    if cfg.ecs.enabled:
+        scalers.append(EcsScaler(cfg.ecs))
+    if cfg.runpod.enabled:
+        scalers.append(RunpodScaler(cfg.runpod))
+    return scalers
 
 
 @asynccontextmanager
@@ -144,11 +157,22 @@ async def running_scheduler(cfg: Config) -> AsyncIterator[Scheduler]:
                 "ExecutionService",
             ),
             registration(
-                SchedulerServicer(registry, queue, s, breakers, cfg.replica, budgets),
+                SchedulerServicer(registry, queue, s, breakers, cfg.replica, budgets, pool),
                 scheduler_pb2_grpc,
                 "SchedulerService",
             ),
         ]
+        autoscaler = Autoscaler(
+            pool,
+            queue,
+            breakers,
+            s.prices,
+            scalers_of(cfg),
+            cfg.scale_policies(),
+            schema=cfg.schema,
+            interval_s=s.autoscale_interval_s,
+            executor_lapse_s=s.executor_lapse_s,
+        )
         async with serve(cfg.grpc_addr, servicers, grace=s.shutdown_grace_s) as server:
             scheduler = Scheduler(
                 server=server,
@@ -165,9 +189,12 @@ async def running_scheduler(cfg: Config) -> AsyncIterator[Scheduler]:
                 ),
                 grace_s=s.shutdown_grace_s,
                 breakers=breakers,
+                autoscaler=autoscaler,
             )
             scheduler.start()
             scheduler.keep("queue depth", QueueDepthReporter(pool, cfg.schema).run)
+            if s.autoscale_interval_s > 0 and autoscaler.scalers:
+                scheduler.keep("autoscaler", autoscaler.run)
             if cfg.runpod.enabled:
                 scheduler.keep(
                     "runpod endpoint",

@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import TypeAlias
 
+import asyncpg
 import grpc
 
 from comfyfleet.common.errors import FieldViolation, InvalidArgument
@@ -21,6 +22,7 @@ from services.scheduler.executions import Executions
 from services.scheduler.executors import ExecutorRegistry
 from services.scheduler.lifecycle import State
 from services.scheduler.queue import Queue, QueueStats
+from services.scheduler.scaling import DecisionRecord, recent_decisions
 from services.scheduler.telemetry import BREAKER_STATES, split_name
 from services.scheduler.views import OutputLinks, execution_proto, executor_proto, state_of
 
@@ -101,6 +103,7 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServiceServicer):
         breakers: Breakers,
         replica: str,
         budgets: Budgets,
+        pool: asyncpg.Pool,
     ) -> None:
         self.registry = registry
         self.queue = queue
@@ -108,6 +111,7 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServiceServicer):
         self.breakers = breakers
         self.replica = replica
         self.budgets = budgets
+        self.pool = pool
 
     async def RegisterExecutor(
         self, request: scheduler_pb2.RegisterExecutorRequest, context: Context
@@ -209,6 +213,34 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServiceServicer):
     ) -> scheduler_pb2.TenantBudget:
         check_budget_request(request.tenant, 0.0)
         return budget_proto(await self.budgets.get(request.tenant))
+
+    async def ListScalingDecisions(
+        self, request: scheduler_pb2.ListScalingDecisionsRequest, context: Context
+    ) -> scheduler_pb2.ListScalingDecisionsResponse:
+        if request.page_size < 0:
+            raise InvalidArgument(
+                "page_size cannot be negative", [FieldViolation("page_size", "must be >= 0")]
+            )
+        limit = min(request.page_size or 50, 500)
+        records = await recent_decisions(self.pool, request.provider, limit)
+        return scheduler_pb2.ListScalingDecisionsResponse(
+            decisions=[decision_proto(r) for r in records]
+        )
+
+
+def decision_proto(r: DecisionRecord) -> scheduler_pb2.ScalingDecision:
+    return scheduler_pb2.ScalingDecision(
+        provider=r.provider,
+        current_replicas=r.current,
+        desired_replicas=r.desired,
+        reason=r.reason,
+        applied=r.applied,
+        note=r.note,
+        decide_time=to_timestamp(r.decided_at),
+        queue_depth=r.queue_depth,
+        oldest_wait_seconds=r.oldest_wait_s,
+        utilization=r.utilization,
+    )
 
 
 def budget_proto(budget: Budget) -> scheduler_pb2.TenantBudget:

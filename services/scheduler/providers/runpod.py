@@ -42,6 +42,7 @@ log = logging.getLogger(__name__)
 
 TRANSPORT = "runpod"
 DEFAULT_API = "https://api.runpod.ai/v2"
+DEFAULT_REST = "https://rest.runpod.io/v1"
 # RunPod job states after which no chunk will come.
 _ENDED = frozenset({"COMPLETED", "FAILED", "CANCELLED", "TIMED_OUT"})
 
@@ -67,6 +68,10 @@ class RunpodConfig:
     poll_interval_s: float = 0.5
     # A job not started by then is cancelled: the endpoint could not give it a worker.
     start_timeout_s: float = 900.0
+    # RunPod's REST API, where the endpoint's minimum number of workers is set.
+    rest_url: str = DEFAULT_REST
+    # Workers the autoscaler keeps warm while there is work.
+    warm_pool: int = 3
 
     @property
     def enabled(self) -> bool:
@@ -92,7 +97,14 @@ class RunpodConfig:
             stream_timeout_s=env_float("RUNPOD_STREAM_TIMEOUT_S", d.stream_timeout_s),
             poll_interval_s=env_float("RUNPOD_POLL_INTERVAL_S", d.poll_interval_s),
             start_timeout_s=env_float("RUNPOD_START_TIMEOUT_S", d.start_timeout_s),
+            rest_url=env_str("RUNPOD_REST_URL", DEFAULT_REST).rstrip("/"),
+            warm_pool=env_int("RUNPOD_WARM_POOL", d.warm_pool),
         )
+
+    @property
+    def scalable(self) -> bool:
+        """Its workers can be set through RunPod's REST API."""
+        return bool(self.endpoint_id and self.api_key and self.rest_url)
 
     def registration(self, engine: str = "native") -> scheduler_pb2.Executor:
         """The endpoint as the scheduler registers it on its own behalf."""
@@ -337,3 +349,53 @@ def _raise_if_broken(status: str, doc: Mapping[str, Any]) -> None:
             f"RunPod reports the job {status}: {detail}", reason=f"RUNPOD_JOB_{status}"
         )
     raise ProviderError(error.to_status())
+
+
+class RunpodScaler:
+    """Sets the endpoint's minimum workers (``workersMin``, kept warm) with RunPod's REST API
+    (``PATCH /endpoints/{id}``); RunPod's own scaler adds workers above it up to
+    ``workersMax`` as its queue grows. Without an endpoint id and API key the decisions are
+    only recorded."""
+
+    provider = "runpod"
+
+    def __init__(self, cfg: RunpodConfig) -> None:
+        self.cfg = cfg
+
+    async def _call(self, method: str, body: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        url = f"{self.cfg.rest_url}/endpoints/{self.cfg.endpoint_id}"
+        headers = {"Authorization": f"Bearer {self.cfg.api_key}"}
+        timeout = aiohttp.ClientTimeout(total=self.cfg.request_timeout_s)
+        async with (
+            aiohttp.ClientSession(headers=headers, timeout=timeout) as http,
+            http.request(method, url, json=body) as response,
+        ):
+            text = await response.text()
+            if response.status >= 300:
+                raise _HttpFailure(response.status, text)
+            doc = await response.json(content_type=None)
+            return doc if isinstance(doc, dict) else {}
+
+    async def replicas(self) -> int | None:
+        """The endpoint's minimum workers; None when RunPod cannot say."""
+        if not self.cfg.scalable:
+            return None
+        try:
+            doc = await self._call("GET")
+        except (_HttpFailure, aiohttp.ClientError, TimeoutError, ValueError):
+            return None
+        value = doc.get("workersMin")
+        return int(value) if isinstance(value, int) else None
+
+    async def apply(self, desired: int) -> str | None:
+        if not self.cfg.scalable:
+            return (
+                "RunPod scaling needs COMFYFLEET_RUNPOD_ENDPOINT_ID and COMFYFLEET_RUNPOD_API_KEY:"
+                " recorded only"
+            )
+        body = {"workersMin": desired, "workersMax": max(desired, self.cfg.max_in_flight)}
+        try:
+            await self._call("PATCH", body)
+        except (_HttpFailure, aiohttp.ClientError, TimeoutError, ValueError) as err:
+            return f"RunPod's PATCH /endpoints/{self.cfg.endpoint_id} failed: {err}"
+        return None

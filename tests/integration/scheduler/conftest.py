@@ -8,7 +8,9 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import grpc
+import nats
 import pytest
+from nats.js.errors import NotFoundError
 
 from comfyfleet.common.config import DatabaseConfig, NatsConfig, S3Config
 from comfyfleet.common.grpcserver import channel
@@ -32,13 +34,27 @@ FAST = SchedulerSettings(
 
 
 @pytest.fixture
+async def own_stream(nats_server: NatsInfo, nats_names: NatsNames) -> AsyncIterator[NatsNames]:
+    """The test's stream name, and the stream deleted after the test: each stream reserves
+    its size limit in JetStream's store, which a long session would otherwise fill."""
+    yield nats_names
+    nc = await nats.connect(nats_server.url)
+    try:
+        with contextlib.suppress(NotFoundError):
+            await nc.jetstream().delete_stream(nats_names.stream)
+    finally:
+        await nc.close()
+
+
+@pytest.fixture
 def scheduler_config(
     fresh_database: str,
     nats_server: NatsInfo,
-    nats_names: NatsNames,
+    own_stream: NatsNames,
     s3_server: S3Info,
     s3_bucket: str,
 ) -> Config:
+    nats_names = own_stream
     return Config(
         grpc_addr="127.0.0.1:0",
         database=DatabaseConfig(fresh_database),

@@ -94,3 +94,19 @@ def test_a_runpod_endpoint_id_alone_points_at_runpods_api(monkeypatch: pytest.Mo
     monkeypatch.setenv("COMFYFLEET_RUNPOD_ENDPOINT_URL", "http://127.0.0.1:8000/")
     local = RunpodConfig.from_env()
     assert local.endpoint_url == "http://127.0.0.1:8000"
+
+
+def test_each_scaled_provider_has_its_own_bounds(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COMFYFLEET_SCHEDULER_AUTOSCALE_UP_STEP", "4")
+    monkeypatch.setenv("COMFYFLEET_SCHEDULER_AUTOSCALE_SCALE_TO_ZERO", "false")
+    monkeypatch.setenv("COMFYFLEET_ECS_CLUSTER", "gpu")
+    monkeypatch.setenv("COMFYFLEET_ECS_SERVICE", "executors")
+    monkeypatch.setenv("COMFYFLEET_ECS_MAX_REPLICAS", "20")
+    monkeypatch.setenv("COMFYFLEET_ECS_WARM_POOL", "1")
+    monkeypatch.setenv("COMFYFLEET_RUNPOD_MAX_IN_FLIGHT", "2")
+    cfg = Config.from_env()
+    assert cfg.ecs.enabled and cfg.settings.autoscale_interval_s == 15
+    policies = cfg.scale_policies()
+    assert (policies["ecs"].max_replicas, policies["ecs"].warm_pool) == (20, 1)
+    assert (policies["runpod"].max_replicas, policies["runpod"].warm_pool) == (2, 2)
+    assert all(p.scale_up_step == 4 and not p.scale_to_zero for p in policies.values())
