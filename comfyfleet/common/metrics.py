@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 
@@ -79,6 +80,10 @@ container_restarts = _meter.create_counter(
     "container_restarts_total",
     description="Starts of a service process; more than one in a while means restarts.",
 )
+# About when this process started (this module loads at start). A counter that begins at 1 in
+# every new process cannot show a restart to Prometheus's increase(); a start time that
+# changes can: changes(process_start_time_seconds[15m]).
+_STARTED_AT = time.time()
 
 # --- webhooks -------------------------------------------------------------------------------
 webhook_deliveries = _meter.create_counter(
@@ -215,6 +220,12 @@ def _memory(_options: CallbackOptions) -> Iterator[Observation]:
         return  # not Linux: nothing to report
 
 
+_meter.create_observable_gauge(
+    "process_start_time_seconds",
+    callbacks=[lambda _options: [Observation(_STARTED_AT)]],
+    unit="s",
+    description="When the service process started, in seconds since the epoch.",
+)
 _meter.create_observable_gauge(
     "memory_usage_bytes",
     callbacks=[_memory],

@@ -19,8 +19,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import socket
 import time
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -131,13 +131,16 @@ class Telemetry:
 def build_telemetry(service: str, cfg: TelemetryConfig, span_exporter: Any = None) -> Telemetry:
     """The providers ``cfg`` asks for, not installed; ``span_exporter`` (tests: an in-memory
     one) is added with a synchronous processor so a finished span is there at once."""
-    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.resources import OTELResourceDetector, Resource
 
+    # The instance is the host (a pod's or container's name) unless OTEL_RESOURCE_ATTRIBUTES
+    # names one: the same across restarts of a container, so its series continue.
+    named = OTELResourceDetector().detect().attributes.get("service.instance.id")
     resource = Resource.create(
         {
             "service.name": cfg.service_name or service,
             "service.namespace": "comfyfleet",
-            "service.instance.id": uuid.uuid4().hex,
+            "service.instance.id": str(named or socket.gethostname()),
         }
     )
     built = Telemetry()

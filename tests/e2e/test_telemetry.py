@@ -188,6 +188,7 @@ def test_every_service_serves_its_metrics(traced_run: TracedRun) -> None:
     for service in SERVICES:
         assert value(after[service], "container_restarts_total", service=service) == 1
         assert value(after[service], "memory_usage_bytes") > 0
+        assert value(after[service], "process_start_time_seconds") > 0
     moved = {
         ("gateway", "api_requests_total", (("method", CREATE), ("code", "OK"))),
         ("gateway", "api_request_duration_seconds_count", (("method", CREATE),)),

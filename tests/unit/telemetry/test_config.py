@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import socket
+
 import pytest
 
 from comfyfleet.common.config import ConfigError
@@ -16,6 +18,7 @@ OTEL_VARS = (
     "OTEL_EXPORTER_OTLP_PROTOCOL",
     "OTEL_SERVICE_NAME",
     "COMFYFLEET_METRICS_ADDR",
+    "OTEL_RESOURCE_ATTRIBUTES",
 )
 
 
@@ -101,5 +104,24 @@ def test_otel_service_name_overrides_the_code_s_name() -> None:
     built = build_telemetry("models", TelemetryConfig(traces_exporter="console", service_name="m2"))
     try:
         assert built.tracer_provider.resource.attributes["service.name"] == "m2"
+    finally:
+        built.shutdown()
+
+
+def test_the_instance_is_the_host_unless_the_environment_names_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    cfg = TelemetryConfig(traces_exporter="console")
+    built = build_telemetry("executor", cfg)
+    try:
+        instance = built.tracer_provider.resource.attributes["service.instance.id"]
+        assert instance == socket.gethostname()
+    finally:
+        built.shutdown()
+    monkeypatch.setenv("OTEL_RESOURCE_ATTRIBUTES", "service.instance.id=executor-7,zone=b")
+    built = build_telemetry("executor", cfg)
+    try:
+        attributes = built.tracer_provider.resource.attributes
+        assert (attributes["service.instance.id"], attributes["zone"]) == ("executor-7", "b")
     finally:
         built.shutdown()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from comfyfleet.common import metrics
@@ -82,3 +84,8 @@ def test_webhook_attempts_by_outcome(otel: InProcessTelemetry) -> None:
 
 def test_memory_usage_is_the_process_resident_set(otel: InProcessTelemetry) -> None:
     assert otel.value("memory_usage_bytes") > 10 * 1024 * 1024
+
+
+def test_the_process_start_time_is_reported(otel: InProcessTelemetry) -> None:
+    started = otel.value("process_start_time_seconds")
+    assert time.time() - 24 * 3600 < started <= time.time()
