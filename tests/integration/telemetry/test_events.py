@@ -20,7 +20,11 @@ from tests.support.telemetry import InProcessTelemetry, installed_telemetry
 async def bus(nats_server: NatsInfo, nats_names: NatsNames) -> AsyncIterator[EventBus]:
     cfg = NatsConfig(nats_server.url, nats_names.stream, nats_names.subject_prefix)
     async with connect_bus(cfg, name="telemetry-test") as connected:
-        yield connected
+        try:
+            yield connected
+        finally:
+            # Each stream reserves its byte limit of the test server's JetStream storage.
+            await connected.js.delete_stream(nats_names.stream)
 
 
 def event(number: int) -> executions_pb2.WorkflowExecutionEvent:

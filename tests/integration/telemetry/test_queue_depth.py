@@ -8,6 +8,8 @@ import contextlib
 import dataclasses
 from collections.abc import AsyncIterator
 
+import nats
+import nats.js.errors
 import pytest
 
 from comfyfleet.common.config import DatabaseConfig, NatsConfig, S3Config
@@ -27,14 +29,14 @@ WORKFLOW = (comfyui_ref() / "workflows" / "a_tiny.json").read_text()
 
 
 @pytest.fixture
-def config(
+async def config(
     fresh_database: str,
     nats_server: NatsInfo,
     nats_names: NatsNames,
     s3_server: S3Info,
     s3_bucket: str,
-) -> Config:
-    return Config(
+) -> AsyncIterator[Config]:
+    yield Config(
         grpc_addr="127.0.0.1:0",
         database=DatabaseConfig(fresh_database),
         nats=NatsConfig(nats_server.url, nats_names.stream, nats_names.subject_prefix),
@@ -47,6 +49,14 @@ def config(
         ),
         breaker_subject=f"{nats_names.subject_prefix.replace('.', '_')}.breakers",
     )
+    # The schedulers made the stream; each reserves its byte limit of the test server's
+    # JetStream storage.
+    nc = await nats.connect(nats_server.url)
+    try:
+        with contextlib.suppress(nats.js.errors.NotFoundError):
+            await nc.jetstream().delete_stream(nats_names.stream)
+    finally:
+        await nc.close()
 
 
 @contextlib.asynccontextmanager
