@@ -114,10 +114,12 @@ class Dispatcher:
         # Whether deliveries may be waiting in the queue: while not, finished attempts do
         # not send the claim loop looking (new deliveries mostly skip the queue).
         self._maybe_due = True
+        self._wakes = 0
 
     def wake(self) -> None:
         """Look for due deliveries now: some were added, or made due, or will be soon."""
         self._maybe_due = True
+        self._wakes += 1
         self._wake.set()
 
     def _room(self) -> int:
@@ -192,6 +194,7 @@ class Dispatcher:
         room = min(self._room(), CLAIM_BATCH)
         if room <= 0:
             return False
+        wakes = self._wakes
         claims = await self._queue.claim(
             room,
             dict(self._busy),
@@ -202,8 +205,11 @@ class Dispatcher:
         for claim in claims:
             self._start(claim)
         limit = self._settings.per_subscription_concurrency
-        if not claims and all(n < limit for n in self._busy.values()):
-            # Nothing due, and no subscription held back by its limit.
+        if claims:
+            self._maybe_due = True  # there may be more behind them
+        elif wakes == self._wakes and all(n < limit for n in self._busy.values()):
+            # Nothing due, no subscription held back by its limit, and nothing was added
+            # while the claim ran (it could not have seen that).
             self._maybe_due = False
         return len(claims) == room
 

@@ -53,44 +53,40 @@ class Completed:
 
 # Due deliveries of enabled subscriptions, at most `per_subscription` ($3; $6 for one whose
 # last attempt failed) less what this process already has in flight from any one
-# subscription, so a backlog for one receiver cannot take every worker. The subscriptions with pending deliveries are found by skipping through
-# the (subscription, due time) index, one probe per subscription, and each gives its earliest
-# due rows: the cost follows the number of subscriptions, not the size of a backlog. Rows
-# another worker is claiming right now are skipped, not waited for.
+# subscription, so a backlog for one receiver cannot take every worker. Each subscription
+# gives its earliest due rows from the (subscription, due time) index: the cost follows the
+# number of subscriptions, not the size of a backlog. (The rows are read from the table, not
+# only the index, so index entries of rows long done get marked dead on the way and later
+# claims skip them.) Rows another worker is claiming right now are skipped, not waited for.
+# Picked rows are looked up by id through `= ANY(ARRAY(...))`, which stays an index lookup
+# in the cached plan however small the table was when it was planned.
 _CLAIM = """
-WITH RECURSIVE pending (id) AS (
-    (SELECT subscription_id FROM deliveries WHERE state = 'pending'
-     ORDER BY subscription_id LIMIT 1)
-    UNION ALL
-    SELECT (SELECT d.subscription_id FROM deliveries d
-            WHERE d.state = 'pending' AND d.subscription_id > pending.id
-            ORDER BY d.subscription_id LIMIT 1)
-    FROM pending WHERE pending.id IS NOT NULL
-), picked AS (
+WITH picked AS (
     SELECT due.id, due.next_attempt_time
-    FROM pending
-    JOIN subscriptions s ON s.id = pending.id AND s.enabled
+    FROM subscriptions s
     LEFT JOIN unnest($1::text[], $2::int[]) AS busy (subscription_id, n)
-           ON busy.subscription_id = pending.id
+           ON busy.subscription_id = s.id
     CROSS JOIN LATERAL (
         SELECT d.id, d.next_attempt_time FROM deliveries d
-        WHERE d.subscription_id = pending.id AND d.state = 'pending'
+        WHERE d.subscription_id = s.id AND d.state = 'pending'
           AND d.next_attempt_time <= now()
         ORDER BY d.next_attempt_time
         LIMIT greatest(CASE WHEN s.failing_since IS NULL THEN $3::int ELSE $6::int END
                        - coalesce(busy.n, 0), 0)
     ) due
+    WHERE s.enabled
     ORDER BY due.next_attempt_time LIMIT $4
 ), locked AS (
-    SELECT d.id FROM deliveries d JOIN picked ON picked.id = d.id
-    WHERE d.state = 'pending' AND d.next_attempt_time <= now()
-    FOR UPDATE OF d SKIP LOCKED
+    SELECT d.id FROM deliveries d
+    WHERE d.id = ANY(ARRAY(SELECT id FROM picked))
+      AND d.state = 'pending' AND d.next_attempt_time <= now()
+    FOR UPDATE SKIP LOCKED
 )
 UPDATE deliveries d
 SET attempts = d.attempts + 1, round_attempts = d.round_attempts + 1, lease = d.lease + 1,
     next_attempt_time = now() + make_interval(secs => $5), update_time = now()
-FROM locked, subscriptions s
-WHERE d.id = locked.id AND s.id = d.subscription_id
+FROM subscriptions s
+WHERE d.id = ANY(ARRAY(SELECT id FROM locked)) AND s.id = d.subscription_id
 RETURNING d.id, d.subscription_id, s.url, d.payload, d.attempts, d.round_attempts, d.lease,
     d.traceparent,
     ARRAY(SELECT k.secret FROM subscription_secrets k
