@@ -55,11 +55,35 @@ class PlatformAddrs:
     models: str = "127.0.0.1:50053"
     webhook: str = "127.0.0.1:50054"
     executor: str = "127.0.0.1:50055"
+    # Each service serves Prometheus /metrics on 127.0.0.1:<base + n>; 0 turns them off.
+    metrics_port_base: int = 9101
 
 
 def platform_services(addrs: PlatformAddrs | None = None) -> list[ServiceSpec]:
     """The platform's services, in start order: dependencies first, the executor last."""
     a = addrs or PlatformAddrs()
+    return [_with_metrics(spec, a.metrics_port_base) for spec in _services(a)]
+
+
+# The metrics port of each service, counted from the base: stable whatever the start order.
+_METRICS_OFFSET = {"gateway": 0, "scheduler": 1, "models": 2, "webhook": 3, "executor": 4}
+
+
+def _with_metrics(spec: ServiceSpec, base: int) -> ServiceSpec:
+    if not base or spec.name not in _METRICS_OFFSET:
+        return spec
+    addr = f"127.0.0.1:{base + _METRICS_OFFSET[spec.name]}"
+    return ServiceSpec(
+        spec.name,
+        spec.grpc_addr,
+        {**spec.env, "COMFYFLEET_METRICS_ADDR": addr},
+        spec.module,
+        {**spec.extra_urls, "metrics": f"http://{addr}/metrics"},
+        spec.ready_timeout_s,
+    )
+
+
+def _services(a: PlatformAddrs) -> list[ServiceSpec]:
     return [
         ServiceSpec("models", a.models),
         ServiceSpec("webhook", a.webhook, {"COMFYFLEET_WEBHOOK_ALLOW_LOOPBACK": "1"}),

@@ -32,8 +32,11 @@ class Platform:
 
 
 def _free_addrs() -> PlatformAddrs:
-    ports = [free_port() for _ in range(6)]
-    return PlatformAddrs(*(f"127.0.0.1:{p}" for p in ports))
+    gateway, rest, scheduler, models, webhook, executor = (
+        f"127.0.0.1:{free_port()}" for _ in range(6)
+    )
+    # No fixed metrics ports in tests: a module that scrapes sets its own through the env.
+    return PlatformAddrs(gateway, rest, scheduler, models, webhook, executor, metrics_port_base=0)
 
 
 @pytest.fixture(scope="module")

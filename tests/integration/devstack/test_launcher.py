@@ -9,6 +9,7 @@ import pytest
 
 from comfyfleet.devstack.launcher import (
     Launcher,
+    PlatformAddrs,
     ServiceFailed,
     ServiceSpec,
     grpc_serving,
@@ -115,9 +116,20 @@ def test_platform_services_contract() -> None:
         "COMFYFLEET_SCHEDULER_ADDR": "127.0.0.1:50052",
         "COMFYFLEET_MODELS_ADDR": "127.0.0.1:50053",
         "COMFYFLEET_WEBHOOK_ADDR": "127.0.0.1:50054",
+        "COMFYFLEET_METRICS_ADDR": "127.0.0.1:9101",
     }
     assert services["executor"].env == {
         "COMFYFLEET_SCHEDULER_ADDR": "127.0.0.1:50052",
         "COMFYFLEET_EXECUTOR_ADVERTISE_ADDR": "127.0.0.1:50055",
+        "COMFYFLEET_METRICS_ADDR": "127.0.0.1:9105",
     }
-    assert services["webhook"].env == {"COMFYFLEET_WEBHOOK_ALLOW_LOOPBACK": "1"}
+    assert services["webhook"].env == {
+        "COMFYFLEET_WEBHOOK_ALLOW_LOOPBACK": "1",
+        "COMFYFLEET_METRICS_ADDR": "127.0.0.1:9104",
+    }
+    assert services["scheduler"].env == {
+        "COMFYFLEET_MODELS_ADDR": "127.0.0.1:50053",
+        "COMFYFLEET_METRICS_ADDR": "127.0.0.1:9102",
+    }
+    metrics_off = {s.name: s for s in platform_services(PlatformAddrs(metrics_port_base=0))}
+    assert all("COMFYFLEET_METRICS_ADDR" not in s.env for s in metrics_off.values())
