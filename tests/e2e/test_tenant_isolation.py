@@ -44,6 +44,8 @@ NOT_BY_ID = {
     "comfyfleet.tenants.v1.TenantService.ListTenants": "admin only",
     # Names A's tenant, but only admins may update any tenant: refused before any lookup.
     "comfyfleet.tenants.v1.TenantService.UpdateTenant": "admin only",
+    # The whole platform's state, for operators only.
+    "comfyfleet.operations.v1.OperationsService.GetOverview": "admin only",
     "comfyfleet.webhooks.v1.WebhookService.CreateSubscription": "own",
     "comfyfleet.webhooks.v1.WebhookService.ListSubscriptions": "list",
     "comfyfleet.models.v1.ModelService.UploadModel": "own",
