@@ -30,6 +30,9 @@ def find_nats_server() -> Path:
     )
 
 
+JETSTREAM_MAX_FILE_STORE = "1TB"
+
+
 class NatsServer(Server):
     """`nats-server -js` on 127.0.0.1:port; streams persist in `data_dir/jetstream`.
 
@@ -54,12 +57,26 @@ class NatsServer(Server):
     def url(self) -> str:
         return f"nats://{self.host}:{self.port}"
 
+    def _config_file(self) -> Path:
+        """JetStream with a file-store limit of its own: by default the server allows 75% of
+        the free disk, and every stream reserves its whole ``max_bytes`` against that, so a
+        test suite's many 1 GiB streams would run out on a small disk long before any data."""
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        conf = self.data_dir / "nats.conf"
+        conf.write_text(
+            "jetstream {\n"
+            f"  store_dir: {json.dumps(str(self.data_dir))}\n"
+            f"  max_file_store: {JETSTREAM_MAX_FILE_STORE}\n"
+            "}\n"
+        )
+        return conf
+
     def _argv(self) -> list[str]:
         argv = [
             str(self.binary),
+            "--config",
+            str(self._config_file()),
             "--jetstream",
-            "--store_dir",
-            str(self.data_dir),
             "--addr",
             self.host,
             "--port",
