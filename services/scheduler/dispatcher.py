@@ -53,14 +53,15 @@ class Dispatcher:
         with self.notifier.watch(DISPATCH_KEY) as changed:
             while not stop.is_set():
                 changed.clear()
-                if await self._claim_one():
+                if await self._claim_batch():
                     continue
                 await wait_any([changed, stop], await self._idle_s())
 
-    async def _claim_one(self) -> bool:
+    async def _claim_batch(self) -> bool:
+        """Claims a batch; True when it dispatched anything (there may be more)."""
         s = self.settings
         try:
-            dispatch = await self.queue.claim(
+            dispatches = await self.queue.claim(
                 tenant_cap=s.tenant_concurrency,
                 executor_lapse_s=s.executor_lapse_s,
                 lease_s=s.lease_s,
@@ -68,8 +69,11 @@ class Dispatcher:
         except Exception:
             log.exception("claiming from the queue failed")
             return False
-        if dispatch is None:
-            return False
+        for dispatch in dispatches:
+            self._start(dispatch)
+        return bool(dispatches)
+
+    def _start(self, dispatch: Dispatch) -> None:
         self.dispatched += 1
         log.info(
             "dispatched %s attempt %d to %s",
@@ -81,7 +85,6 @@ class Dispatcher:
         task = asyncio.create_task(_observed(self.runner, dispatch), name=f"attempt {key}")
         self._attempts[key] = task
         task.add_done_callback(lambda _t: self._attempts.pop(key, None))
-        return True
 
     async def _idle_s(self) -> float:
         """Sleep until notified, the next retry backoff ends, an open breaker lets a probe

@@ -31,7 +31,7 @@ WITH event AS (
     INSERT INTO outbox (event_id, subject, payload, traceparent)
     VALUES ($3, $7, $6, coalesce((SELECT traceparent FROM executions WHERE id = $1), ''))
 )
-SELECT pg_notify($8, $1)
+SELECT pg_notify($8, $1), (SELECT pg_notify($8, $9) WHERE $9 <> '')
 """
 
 
@@ -59,9 +59,8 @@ class Journal:
             event.SerializeToString(),
             self.subject(event.tenant, event.execution_id),
             self.channel,
+            DISPATCH_KEY if event.event_type in _DISPATCH_EVENTS else "",
         )
-        if event.event_type in _DISPATCH_EVENTS:
-            await self.notify(conn, DISPATCH_KEY)
 
     async def notify(self, conn: asyncpg.Connection, key: str) -> None:
         """Wakes listeners about something that is not an event, such as a new executor."""

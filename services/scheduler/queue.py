@@ -14,11 +14,13 @@ from services.scheduler.routing import FreeExecutor, Job, Router
 from services.scheduler.store import ACTIVE, WAITING
 from services.scheduler.views import EventType, build_event
 
-# Candidates are locked a few at a time: replicas skip each other's, and a candidate whose
-# tenant or node types cannot be served now does not block the ones behind it.
+# Candidates are locked a batch at a time: replicas skip each other's. Only executions whose
+# node types some free executor has ($3: one runs anything; $4: the types they have), so a
+# head of the queue nobody can serve now does not block the ones behind it.
 _CANDIDATES = f"""
 SELECT e.* FROM executions e
 WHERE e.state IN {WAITING} AND e.not_before <= now()
+  AND ($3 OR e.node_types <@ $4::text[])
   AND (SELECT count(*) FROM executions a
        WHERE a.tenant = e.tenant AND a.state IN {ACTIVE}) < coalesce(e.tenant_cap, $1)
 ORDER BY e.priority DESC, e.created_at, e.id
@@ -75,91 +77,52 @@ class Queue:
         self.router = router
 
     async def claim(
-        self, *, tenant_cap: int, executor_lapse_s: float, lease_s: float, batch: int = 8
-    ) -> Dispatch | None:
-        """Dispatches the first waiting execution that a free executor can take, if any.
+        self, *, tenant_cap: int, executor_lapse_s: float, lease_s: float, limit: int = 32
+    ) -> list[Dispatch]:
+        """Dispatches up to ``limit`` waiting executions that free executors can take, in
+        one transaction: priority first, then age.
 
-        The dispatch holds the breakers' permit; if the transaction fails after the permit
-        was taken, the permit is given back.
+        Each dispatch holds its breakers' permit; if the transaction fails, every permit taken
+        is given back.
         """
-        permit: AttemptPermit | None = None
+        claim = _Claim(self, tenant_cap, lease_s)
         try:
             async with self.pool.acquire() as conn, conn.transaction():
-                found = await self._claim(conn, tenant_cap, executor_lapse_s, batch)
-                if found is None:
-                    return None
-                record, placement, permit = found
-                dispatch = await self._dispatch(conn, record, placement, lease_s)
-            return replace(dispatch, permit=permit)
+                await claim.run(conn, executor_lapse_s, limit)
         except BaseException:
-            if permit is not None:
-                permit.release()
+            for dispatch in claim.dispatches:
+                if dispatch.permit is not None:
+                    dispatch.permit.release()
             raise
+        return claim.dispatches
 
-    async def _claim(
-        self, conn: asyncpg.Connection, tenant_cap: int, executor_lapse_s: float, batch: int
-    ) -> tuple[ExecutionRecord, Placement, AttemptPermit] | None:
-        executors = [_free(r) for r in await conn.fetch(_FREE_EXECUTORS, executor_lapse_s)]
-        if not executors:
-            return None
-        for row in await conn.fetch(_CANDIDATES, tenant_cap, batch):
-            record = ExecutionRecord.from_row(row)
-            cap = record.tenant_cap or tenant_cap
-            if not await self._tenant_has_room(conn, record.tenant, cap):
-                continue
-            placed = await self._place(conn, record, executors)
-            if placed is not None:
-                return (record, *placed)
-        return None
-
-    async def _tenant_has_room(self, conn: asyncpg.Connection, tenant: str, cap: int) -> bool:
-        """Re-counts the tenant's running executions under a per-tenant lock: two replicas
-        that both saw room for one more must not both take it. Busy lock: try later."""
+    async def lock_tenant(self, conn: asyncpg.Connection, tenant: str) -> int | None:
+        """The tenant's running executions, counted under a per-tenant lock so that two
+        replicas that both saw room for one more cannot both take it; None when another
+        replica holds the lock (try later)."""
         key = f"{self.schema}:tenant:{tenant}"
         if not await conn.fetchval("SELECT pg_try_advisory_xact_lock(hashtext($1))", key):
-            return False
-        running = await conn.fetchval(
+            return None
+        running: int = await conn.fetchval(
             f"SELECT count(*) FROM executions WHERE tenant = $1 AND state IN {ACTIVE}", tenant
         )
-        return bool(running < cap)
+        return running
 
-    async def _place(
-        self, conn: asyncpg.Connection, record: ExecutionRecord, executors: list[FreeExecutor]
-    ) -> tuple[Placement, AttemptPermit] | None:
-        """The best executor with a free slot whose breakers admit one more attempt."""
-        failed_on = await conn.fetchval(
-            "SELECT coalesce(array_agg(executor_id), '{}') FROM attempts"
-            " WHERE execution_id = $1 AND state = 'FAILED'",
-            record.id,
-        )
-        job = Job(
-            node_types=frozenset(record.node_types),
-            models=frozenset(m.sha256 for m in record.models),
-            failed_on=frozenset(failed_on),
-        )
-        for executor in self.router.candidates(executors, job):
-            if not await self._slot_free(conn, executor):
-                continue
-            permit = self.router.admit(executor.placement)
-            if permit is not None:
-                return executor.placement, permit
-        return None
-
-    async def _slot_free(self, conn: asyncpg.Connection, executor: FreeExecutor) -> bool:
-        """Re-counts the executor's attempts under a per-executor lock, so two replicas never
-        fill its last slot twice. An advisory lock rather than the row lock: heartbeats update
-        the row all the time and must not make a claim pass the executor by."""
-        executor_id = executor.placement.executor_id
-        key = f"{self.schema}:executor:{executor_id}"
+    async def lock_executor(self, conn: asyncpg.Connection, executor: FreeExecutor) -> int:
+        """The executor's free slots, counted under a per-executor lock so that two replicas
+        never fill its last slot twice; 0 when another replica holds the lock. An advisory
+        lock rather than the row lock: heartbeats update the row all the time and must not
+        make a claim pass the executor by."""
+        key = f"{self.schema}:executor:{executor.id}"
         if not await conn.fetchval("SELECT pg_try_advisory_xact_lock(hashtext($1))", key):
-            return False
-        busy = await conn.fetchval(
+            return 0
+        busy: int = await conn.fetchval(
             f"SELECT count(*) FROM attempts WHERE executor_id = $1 AND state IN {ACTIVE}",
-            executor_id,
+            executor.id,
         )
-        return bool(busy < executor.slots)
+        return max(0, executor.slots - busy)
 
-    async def _dispatch(
+    async def dispatch(
         self,
         conn: asyncpg.Connection,
         record: ExecutionRecord,
@@ -263,3 +226,75 @@ def _free(row: asyncpg.Record) -> FreeExecutor:
         gpu_free_memory_bytes=row["gpu_free_memory_bytes"],
         cached_models=frozenset(row["cached_models"]),
     )
+
+
+class _Claim:
+    """One claim transaction: candidates in queue order, each placed on the best free
+    executor, with tenants' and executors' counts taken once under their locks and kept up
+    to date as the transaction dispatches."""
+
+    def __init__(self, queue: Queue, tenant_cap: int, lease_s: float) -> None:
+        self.queue = queue
+        self.tenant_cap = tenant_cap
+        self.lease_s = lease_s
+        self.dispatches: list[Dispatch] = []
+        self._running: dict[str, int | None] = {}
+        self._free: dict[str, int] = {}
+
+    async def run(self, conn: asyncpg.Connection, executor_lapse_s: float, limit: int) -> None:
+        executors = [_free(r) for r in await conn.fetch(_FREE_EXECUTORS, executor_lapse_s)]
+        want = min(limit, sum(x.free_slots for x in executors))
+        if want == 0:
+            return
+        runs_anything = any(not x.node_types for x in executors)
+        types = sorted(set().union(*(x.node_types for x in executors)))
+        rows = await conn.fetch(_CANDIDATES, self.tenant_cap, 2 * want + 8, runs_anything, types)
+        for row in rows:
+            if len(self.dispatches) >= want:
+                return
+            await self._consider(conn, ExecutionRecord.from_row(row), executors)
+
+    async def _consider(
+        self, conn: asyncpg.Connection, record: ExecutionRecord, executors: list[FreeExecutor]
+    ) -> None:
+        if record.tenant not in self._running:
+            self._running[record.tenant] = await self.queue.lock_tenant(conn, record.tenant)
+        running = self._running[record.tenant]
+        if running is None or running >= (record.tenant_cap or self.tenant_cap):
+            return
+        placed = await self._place(conn, record, executors)
+        if placed is None:
+            return
+        placement, permit = placed
+        dispatch = await self.queue.dispatch(conn, record, placement, self.lease_s)
+        self.dispatches.append(replace(dispatch, permit=permit))
+        self._running[record.tenant] = running + 1
+        self._free[placement.executor_id] -= 1
+
+    async def _place(
+        self, conn: asyncpg.Connection, record: ExecutionRecord, executors: list[FreeExecutor]
+    ) -> tuple[Placement, AttemptPermit] | None:
+        """The best executor with a free slot whose breakers admit one more attempt."""
+        failed_on: list[str] = []
+        if record.attempt > 0:
+            failed_on = await conn.fetchval(
+                "SELECT coalesce(array_agg(executor_id), '{}') FROM attempts"
+                " WHERE execution_id = $1 AND state = 'FAILED'",
+                record.id,
+            )
+        job = Job(
+            node_types=frozenset(record.node_types),
+            models=frozenset(m.sha256 for m in record.models),
+            failed_on=frozenset(failed_on),
+        )
+        # Slots this transaction filled count: the next execution sees each executor's load.
+        now = [replace(x, free_slots=self._free.get(x.id, x.free_slots)) for x in executors]
+        for executor in self.queue.router.candidates([x for x in now if x.free_slots > 0], job):
+            if executor.id not in self._free:
+                self._free[executor.id] = await self.queue.lock_executor(conn, executor)
+            if self._free[executor.id] <= 0:
+                continue
+            permit = self.queue.router.admit(executor.placement)
+            if permit is not None:
+                return executor.placement, permit
+        return None
