@@ -18,7 +18,7 @@ from tests.integration.scheduler.helpers import (
     wait_for_state,
     watch,
 )
-from tests.integration.scheduler.scripted_executor import HANG, fail, scripted_executor
+from tests.integration.scheduler.scripted_executor import HANG, fail, scripted_executor, succeed
 from tests.support.eventually import eventually
 
 TENANT = "acme"
@@ -73,3 +73,17 @@ async def test_a_tenants_own_cap_from_the_gateway_holds(clients: Clients) -> Non
         await wait_for_state(clients, "capped", first.id, STATE.EXECUTION_STATE_RUNNING)
         assert (await get(clients, "capped", second.id)).state == STATE.EXECUTION_STATE_QUEUED
         assert ex.servicer.max_running == 3
+
+
+async def test_work_nobody_can_run_now_does_not_block_the_queue(clients: Clients) -> None:
+    exotic = '{"1": {"class_type": "ExoticSampler", "inputs": {}}}'
+    stuck = [await create(clients, TENANT, workflow_json=exotic) for _ in range(40)]
+    runnable = await create(clients, TENANT)
+    async with scripted_executor(
+        clients.address,
+        "ex-plain",
+        succeed(("2", "a.png", b"\x89PNG")),
+        node_types=("LoadImage", "SaveImage"),
+    ):
+        await wait_for_state(clients, TENANT, runnable.id, STATE.EXECUTION_STATE_SUCCEEDED)
+    assert (await get(clients, TENANT, stuck[0].id)).state == STATE.EXECUTION_STATE_QUEUED
