@@ -18,7 +18,8 @@ scheduler applies. Scale-in releases idle replicas only.
 
 Policies: ``design`` (the source design's defaults), ``static`` (the baseline: a fixed fleet
 sized for the peak, always on), ``no-warm-pool`` (the design without a warm pool, down to
-zero after 2 minutes idle) and ``eager`` (+4 per 30 s up, -1 per 120 s down). Ratios are
+zero after 2 minutes idle), ``patient`` (the design keeping its warm pool 20 minutes) and
+``eager`` (+4 per 30 s up, -1 per 120 s down). Ratios are
 against ``static`` from the same run.
 """
 
@@ -163,6 +164,7 @@ def policies(max_replicas: int) -> dict[str, ScalePolicy | None]:
         "static": None,
         "design": design,
         "no-warm-pool": replace(design, warm_pool=0, max_idle_s=120),
+        "patient": replace(design, max_idle_s=1200),
         "eager": replace(design, scale_up_step=4, scale_up_window_s=30, scale_down_window_s=120),
     }
 
