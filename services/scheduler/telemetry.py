@@ -63,7 +63,7 @@ class BreakerTelemetry:
         self.publish = publish
         self.subject = subject
         self._transitions = self.meter.create_counter(
-            "circuit_breaker_transitions",
+            "circuit_breaker_transitions_total",
             description="Circuit breaker state changes",
         )
         self._sending: set[asyncio.Task[None]] = set()
@@ -109,7 +109,7 @@ class BreakerTelemetry:
             description="0 closed, 1 half-open, 2 open",
         )
         self.meter.create_observable_counter(
-            "circuit_breaker_rejected_calls",
+            "circuit_breaker_rejected_calls_total",
             [rejected],
             description="Attempts a circuit breaker refused",
         )
