@@ -52,6 +52,8 @@ def fill_request_id(request: message.Message, metadata: Iterable[tuple[str, str 
     chosen = given or header
     if len(chosen) > MAX_REQUEST_ID:
         raise _bad(f"at most {MAX_REQUEST_ID} characters")
+    if not chosen.isprintable():
+        raise _bad("must be printable text, without control characters")
     request.request_id = chosen  # type: ignore[attr-defined]
     return chosen
 

@@ -53,3 +53,9 @@ def test_too_long_request_id_is_invalid() -> None:
     with pytest.raises(InvalidArgument):
         fill_request_id(request(request_id="x" * (MAX_REQUEST_ID + 1)), [])
     assert fill_request_id(request(), []) == ""
+
+
+@pytest.mark.parametrize("request_id", ["a\x00b", "tab\there", "\x11"])
+def test_control_characters_in_request_id_are_invalid(request_id: str) -> None:
+    with pytest.raises(InvalidArgument):
+        fill_request_id(executions_pb2.CreateExecutionRequest(request_id=request_id), ())

@@ -42,11 +42,17 @@ def field_names(route_index: int) -> list[str]:
 
 @st.composite
 def bodies(draw: Any, route_index: int) -> bytes:
-    names = field_names(route_index)
-    shaped = st.dictionaries(st.sampled_from(names) | st.text(max_size=8), json_values, max_size=6)
+    shaped = st.dictionaries(name_or_text(route_index, 8), json_values, max_size=6)
     value = draw(shaped | json_values)
     raw = json.dumps(value, allow_nan=True).encode()
     return draw(st.just(raw) | st.binary(max_size=40) | st.just(raw[: max(1, len(raw) // 2)]))
+
+
+def name_or_text(route_index: int, max_size: int) -> st.SearchStrategy[str]:
+    """A field name of the route's request, or any text; any text alone for empty requests."""
+    names = field_names(route_index)
+    text = st.text(max_size=max_size)
+    return st.sampled_from(names) | text if names else text
 
 
 @st.composite
@@ -54,7 +60,7 @@ def http_inputs(draw: Any) -> tuple[int, HttpInput]:
     index = draw(st.integers(0, len(ROUTES) - 1))
     route = ROUTES[index]
     variables = {v.field_path: draw(st.text(max_size=16)) for v in route.template.variables}
-    keys = st.sampled_from(field_names(index)) | st.text(max_size=10)
+    keys = name_or_text(index, 10)
     query = draw(
         st.dictionaries(keys, st.lists(st.text(max_size=12), min_size=1, max_size=3), max_size=4)
     )
