@@ -41,6 +41,7 @@ from services.gateway.rest import RestOptions, RunningRest, build_rest_app, serv
 from services.gateway.servicer import ExecutionsServicer, ModelsServicer, WebhooksServicer
 from services.gateway.tenant_servicer import TenantsServicer
 from services.gateway.tenants import TenantStore
+from services.gateway.textcheck import TextInterceptor
 from services.gateway.tokens import JwksVerifier
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -84,6 +85,7 @@ async def build_gateway(cfg: Config) -> AsyncIterator[Gateway]:
                 grace=cfg.shutdown_grace_s,
                 max_receive_bytes=cfg.limits.max_request_bytes,
                 api_metrics=True,
+                interceptors=[TextInterceptor()],
             )
         )
         checks = {"database": database_check(pool)}
