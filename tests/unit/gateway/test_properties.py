@@ -103,10 +103,12 @@ def test_request_ids_are_taken_or_refused_with_a_field_violation(
     except InvalidArgument as err:
         assert err.violations[0].field == "request_id"
         differ = given_id and header.strip() and header.strip() != given_id
-        assert differ or len(given_id or header.strip()) > MAX_REQUEST_ID
+        wanted = given_id or header.strip()
+        assert differ or len(wanted) > MAX_REQUEST_ID or not wanted.isprintable()
         return
     assert chosen == request.request_id == (given_id or header.strip())
     assert len(chosen) <= MAX_REQUEST_ID
+    assert chosen.isprintable()
 
 
 @SETTINGS
