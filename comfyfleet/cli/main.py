@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from google.protobuf import json_format
 
+from comfyfleet.cli import budget as budget_commands
 from comfyfleet.cli import keys as key_commands
 from comfyfleet.cli import models as model_commands
 from comfyfleet.cli import run as local_run
@@ -83,6 +87,7 @@ def cmd_submit(client: Client, args: argparse.Namespace) -> int:
         priority=args.priority,
         request_id=args.request_id or "",
         labels=parse_labels(args.label),
+        webhook_events=args.webhook_event,
     )
     print(f"submitted {execution.id}", file=sys.stderr)
     if not args.wait:
@@ -140,7 +145,9 @@ def cmd_get(client: Client, args: argparse.Namespace) -> int:
 
 def cmd_list(client: Client, args: argparse.Namespace) -> int:
     try:
-        page = client.list_executions(page_size=args.limit, state=args.state)
+        page = client.list_executions(
+            page_size=args.limit, state=args.state, labels=parse_labels(args.label)
+        )
     except ValueError as err:  # an unknown --state
         raise UsageError(str(err)) from None
     for e in page.executions:
@@ -183,6 +190,14 @@ def parser() -> argparse.ArgumentParser:
     submit.add_argument("--out", help="with --wait: download the outputs into this folder")
     submit.add_argument("--priority", type=int, default=0)
     submit.add_argument("--request-id", help="idempotency key: a retry returns the first result")
+    submit.add_argument(
+        "--webhook-event",
+        action="append",
+        default=[],
+        metavar="TYPE",
+        help="send only these of its events to webhooks (execution.succeeded, execution.*);"
+        " repeatable; default: every event a subscription wants",
+    )
     submit.set_defaults(run=cmd_submit)
 
     watch = sub.add_parser("watch", help="follow an execution with a progress bar until it ends")
@@ -202,6 +217,13 @@ def parser() -> argparse.ArgumentParser:
     listing = sub.add_parser("list", help="list recent executions")
     listing.add_argument("--limit", type=int, default=20)
     listing.add_argument("--state", help="only executions in this state, e.g. running")
+    listing.add_argument(
+        "--label",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="only executions with this label; repeatable (all must match)",
+    )
     listing.set_defaults(run=cmd_list)
 
     cancel = sub.add_parser("cancel", help="cancel an execution")
@@ -217,6 +239,7 @@ def parser() -> argparse.ArgumentParser:
     logs.set_defaults(run=cmd_logs)
 
     key_commands.add_parser(sub)
+    budget_commands.add_parser(sub)
     model_commands.add_parser(sub)
     webhook_commands.add_parser(sub)
     local_run.add_parser(sub)
@@ -225,6 +248,20 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    try:
+        code = _dispatch(args)
+        # Written here, not at exit, so that a reader gone away is handled below.
+        sys.stdout.flush()
+        return code
+    except BrokenPipeError:
+        # `comfyfleet list | head`: the reader has what it wanted; stop quietly, as a shell
+        # tool killed by SIGPIPE would, with nothing left to write at exit.
+        with contextlib.suppress(OSError, ValueError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 128 + signal.SIGPIPE
+
+
+def _dispatch(args: argparse.Namespace) -> int:
     try:
         if local := getattr(args, "local", None):
             return int(local(args))

@@ -11,6 +11,7 @@ from comfyfleet.cli.transfer import BytesLine
 from comfyfleet.cli.usage import UsageError
 from comfyfleet.models.v1 import models_pb2
 from comfyfleet.sdk import Client
+from comfyfleet.sdk.multipart import MIB, MULTIPART_THRESHOLD, PARALLEL_PARTS
 
 KINDS = [n.removeprefix("MODEL_TYPE_").lower() for n in models_pb2.ModelType.keys()[1:]]
 
@@ -25,7 +26,15 @@ def cmd_push(client: Client, args: argparse.Namespace) -> int:
         raise UsageError(f"no model file at {args.file}")
     bar = BytesLine(args.name or path.name)
     try:
-        model = client.upload_model(path, args.type, name=args.name or "", progress=bar)
+        model = client.upload_model(
+            path,
+            args.type,
+            name=args.name or "",
+            progress=bar,
+            multipart_threshold=args.multipart_threshold * MIB,
+            part_size=args.part_size * MIB,
+            parallel=args.parallel,
+        )
     finally:
         bar.close()
     print(
@@ -50,6 +59,16 @@ def cmd_delete(client: Client, args: argparse.Namespace) -> int:
     return 0
 
 
+def _mib(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of MiB") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError("must not be negative")
+    return value
+
+
 def add_parser(sub: Any) -> None:
     models = sub.add_parser("models", help="the model registry").add_subparsers(
         dest="models_command", required=True
@@ -58,6 +77,27 @@ def add_parser(sub: Any) -> None:
     push.add_argument("file")
     push.add_argument("--type", required=True, choices=KINDS)
     push.add_argument("--name", help="the name workflows use (default: the file's name)")
+    push.add_argument(
+        "--multipart-threshold",
+        type=_mib,
+        default=MULTIPART_THRESHOLD // MIB,
+        metavar="MIB",
+        help="files larger than this many MiB go straight to storage in parts (default: %(default)s)",
+    )
+    push.add_argument(
+        "--part-size",
+        type=_mib,
+        default=0,
+        metavar="MIB",
+        help="MiB per part, at least 5 (default: the platform chooses)",
+    )
+    push.add_argument(
+        "--parallel",
+        type=int,
+        default=PARALLEL_PARTS,
+        metavar="N",
+        help="parts sent at once (default: %(default)s)",
+    )
     push.set_defaults(run=cmd_push)
 
     listing = models.add_parser("list", help="list the tenant's models")

@@ -262,6 +262,13 @@ def current_traceparent() -> str:
     return carrier.get(TRACEPARENT, "")
 
 
+def traceparent_of_span(span: Span) -> str:
+    """The ``traceparent`` that continues ``span``'s trace under it."""
+    carrier: dict[str, str] = {}
+    inject(carrier, context=trace.set_span_in_context(span))
+    return carrier.get(TRACEPARENT, "")
+
+
 def context_of(traceparent: str | None) -> otel_context.Context | None:
     """The context a stored ``traceparent`` continues; None (a new trace) when empty."""
     if not traceparent:
@@ -368,45 +375,76 @@ class _ServerCall:
     parent: otel_context.Context
     api_metrics: bool
 
-    @contextmanager
-    def _observed(self, context: grpc.aio.ServicerContext) -> Iterator[None]:
-        started = time.perf_counter()
-        span = tracer.start_span(
+    def _start(self) -> Span:
+        return tracer.start_span(
             self.method.lstrip("/"),
             context=self.parent,
             kind=SpanKind.SERVER,
             attributes=_rpc_attributes(self.method),
         )
-        token = otel_context.attach(trace.set_span_in_context(span))
-        code = grpc.StatusCode.OK
-        try:
-            yield
-        except asyncio.CancelledError:
-            code = grpc.StatusCode.CANCELLED
-            raise
-        except BaseException:
-            code = _code(context) or grpc.StatusCode.UNKNOWN
-            raise
-        else:
-            code = _code(context) or grpc.StatusCode.OK
-        finally:
-            otel_context.detach(token)
-            _end_call(span, code, _details(context))
-            if self.api_metrics:
-                metrics.api_call(self.method.lstrip("/"), code.name, time.perf_counter() - started)
+
+    def _end(
+        self, span: Span, context: grpc.aio.ServicerContext, code: grpc.StatusCode, started: float
+    ) -> None:
+        _end_call(span, code, _details(context))
+        if self.api_metrics:
+            metrics.api_call(self.method.lstrip("/"), code.name, time.perf_counter() - started)
 
     def unary(self, fn: Callable[..., Any]) -> Callable[..., Any]:
         async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            with self._observed(context):
-                return await fn(request, context)
+            started, span = time.perf_counter(), self._start()
+            code = grpc.StatusCode.OK
+            try:
+                with trace.use_span(span, record_exception=False, set_status_on_exception=False):
+                    reply = await fn(request, context)
+            except asyncio.CancelledError:
+                code = grpc.StatusCode.CANCELLED
+                raise
+            except BaseException:
+                code = _code(context) or grpc.StatusCode.UNKNOWN
+                raise
+            else:
+                code = _code(context) or grpc.StatusCode.OK
+                return reply
+            finally:
+                self._end(span, context, code, started)
 
         return call
 
     def stream(self, fn: Callable[..., Any]) -> Callable[..., Any]:
+        """The span is current while the servicer's generator runs, one step at a time: an
+        attached context must be detached in the context it was attached in, and a stream
+        left at a ``yield`` (the client went away) is closed later, by the event loop's
+        finalizer in a task of its own."""
+
         async def call(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-            with self._observed(context):
-                async for item in fn(request, context):
+            started, span = time.perf_counter(), self._start()
+            current = trace.set_span_in_context(span, self.parent)
+            items = fn(request, context)
+            code = grpc.StatusCode.OK
+            try:
+                while True:
+                    token = otel_context.attach(current)
+                    try:
+                        item = await anext(items)
+                    except StopAsyncIteration:
+                        break
+                    finally:
+                        otel_context.detach(token)
                     yield item
+            except (asyncio.CancelledError, GeneratorExit):
+                code = grpc.StatusCode.CANCELLED
+                raise
+            except BaseException:
+                code = _code(context) or grpc.StatusCode.UNKNOWN
+                raise
+            else:
+                code = _code(context) or grpc.StatusCode.OK
+            finally:
+                try:
+                    await items.aclose()
+                finally:
+                    self._end(span, context, code, started)
 
         return call
 

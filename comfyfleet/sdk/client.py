@@ -7,6 +7,9 @@ Every failed call raises :class:`comfyfleet.sdk.ApiError` with the platform's st
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import io
+import urllib.error
 import urllib.request
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -16,21 +19,43 @@ import grpc
 
 from comfyfleet.executions.v1 import executions_pb2, executions_pb2_grpc
 from comfyfleet.models.v1 import models_pb2, models_pb2_grpc
-from comfyfleet.sdk.errors import api_error
+from comfyfleet.sdk import presigned
+from comfyfleet.sdk.errors import ApiError, api_error
+from comfyfleet.sdk.multipart import (
+    MULTIPART_THRESHOLD,
+    PARALLEL_PARTS,
+    complete_request,
+    put_parts,
+    start_request,
+)
 from comfyfleet.sdk.requests import (
     Inputs,
+    InputSource,
     Progress,
+    Uploaded,
     create_request,
     model_type,
+    needs_upload,
     state_value,
     subscription_request,
+    upload_request,
+    upload_request_id,
     upload_requests,
 )
 from comfyfleet.sdk.settings import Settings
 from comfyfleet.tenants.v1 import tenants_pb2, tenants_pb2_grpc
 from comfyfleet.webhooks.v1 import webhooks_pb2, webhooks_pb2_grpc
 
-__all__ = ["TERMINAL", "AsyncClient", "Client", "create_request", "download", "output_path"]
+__all__ = [
+    "TERMINAL",
+    "AsyncClient",
+    "Client",
+    "Uploaded",
+    "create_request",
+    "download",
+    "output_path",
+    "put_upload",
+]
 
 TERMINAL = frozenset(
     {
@@ -56,6 +81,21 @@ def download(url: str, dest: Path) -> Path:
             out.write(chunk)
     partial.replace(dest)
     return dest
+
+
+def put_upload(
+    upload: executions_pb2.InputUpload, source: Path | bytes, timeout_s: float = 600.0
+) -> None:
+    """Sends the file with one HTTP PUT to the upload's presigned URL, streamed from disk."""
+    headers = dict(upload.upload_headers)
+    if isinstance(source, Path):
+        headers["Content-Length"] = str(source.stat().st_size)
+        opened: contextlib.AbstractContextManager[Any] = source.open("rb")
+    else:
+        headers["Content-Length"] = str(len(source))
+        opened = contextlib.nullcontext(io.BytesIO(source))
+    with opened as body:
+        presigned.put(upload.upload_url, body, headers, timeout_s=timeout_s, what="the input")
 
 
 def output_path(out_dir: Path, output: executions_pb2.Output) -> Path:
@@ -110,8 +150,33 @@ class AsyncClient(_Stubs):
     async def submit(
         self, workflow: Mapping[str, Any] | str, inputs: Inputs | None = None, **kw: Any
     ) -> executions_pb2.Execution:
-        request = create_request(workflow, inputs, **kw)
+        """Queues ``workflow``; input files over ``settings.upload_threshold_bytes`` are
+        uploaded first (``upload_input``) and named by their upload."""
+        staged = {
+            name: await self._staged(name, source, kw.get("request_id", ""))
+            for name, source in (inputs or {}).items()
+        }
+        request = create_request(workflow, staged, **kw)
         return await self._call(self.executions.CreateExecution, request)
+
+    async def _staged(self, name: str, source: InputSource, request_id: str) -> InputSource:
+        if not needs_upload(source, self.settings.upload_threshold_bytes):
+            return source
+        assert isinstance(source, Path | bytes)
+        upload = await self.upload_input(
+            source, name, request_id=upload_request_id(request_id, name)
+        )
+        return Uploaded(upload.id)
+
+    async def upload_input(
+        self, source: Path | bytes, name: str = "", *, request_id: str = ""
+    ) -> executions_pb2.InputUpload:
+        """Uploads a file by presigned PUT; name it in an input with ``Uploaded(upload.id)``."""
+        name = name or (source.name if isinstance(source, Path) else "input")
+        request = await asyncio.to_thread(upload_request, source, name, request_id)
+        upload = await self._call(self.executions.CreateInputUpload, request)
+        await asyncio.to_thread(put_upload, upload, source)
+        return upload
 
     async def get(self, execution_id: str) -> executions_pb2.Execution:
         request = executions_pb2.GetExecutionRequest(id=execution_id)
@@ -122,10 +187,16 @@ class AsyncClient(_Stubs):
         return await self._call(self.executions.CancelExecution, request)
 
     async def list_executions(
-        self, *, page_size: int = 50, page_token: str = "", state: str | int | None = None
+        self,
+        *,
+        page_size: int = 50,
+        page_token: str = "",
+        state: str | int | None = None,
+        labels: Mapping[str, str] | None = None,
     ) -> executions_pb2.ListExecutionsResponse:
+        """One page of executions, newest first; ``labels`` keeps those carrying them all."""
         request = executions_pb2.ListExecutionsRequest(
-            **_list(page_size, page_token, state=state_value(state))
+            **_list(page_size, page_token, state=state_value(state), labels=dict(labels or {}))
         )
         return await self._call(self.executions.ListExecutions, request)
 
@@ -163,10 +234,40 @@ class AsyncClient(_Stubs):
     # Models
 
     async def upload_model(
-        self, path: Path, kind: str | int, *, name: str = "", progress: Progress | None = None
+        self,
+        path: Path,
+        kind: str | int,
+        *,
+        name: str = "",
+        progress: Progress | None = None,
+        multipart_threshold: int = MULTIPART_THRESHOLD,
+        part_size: int = 0,
+        parallel: int = PARALLEL_PARTS,
     ) -> models_pb2.Model:
-        stream = upload_requests(path, kind, name=name, progress=progress)
-        return await self._call(self.models.UploadModel, _in_thread(stream))
+        """Streams the file over gRPC, or above ``multipart_threshold`` bytes PUTs it in parts
+        straight to object storage (``part_size`` 0 lets the platform choose)."""
+        size = (await asyncio.to_thread(path.stat)).st_size
+        if size <= multipart_threshold:
+            stream = upload_requests(path, kind, name=name, progress=progress)
+            return await self._call(self.models.UploadModel, _in_thread(stream))
+        start = await asyncio.to_thread(start_request, path, kind, name=name, part_size=part_size)
+        started = await self._call(self.models.StartModelUpload, start)
+        try:
+            parts = await asyncio.to_thread(
+                put_parts, started, path, progress=progress, parallel=parallel
+            )
+            return await self._call(
+                self.models.CompleteModelUpload, complete_request(started, parts)
+            )
+        except BaseException:
+            await self._abandon(started.upload_id)
+            raise
+
+    async def _abandon(self, upload_id: str) -> None:
+        """Best effort: the platform aborts uploads left open when they expire anyway."""
+        with contextlib.suppress(ApiError):
+            request = models_pb2.AbortModelUploadRequest(upload_id=upload_id)
+            await self._call(self.models.AbortModelUpload, request)
 
     async def list_models(
         self, *, kind: str | int | None = None, page_size: int = 50, page_token: str = ""
@@ -229,6 +330,17 @@ class AsyncClient(_Stubs):
         request = tenants_pb2.RevokeApiKeyRequest(tenant_id=tenant_id, id=key_id)
         return await self._call(self.tenants.RevokeApiKey, request)
 
+    # Budgets
+
+    async def get_budget(self, tenant_id: str = OWN_TENANT) -> tenants_pb2.TenantBudget:
+        request = tenants_pb2.GetTenantBudgetRequest(tenant_id=tenant_id)
+        return await self._call(self.tenants.GetTenantBudget, request)
+
+    async def set_budget(self, tenant_id: str, limit_usd: float) -> tenants_pb2.TenantBudget:
+        """Sets a tenant's monthly limit in US dollars, 0 for none (admin keys only)."""
+        request = tenants_pb2.UpdateTenantBudgetRequest(tenant_id=tenant_id, limit_usd=limit_usd)
+        return await self._call(self.tenants.UpdateTenantBudget, request)
+
 
 class Client(_Stubs):
     """Blocking client with the same methods as :class:`AsyncClient`."""
@@ -254,7 +366,28 @@ class Client(_Stubs):
     def submit(
         self, workflow: Mapping[str, Any] | str, inputs: Inputs | None = None, **kw: Any
     ) -> executions_pb2.Execution:
-        return self._call(self.executions.CreateExecution, create_request(workflow, inputs, **kw))
+        staged = {
+            name: self._staged(name, source, kw.get("request_id", ""))
+            for name, source in (inputs or {}).items()
+        }
+        return self._call(self.executions.CreateExecution, create_request(workflow, staged, **kw))
+
+    def _staged(self, name: str, source: InputSource, request_id: str) -> InputSource:
+        if not needs_upload(source, self.settings.upload_threshold_bytes):
+            return source
+        assert isinstance(source, Path | bytes)
+        upload = self.upload_input(source, name, request_id=upload_request_id(request_id, name))
+        return Uploaded(upload.id)
+
+    def upload_input(
+        self, source: Path | bytes, name: str = "", *, request_id: str = ""
+    ) -> executions_pb2.InputUpload:
+        name = name or (source.name if isinstance(source, Path) else "input")
+        upload = self._call(
+            self.executions.CreateInputUpload, upload_request(source, name, request_id)
+        )
+        put_upload(upload, source)
+        return upload
 
     def get(self, execution_id: str) -> executions_pb2.Execution:
         request = executions_pb2.GetExecutionRequest(id=execution_id)
@@ -265,10 +398,16 @@ class Client(_Stubs):
         return self._call(self.executions.CancelExecution, request)
 
     def list_executions(
-        self, *, page_size: int = 50, page_token: str = "", state: str | int | None = None
+        self,
+        *,
+        page_size: int = 50,
+        page_token: str = "",
+        state: str | int | None = None,
+        labels: Mapping[str, str] | None = None,
     ) -> executions_pb2.ListExecutionsResponse:
+        """One page of executions, newest first; ``labels`` keeps those carrying them all."""
         request = executions_pb2.ListExecutionsRequest(
-            **_list(page_size, page_token, state=state_value(state))
+            **_list(page_size, page_token, state=state_value(state), labels=dict(labels or {}))
         )
         return self._call(self.executions.ListExecutions, request)
 
@@ -298,10 +437,36 @@ class Client(_Stubs):
     # Models
 
     def upload_model(
-        self, path: Path, kind: str | int, *, name: str = "", progress: Progress | None = None
+        self,
+        path: Path,
+        kind: str | int,
+        *,
+        name: str = "",
+        progress: Progress | None = None,
+        multipart_threshold: int = MULTIPART_THRESHOLD,
+        part_size: int = 0,
+        parallel: int = PARALLEL_PARTS,
     ) -> models_pb2.Model:
-        stream = upload_requests(path, kind, name=name, progress=progress)
-        return self._call(self.models.UploadModel, stream)
+        """Streams the file over gRPC, or above ``multipart_threshold`` bytes PUTs it in parts
+        straight to object storage (``part_size`` 0 lets the platform choose)."""
+        if path.stat().st_size <= multipart_threshold:
+            stream = upload_requests(path, kind, name=name, progress=progress)
+            return self._call(self.models.UploadModel, stream)
+        started = self._call(
+            self.models.StartModelUpload, start_request(path, kind, name=name, part_size=part_size)
+        )
+        try:
+            parts = put_parts(started, path, progress=progress, parallel=parallel)
+            return self._call(self.models.CompleteModelUpload, complete_request(started, parts))
+        except BaseException:
+            self._abandon(started.upload_id)
+            raise
+
+    def _abandon(self, upload_id: str) -> None:
+        """Best effort: the platform aborts uploads left open when they expire anyway."""
+        with contextlib.suppress(ApiError):
+            request = models_pb2.AbortModelUploadRequest(upload_id=upload_id)
+            self._call(self.models.AbortModelUpload, request)
 
     def list_models(
         self, *, kind: str | int | None = None, page_size: int = 50, page_token: str = ""
@@ -386,3 +551,12 @@ class Client(_Stubs):
     def revoke_key(self, key_id: str, tenant_id: str = OWN_TENANT) -> tenants_pb2.ApiKey:
         request = tenants_pb2.RevokeApiKeyRequest(tenant_id=tenant_id, id=key_id)
         return self._call(self.tenants.RevokeApiKey, request)
+
+    def get_budget(self, tenant_id: str = OWN_TENANT) -> tenants_pb2.TenantBudget:
+        request = tenants_pb2.GetTenantBudgetRequest(tenant_id=tenant_id)
+        return self._call(self.tenants.GetTenantBudget, request)
+
+    def set_budget(self, tenant_id: str, limit_usd: float) -> tenants_pb2.TenantBudget:
+        """Sets a tenant's monthly limit in US dollars, 0 for none (admin keys only)."""
+        request = tenants_pb2.UpdateTenantBudgetRequest(tenant_id=tenant_id, limit_usd=limit_usd)
+        return self._call(self.tenants.UpdateTenantBudget, request)

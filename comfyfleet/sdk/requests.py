@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import mimetypes
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -12,8 +14,16 @@ from comfyfleet.executions.v1 import executions_pb2
 from comfyfleet.models.v1 import models_pb2
 from comfyfleet.webhooks.v1 import webhooks_pb2
 
-# An input file: its bytes, a local path, or an http(s) URL the platform downloads.
-InputSource = bytes | Path | str
+
+@dataclass(frozen=True)
+class Uploaded:
+    """An input file already sent to a presigned URL (``upload_input``): named by its upload."""
+
+    upload_id: str
+
+
+# An input file: its bytes, a local path, an http(s) URL the platform downloads, or an upload.
+InputSource = bytes | Path | str | Uploaded
 Inputs = Mapping[str, InputSource]
 Progress = Callable[[int, int], None]
 CHUNK_BYTES = 1 << 20
@@ -21,6 +31,8 @@ CHUNK_BYTES = 1 << 20
 
 def input_file(name: str, source: InputSource) -> executions_pb2.InputFile:
     kind = mimetypes.guess_type(name)[0] or "application/octet-stream"
+    if isinstance(source, Uploaded):
+        return executions_pb2.InputFile(name=name, upload_id=source.upload_id, content_type=kind)
     if isinstance(source, str):
         if not source.startswith(("http://", "https://")):
             raise ValueError(
@@ -39,8 +51,12 @@ def create_request(
     labels: Mapping[str, str] | None = None,
     request_id: str = "",
     max_attempts: int = 0,
+    webhook_events: Sequence[str] = (),
 ) -> executions_pb2.CreateExecutionRequest:
-    """A CreateExecutionRequest; the workflow travels as JSON text so large ints survive."""
+    """A CreateExecutionRequest; the workflow travels as JSON text so large ints survive.
+
+    ``webhook_events`` picks which of the execution's events go to the tenant's webhooks
+    (``"execution.succeeded"``, ``"execution.*"``); empty sends all a subscription wants."""
     text = workflow if isinstance(workflow, str) else json.dumps(workflow)
     return executions_pb2.CreateExecutionRequest(
         workflow_json=text,
@@ -49,7 +65,47 @@ def create_request(
         labels=dict(labels or {}),
         request_id=request_id,
         max_attempts=max_attempts,
+        webhook_events=list(webhook_events),
     )
+
+
+def needs_upload(source: InputSource, threshold_bytes: int) -> bool:
+    """Whether a file is large enough to go by presigned PUT rather than inline."""
+    if isinstance(source, Path):
+        return source.stat().st_size > threshold_bytes
+    return isinstance(source, bytes) and len(source) > threshold_bytes
+
+
+def upload_request(
+    source: Path | bytes, name: str, request_id: str = ""
+) -> executions_pb2.CreateInputUploadRequest:
+    """The upload's declaration: size and sha256 (read in chunks), so the platform can tell
+    a complete upload from a broken one."""
+    digest = hashlib.sha256()
+    if isinstance(source, Path):
+        with source.open("rb") as stream:
+            while chunk := stream.read(CHUNK_BYTES):
+                digest.update(chunk)
+        size = source.stat().st_size
+    else:
+        digest.update(source)
+        size = len(source)
+    return executions_pb2.CreateInputUploadRequest(
+        name=name,
+        size_bytes=size,
+        sha256=digest.hexdigest(),
+        content_type=mimetypes.guess_type(name)[0] or "",
+        request_id=request_id,
+    )
+
+
+def upload_request_id(submit_request_id: str, name: str) -> str:
+    """The request_id of an input's upload made for an idempotent submit: a retry of the
+    submit then finds the same upload, so its request is the same as the first one."""
+    if not submit_request_id:
+        return ""
+    key = json.dumps([submit_request_id, name]).encode()
+    return "upload-" + hashlib.sha256(key).hexdigest()[:40]
 
 
 def state_value(state: str | int | None) -> int:

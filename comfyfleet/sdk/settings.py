@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 DEFAULT_ADDRESS = "127.0.0.1:50051"
+# Input files larger than this go by presigned PUT (CreateInputUpload) rather than inline.
+DEFAULT_UPLOAD_THRESHOLD_BYTES = 8 << 20
 STATE_DIR = ".comfyfleet"
 ADMIN_KEY_FILE = "admin.key"
 
@@ -32,13 +34,37 @@ def local_api_key() -> str | None:
 class Settings:
     address: str
     api_key: str | None
+    # Input files (paths or bytes) larger than this are uploaded to a presigned URL and
+    # named by their upload, so large files never travel inside a gRPC message.
+    upload_threshold_bytes: int = DEFAULT_UPLOAD_THRESHOLD_BYTES
 
     @classmethod
-    def discover(cls, address: str | None = None, api_key: str | None = None) -> Settings:
+    def discover(
+        cls,
+        address: str | None = None,
+        api_key: str | None = None,
+        upload_threshold_bytes: int | None = None,
+    ) -> Settings:
+        threshold = upload_threshold_bytes
+        if threshold is None:
+            threshold = _env_int(
+                "COMFYFLEET_UPLOAD_THRESHOLD_BYTES", DEFAULT_UPLOAD_THRESHOLD_BYTES
+            )
         return cls(
             address=address or os.environ.get("COMFYFLEET_ADDR") or DEFAULT_ADDRESS,
             api_key=api_key or os.environ.get("COMFYFLEET_API_KEY") or local_api_key(),
+            upload_threshold_bytes=threshold,
         )
 
     def metadata(self) -> tuple[tuple[str, str], ...]:
         return (("authorization", f"Bearer {self.api_key}"),) if self.api_key else ()
+
+
+def _env_int(name: str, default: int) -> int:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise ValueError(f"${name} must be a whole number of bytes, got {raw!r}") from None

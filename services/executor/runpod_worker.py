@@ -3,7 +3,9 @@
 The same :class:`Worker` and :class:`Attempt` as the gRPC executor, behind a ``runpod`` SDK
 handler instead of ``ExecutorService.Execute``:
 
-- a job's input is ``{"execute_request": <ExecuteRequest in proto3 JSON>}``;
+- a job's input is ``{"execute_request": <ExecuteRequest in proto3 JSON>}``, with the
+  scheduler's W3C ``traceparent`` beside it: the job's span continues that trace, and the
+  attempt's and nodes' spans hang under it as under a gRPC Execute;
 - the handler is an async generator: each chunk is one ``ExecuteUpdate`` in proto3 JSON
   (parse it back with ``json_format.ParseDict``), in the order of the gRPC stream, the last
   one ``completed`` or ``failed``. A workflow that fails is a job that COMPLETED with a
@@ -25,13 +27,21 @@ import contextlib
 import logging
 import signal
 import sys
-from collections.abc import AsyncIterator, MutableMapping
+from collections.abc import AsyncIterator, Mapping, MutableMapping
 from typing import Any
 
 from google.protobuf import json_format
+from opentelemetry import trace
+from opentelemetry.trace import Span, SpanKind
 
 from comfyfleet.common.errors import ComfyfleetError, FieldViolation, InvalidArgument
-from comfyfleet.common.telemetry import TelemetryConfig, setup_telemetry
+from comfyfleet.common.telemetry import (
+    TRACEPARENT,
+    TelemetryConfig,
+    context_of,
+    setup_telemetry,
+    tracer,
+)
 from comfyfleet.executor.v1 import executor_pb2
 from services.executor.attempt import Attempt, Failed, failure_of
 from services.executor.config import Config
@@ -61,6 +71,19 @@ def execute_request_of(job_input: Any) -> executor_pb2.ExecuteRequest:
             f"the execute request is not valid proto3 JSON: {err}",
             [FieldViolation("input.execute_request", str(err))],
         ) from None
+
+
+def job_span(job: Mapping[str, Any]) -> Span:
+    """A SERVER span for the job, under the ``traceparent`` its input carries (the scheduler's
+    ``runpod job`` span); a new trace when there is none."""
+    job_input = job.get("input")
+    traceparent = job_input.get(TRACEPARENT) if isinstance(job_input, dict) else None
+    return tracer.start_span(
+        "runpod job",
+        context=context_of(traceparent if isinstance(traceparent, str) else None),
+        kind=SpanKind.SERVER,
+        attributes={"comfyfleet.runpod_job_id": str(job.get("id", ""))},
+    )
 
 
 def chunk_of(update: executor_pb2.ExecuteUpdate) -> Chunk:
@@ -108,21 +131,30 @@ class RunpodWorker:
             worker.stop_taking_work()
 
     async def handle(self, job: dict[str, Any]) -> AsyncIterator[Chunk]:
-        """The SDK handler: one attempt per job, streamed as ExecuteUpdate chunks."""
+        """The SDK handler: one attempt per job, streamed as ExecuteUpdate chunks, inside a
+        SERVER span that continues the trace of the job input's ``traceparent``."""
+        span = job_span(job)
         try:
-            request = execute_request_of(job.get("input"))
-            attempt = (await self._ready()).start(attempt_spec(request))
-        except ComfyfleetError as err:
-            yield failed_chunk(err)
-            return
-        except Exception as err:
-            yield failed_chunk(failure_of(err))
-            return
-        try:
-            async for update in attempt.updates():
-                yield chunk_of(update_proto(update))
+            try:
+                request = execute_request_of(job.get("input"))
+                worker = await self._ready()
+                # Current only while the attempt starts, which makes it the parent of the
+                # attempt's spans: a span made current across a yield could not be undone.
+                with trace.use_span(span):
+                    attempt = worker.start(attempt_spec(request))
+            except ComfyfleetError as err:
+                yield failed_chunk(err)
+                return
+            except Exception as err:
+                yield failed_chunk(failure_of(err))
+                return
+            try:
+                async for update in attempt.updates():
+                    yield chunk_of(update_proto(update))
+            finally:
+                await self._settle(attempt)
         finally:
-            await self._settle(attempt)
+            span.end()
 
     async def _settle(self, attempt: Attempt) -> None:
         """Lets a stopped attempt free the slot (bounded), so the next job finds it free."""

@@ -45,14 +45,15 @@ class Peers:
 
 
 class OperationsReader:
-    """Puts the overview together; ``tenants`` lists the tenant ids to cover."""
+    """Puts the overview together; ``tenants`` lists the tenants to cover, name by id."""
 
-    def __init__(self, peers: Peers, tenants: Callable[[int], Awaitable[list[str]]]) -> None:
+    def __init__(self, peers: Peers, tenants: Callable[[int], Awaitable[dict[str, str]]]) -> None:
         self.peers = peers
         self.tenants = tenants
 
     async def overview(self) -> operations_pb2.Overview:
-        tenants = await self.tenants(MAX_TENANTS)
+        names = await self.tenants(MAX_TENANTS)
+        tenants = list(names)
         parts: dict[str, Coroutine[Any, Any, Fill]] = {
             "queue": self._queue(),
             "active_executions": self._active(tenants),
@@ -63,7 +64,9 @@ class OperationsReader:
             "tenant_costs": self._costs(tenants),
         }
         results = await asyncio.gather(*parts.values(), return_exceptions=True)
-        overview = operations_pb2.Overview(read_time=to_timestamp(datetime.now(UTC)))
+        overview = operations_pb2.Overview(
+            read_time=to_timestamp(datetime.now(UTC)), tenant_names=names
+        )
         for part, result in zip(parts, results, strict=True):
             if isinstance(result, grpc.aio.AioRpcError):
                 overview.unavailable.add(part=part, reason=reason_of(result))

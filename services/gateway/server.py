@@ -129,9 +129,15 @@ def _registrations(
             executions_pb2_grpc,
             "ExecutionService",
         ),
-        registration(TenantsServicer(auth, ledger, store), tenants_pb2_grpc, "TenantService"),
+        registration(
+            TenantsServicer(
+                auth, ledger, store, scheduler_pb2_grpc.SchedulerServiceStub(channels["scheduler"])
+            ),
+            tenants_pb2_grpc,
+            "TenantService",
+        ),
         registration(WebhooksServicer(auth, ledger, webhooks), webhooks_pb2_grpc, "WebhookService"),
-        registration(ModelsServicer(auth, models), models_pb2_grpc, "ModelService"),
+        registration(ModelsServicer(auth, models, ledger), models_pb2_grpc, "ModelService"),
         registration(
             OperationsServicer(auth, _operations_reader(store, channels)),
             operations_pb2_grpc,
@@ -149,10 +155,10 @@ def _operations_reader(
         webhooks=webhooks_pb2_grpc.WebhookServiceStub(channels["webhook"]),
     )
 
-    async def tenant_ids(limit: int) -> list[str]:
-        return [t.id for t in await store.list_tenants(limit, "")]
+    async def tenant_names(limit: int) -> dict[str, str]:
+        return {t.id: t.name for t in await store.list_tenants(limit, "")}
 
-    return OperationsReader(peers, tenant_ids)
+    return OperationsReader(peers, tenant_names)
 
 
 def _rest_app(cfg: Config, grpc_port: int, checks: dict[str, Check]) -> web.Application:

@@ -146,6 +146,20 @@ class ExecutionsServicer(executions_pb2_grpc.ExecutionServiceServicer):
         async for event in forward_stream(self.scheduler.WatchExecution, request, principal):
             yield event
 
+    async def CreateInputUpload(
+        self, request: executions_pb2.CreateInputUploadRequest, context: Context
+    ) -> executions_pb2.InputUpload:
+        principal = await self.auth.authenticate(context)
+        principal.require("executions:write")
+
+        async def create() -> executions_pb2.InputUpload:
+            # A retry is answered by the scheduler, which returns the first upload.
+            return await forward(self.scheduler.CreateInputUpload, request, principal)
+
+        return await idempotent(
+            self.ledger, principal, context, "CreateInputUpload", request, create
+        )
+
 
 def _check_inputs(request: executions_pb2.CreateExecutionRequest) -> None:
     violations = []
@@ -157,7 +171,7 @@ def _check_inputs(request: executions_pb2.CreateExecutionRequest) -> None:
             violations.append(FieldViolation(f"inputs[{i}].name", f"{item.name!r} is given twice"))
         seen.add(item.name)
         if item.WhichOneof("source") is None:
-            violations.append(FieldViolation(f"inputs[{i}]", "needs content or url"))
+            violations.append(FieldViolation(f"inputs[{i}]", "needs content, url or upload_id"))
     if violations:
         raise InvalidArgument("the input files are not valid", violations)
 
@@ -272,9 +286,12 @@ class WebhooksServicer(webhooks_pb2_grpc.WebhookServiceServicer):
 class ModelsServicer(models_pb2_grpc.ModelServiceServicer):
     """Forwards every method to the models service on the caller's behalf."""
 
-    def __init__(self, auth: Authenticator, backend: models_pb2_grpc.ModelServiceStub) -> None:
+    def __init__(
+        self, auth: Authenticator, backend: models_pb2_grpc.ModelServiceStub, ledger: Ledger
+    ) -> None:
         self.auth = auth
         self.backend = backend
+        self.ledger = ledger
 
     async def UploadModel(
         self, request_iterator: AsyncIterator[models_pb2.UploadModelRequest], context: Context
@@ -287,6 +304,32 @@ class ModelsServicer(models_pb2_grpc.ModelServiceServicer):
             )
         except grpc.aio.AioRpcError as err:
             raise from_rpc_error(err) from None
+
+    async def StartModelUpload(
+        self, request: models_pb2.StartModelUploadRequest, context: Context
+    ) -> models_pb2.StartModelUploadResponse:
+        principal = await self.auth.authenticate(context)
+        principal.require("models:write")
+
+        async def start() -> models_pb2.StartModelUploadResponse:
+            return await forward(self.backend.StartModelUpload, request, principal)
+
+        # A retry is answered by the models service, which finds the upload by request_id.
+        return await idempotent(self.ledger, principal, context, "StartModelUpload", request, start)
+
+    async def CompleteModelUpload(
+        self, request: models_pb2.CompleteModelUploadRequest, context: Context
+    ) -> models_pb2.Model:
+        principal = await self.auth.authenticate(context)
+        principal.require("models:write")
+        return await forward(self.backend.CompleteModelUpload, request, principal)
+
+    async def AbortModelUpload(
+        self, request: models_pb2.AbortModelUploadRequest, context: Context
+    ) -> models_pb2.AbortModelUploadResponse:
+        principal = await self.auth.authenticate(context)
+        principal.require("models:write")
+        return await forward(self.backend.AbortModelUpload, request, principal)
 
     async def GetModel(
         self, request: models_pb2.GetModelRequest, context: Context

@@ -7,16 +7,22 @@ make a key more powerful than itself.
 
 from __future__ import annotations
 
+import math
 from typing import TypeAlias
 
 import grpc
 
-from comfyfleet.common.errors import FieldViolation, InvalidArgument, PermissionDenied
+from comfyfleet.common.errors import (
+    FieldViolation,
+    InvalidArgument,
+    PermissionDenied,
+)
 from comfyfleet.common.timeutil import to_timestamp
+from comfyfleet.scheduler.v1 import scheduler_pb2, scheduler_pb2_grpc
 from comfyfleet.tenants.v1 import tenants_pb2, tenants_pb2_grpc
 from services.gateway.auth import Authenticator, Principal
 from services.gateway.idempotency import Ledger
-from services.gateway.servicer import idempotent
+from services.gateway.servicer import forward, idempotent
 from services.gateway.tenants import (
     DEFAULT_SCOPES,
     ApiKeyRecord,
@@ -71,10 +77,18 @@ def update_fields(request: tenants_pb2.UpdateTenantRequest) -> set[str]:
 
 
 class TenantsServicer(tenants_pb2_grpc.TenantServiceServicer):
-    def __init__(self, auth: Authenticator, ledger: Ledger, store: TenantStore) -> None:
+    def __init__(
+        self,
+        auth: Authenticator,
+        ledger: Ledger,
+        store: TenantStore,
+        scheduler: scheduler_pb2_grpc.SchedulerServiceStub,
+    ) -> None:
         self.auth = auth
         self.ledger = ledger
         self.store = store
+        # Budgets live with the scheduler, which refuses work once one is spent.
+        self.scheduler = scheduler
 
     async def _admin(self, context: Context) -> Principal:
         principal = await self.auth.authenticate(context)
@@ -177,6 +191,39 @@ class TenantsServicer(tenants_pb2_grpc.TenantServiceServicer):
         record = await self.store.revoke_key(principal.tenant(request.tenant_id), request.id)
         self.auth.forget(record.id)
         return key_message(record)
+
+    async def GetTenantBudget(
+        self, request: tenants_pb2.GetTenantBudgetRequest, context: Context
+    ) -> tenants_pb2.TenantBudget:
+        principal = await self.auth.authenticate(context)
+        tenant = await self.store.get_tenant(principal.tenant(request.tenant_id))
+        ask = scheduler_pb2.GetTenantBudgetRequest(tenant=tenant.id)
+        return budget_message(await forward(self.scheduler.GetTenantBudget, ask, principal))
+
+    async def UpdateTenantBudget(
+        self, request: tenants_pb2.UpdateTenantBudgetRequest, context: Context
+    ) -> tenants_pb2.TenantBudget:
+        principal = await self._admin(context)
+        violations = []
+        if not request.tenant_id:
+            violations.append(FieldViolation("tenant_id", "the tenant's id is required"))
+        if not math.isfinite(request.limit_usd) or request.limit_usd < 0:
+            violations.append(FieldViolation("limit_usd", "must be a number >= 0 (0: no limit)"))
+        if violations:
+            raise InvalidArgument("the budget is invalid", violations)
+        tenant = await self.store.get_tenant(request.tenant_id)
+        change = scheduler_pb2.SetTenantBudgetRequest(tenant=tenant.id, limit_usd=request.limit_usd)
+        return budget_message(await forward(self.scheduler.SetTenantBudget, change, principal))
+
+
+def budget_message(budget: scheduler_pb2.TenantBudget) -> tenants_pb2.TenantBudget:
+    return tenants_pb2.TenantBudget(
+        tenant_id=budget.tenant,
+        limit_usd=budget.limit_usd,
+        spent_usd=budget.spent_usd,
+        period_start_time=budget.period_start_time,
+        period_end_time=budget.period_end_time,
+    )
 
 
 def _rate_message(rate: Rate) -> tenants_pb2.RateLimit:

@@ -7,13 +7,18 @@ import base64
 import binascii
 import json
 import re
-from collections.abc import AsyncIterable
+from collections.abc import AsyncIterable, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import asyncpg
 
-from comfyfleet.common.errors import FieldViolation, InvalidArgument, NotFound
+from comfyfleet.common.errors import (
+    FailedPrecondition,
+    FieldViolation,
+    InvalidArgument,
+    NotFound,
+)
 from comfyfleet.common.storage import ObjectStore, model_key
 from services.models import repository
 from services.models.inspection import FORMAT, inspect_file, name_violations
@@ -77,14 +82,34 @@ class ModelRegistry:
                 metadata=metadata,
                 storage_key=model_key(tenant, file.sha256),
             )
-            await self._ensure_object(new.storage_key, file)
-            try:
-                return await self._insert(new, file)
-            except Exception:
-                await self._drop_if_unused(new.storage_key)
-                raise
+            return await self._register(new, lambda: self._ensure_object(new.storage_key, file))
 
-    async def _insert(self, new: NewModel, file: SpooledFile) -> ModelRecord:
+    async def register_stored(self, new: NewModel, source_key: str) -> ModelRecord:
+        """Registers a checked file that already lies in object storage at `source_key`.
+
+        The file is copied inside object storage to its content-addressed key; the caller
+        deletes `source_key` afterwards.
+        """
+        same = await repository.find_same(self.pool, new.tenant, new.name, new.kind, new.sha256)
+        if same is not None:
+            return same
+        return await self._register(
+            new, lambda: self._ensure_copied(new.storage_key, new.size_bytes, source_key)
+        )
+
+    async def _register(
+        self, new: NewModel, ensure_object: Callable[[], Awaitable[None]]
+    ) -> ModelRecord:
+        await ensure_object()
+        try:
+            return await self._insert(new, ensure_object)
+        except Exception:
+            await self._drop_if_unused(new.storage_key)
+            raise
+
+    async def _insert(
+        self, new: NewModel, ensure_object: Callable[[], Awaitable[None]]
+    ) -> ModelRecord:
         name_lock = "models:name:" + json.dumps([new.tenant, new.name, new.kind])
         async with repository.locked(self.pool, name_lock, _object_lock(new.storage_key)) as conn:
             # A concurrent upload of the same bytes may have won while ours was on its way.
@@ -92,7 +117,7 @@ class ModelRegistry:
             if same is not None:
                 return same
             # ... and a concurrent delete may have removed the file, which no row used then.
-            await self._ensure_object(new.storage_key, file)
+            await ensure_object()
             return await repository.insert_next_version(conn, new)
 
     async def _ensure_object(self, key: str, file: SpooledFile) -> None:
@@ -100,6 +125,12 @@ class ModelRegistry:
         if await self.store.size(key) != file.size:
             await self.store.put_file(
                 key, file.path, file.size, CONTENT_TYPE, part_size=self.limits.part_size
+            )
+
+    async def _ensure_copied(self, key: str, size: int, source_key: str) -> None:
+        if await self.store.size(key) != size and not await self.store.copy(source_key, key):
+            raise FailedPrecondition(
+                f"the uploaded file {source_key} is gone", reason="UPLOAD_GONE"
             )
 
     async def _drop_if_unused(self, storage_key: str) -> None:
@@ -159,13 +190,18 @@ class ModelRegistry:
 
 def check_description(name: str, kind: str) -> None:
     """The name and kind of an upload, checked before any byte is read."""
-    violations = name_violations(name)
-    if kind not in KINDS:
-        violations.append(FieldViolation("model.type", "the model type is required"))
+    violations = description_violations(name, kind)
     if violations:
         raise InvalidArgument(
             "the model description is invalid", violations, reason=violations[0].reason or None
         )
+
+
+def description_violations(name: str, kind: str) -> list[FieldViolation]:
+    violations = name_violations(name)
+    if kind not in KINDS:
+        violations.append(FieldViolation("model.type", "the model type is required"))
+    return violations
 
 
 def _object_lock(storage_key: str) -> str:

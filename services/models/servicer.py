@@ -11,8 +11,10 @@ from comfyfleet.common.errors import FieldViolation, InvalidArgument
 from comfyfleet.common.tenancy import tenant_of
 from comfyfleet.common.timeutil import to_timestamp
 from comfyfleet.models.v1 import models_pb2, models_pb2_grpc
+from services.models.multipart import UploadedPart
 from services.models.registry import ModelRegistry, ResolvedModel
 from services.models.repository import ModelRecord
+from services.models.uploads import ModelUploads, UploadRequest
 
 _PREFIX = "MODEL_TYPE_"
 
@@ -59,8 +61,9 @@ def _resolved_message(resolved: ResolvedModel) -> models_pb2.ResolvedModel:
 
 
 class ModelServicer(models_pb2_grpc.ModelServiceServicer):
-    def __init__(self, registry: ModelRegistry) -> None:
+    def __init__(self, registry: ModelRegistry, uploads: ModelUploads) -> None:
         self.registry = registry
+        self.uploads = uploads
 
     async def UploadModel(
         self,
@@ -76,6 +79,42 @@ class ModelServicer(models_pb2_grpc.ModelServiceServicer):
             tenant, first.model.name, kind, _chunks(request_iterator)
         )
         return model_message(record)
+
+    async def StartModelUpload(
+        self, request: models_pb2.StartModelUploadRequest, context: grpc.aio.ServicerContext
+    ) -> models_pb2.StartModelUploadResponse:
+        started = await self.uploads.start(
+            UploadRequest(
+                tenant=tenant_of(context),
+                name=request.model.name,
+                kind=kind_of_type(request.model.type),
+                size_bytes=request.size_bytes,
+                sha256=request.sha256.lower(),
+                part_size=request.part_size,
+                request_id=request.request_id,
+            )
+        )
+        return models_pb2.StartModelUploadResponse(
+            upload_id=started.id,
+            part_size=started.part_size,
+            parts=[
+                models_pb2.UploadPartTarget(part_number=p.number, url=p.url) for p in started.parts
+            ],
+            expire_time=to_timestamp(started.expire_time),
+        )
+
+    async def CompleteModelUpload(
+        self, request: models_pb2.CompleteModelUploadRequest, context: grpc.aio.ServicerContext
+    ) -> models_pb2.Model:
+        parts = [UploadedPart(p.part_number, p.etag) for p in request.parts]
+        record = await self.uploads.complete(tenant_of(context), request.upload_id, parts)
+        return model_message(record)
+
+    async def AbortModelUpload(
+        self, request: models_pb2.AbortModelUploadRequest, context: grpc.aio.ServicerContext
+    ) -> models_pb2.AbortModelUploadResponse:
+        await self.uploads.abort(tenant_of(context), request.upload_id)
+        return models_pb2.AbortModelUploadResponse()
 
     async def GetModel(
         self, request: models_pb2.GetModelRequest, context: grpc.aio.ServicerContext

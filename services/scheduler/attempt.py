@@ -224,18 +224,25 @@ class AttemptRunner:
         record, attempt, s = dispatch.record, dispatch.attempt, self.settings
         run_timeout = duration_pb2.Duration()
         run_timeout.FromNanoseconds(int(record.run_timeout_s * 1e9))
+        # Every URL of the attempt is signed in two batches: one date, one signing key.
+        gets = self.objects.presign_gets(
+            [i.key for i in dispatch.inputs]
+            + [model_key(record.tenant, m.sha256) for m in record.models],
+            s.input_url_ttl_s,
+        )
+        puts = self.objects.presign_puts(
+            [output_key(record.tenant, record.id, attempt, n) for n in range(s.output_slots)],
+            s.output_slot_url_ttl_s,
+        )
+        input_urls, model_urls = gets[: len(dispatch.inputs)], gets[len(dispatch.inputs) :]
         return executor_pb2.ExecuteRequest(
             execution_id=record.id,
             attempt=attempt,
             tenant=record.tenant,
             workflow_json=record.workflow_json,
             inputs=[
-                executor_pb2.InputRef(
-                    name=i.name,
-                    url=self.objects.presign_get(i.key, s.input_url_ttl_s),
-                    size_bytes=i.size_bytes,
-                )
-                for i in dispatch.inputs
+                executor_pb2.InputRef(name=i.name, url=url, size_bytes=i.size_bytes)
+                for i, url in zip(dispatch.inputs, input_urls, strict=True)
             ],
             models=[
                 executor_pb2.ModelRef(
@@ -243,21 +250,12 @@ class AttemptRunner:
                     folder=m.folder,
                     sha256=m.sha256,
                     size_bytes=m.size_bytes,
-                    url=self.objects.presign_get(
-                        model_key(record.tenant, m.sha256), s.input_url_ttl_s
-                    ),
+                    url=url,
                 )
-                for m in record.models
+                for m, url in zip(record.models, model_urls, strict=True)
             ],
             output_slots=[
-                executor_pb2.OutputSlot(
-                    index=slot,
-                    url=self.objects.presign_put(
-                        output_key(record.tenant, record.id, attempt, slot),
-                        s.output_slot_url_ttl_s,
-                    ),
-                )
-                for slot in range(s.output_slots)
+                executor_pb2.OutputSlot(index=slot, url=url) for slot, url in enumerate(puts)
             ],
             run_timeout=run_timeout,
         )

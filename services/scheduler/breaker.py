@@ -117,6 +117,45 @@ class _Call:
     at: float
     failed: bool
     slow: bool
+    in_window: bool = False
+
+
+class _Window:
+    """The closed breaker's sliding window, with its failures and slow calls counted as calls
+    come and go: judging it is O(1), not a walk over a minute of calls."""
+
+    def __init__(self) -> None:
+        self.calls: deque[_Call] = deque()
+        self.failures = 0
+        self.slow = 0
+
+    def __len__(self) -> int:
+        return len(self.calls)
+
+    def append(self, call: _Call) -> None:
+        call.in_window = True
+        self.calls.append(call)
+        self.failures += call.failed
+        self.slow += call.slow
+
+    def expire(self, before: float) -> None:
+        """Drops the calls made at or before ``before``."""
+        while self.calls and self.calls[0].at <= before:
+            call = self.calls.popleft()
+            call.in_window = False
+            self.failures -= call.failed
+            self.slow -= call.slow
+
+    def turn_failed(self, call: _Call) -> None:
+        if not call.failed:
+            call.failed = True
+            self.failures += call.in_window
+
+    def clear(self) -> None:
+        for call in self.calls:
+            call.in_window = False
+        self.calls.clear()
+        self.failures = self.slow = 0
 
 
 @dataclass
@@ -143,7 +182,8 @@ class Permit:
 
 @dataclass
 class CircuitBreaker:
-    """One breaker. Not thread-safe: the scheduler calls it from its event loop only."""
+    """One breaker. Not thread-safe: the scheduler calls it from its event loop only (other
+    threads read ``Breakers.published()``)."""
 
     name: str
     policy: BreakerPolicy
@@ -156,7 +196,7 @@ class CircuitBreaker:
     rejected: int = 0
     _since: float = field(init=False)
     _since_wall: float = field(init=False)
-    _window: deque[_Call] = field(default_factory=deque)
+    _window: _Window = field(default_factory=_Window)
     _probes_out: int = 0
     # Permits given and not yet settled, probes or not.
     _unsettled: int = 0
@@ -227,7 +267,7 @@ class CircuitBreaker:
             self._check_window()
 
     def _turned_bad(self, permit: Permit, call: _Call) -> None:
-        call.failed = True
+        self._window.turn_failed(call)
         if permit.epoch == self.epoch:
             if self.state is BreakerState.HALF_OPEN:
                 self._judge_probes()
@@ -250,17 +290,20 @@ class CircuitBreaker:
 
     def snapshot(self) -> Snapshot:
         self._refresh()
-        calls = list(self._window) if self.state is BreakerState.CLOSED else self._probe_results
-        failures = sum(c.failed for c in calls)
-        slow = sum(c.slow for c in calls)
+        if self.state is BreakerState.CLOSED:
+            calls, failures, slow = len(self._window), self._window.failures, self._window.slow
+        else:
+            calls = len(self._probe_results)
+            failures = sum(c.failed for c in self._probe_results)
+            slow = sum(c.slow for c in self._probe_results)
         return Snapshot(
             name=self.name,
             state=self.state,
-            calls=len(calls),
+            calls=calls,
             failures=failures,
             slow=slow,
-            failure_rate=failures / len(calls) if calls else 0.0,
-            slow_call_rate=slow / len(calls) if calls else 0.0,
+            failure_rate=failures / calls if calls else 0.0,
+            slow_call_rate=slow / calls if calls else 0.0,
             since=self._since_wall,
             transitions=self.transitions,
             rejected=self.rejected,
@@ -284,8 +327,7 @@ class CircuitBreaker:
 
     def _refresh(self) -> None:
         now = self.clock()
-        while self._window and self._window[0].at <= now - self.policy.window_s:
-            self._window.popleft()
+        self._window.expire(now - self.policy.window_s)
         if (
             self.state is BreakerState.HALF_OPEN
             and now - self._since >= self.policy.half_open_max_s
@@ -299,9 +341,7 @@ class CircuitBreaker:
         calls = len(self._window)
         if calls < self.policy.minimum_calls:
             return
-        failures = sum(c.failed for c in self._window)
-        slow = sum(c.slow for c in self._window)
-        reason = self.policy.tripped(calls, failures, slow)
+        reason = self.policy.tripped(calls, self._window.failures, self._window.slow)
         if reason is not None:
             self._move(BreakerState.OPEN, f"{reason} in the last {self.policy.window_s:g}s")
 
@@ -376,6 +416,7 @@ class Breakers:
     wall: Clock = time.time
     on_transition: Callable[[Transition], None] = lambda _t: None
     _all: dict[str, CircuitBreaker] = field(default_factory=dict)
+    _published: tuple[Snapshot, ...] = ()
 
     def get(self, scope: Scope, key: str) -> CircuitBreaker:
         name = breaker_name(scope, key)
@@ -405,8 +446,10 @@ class Breakers:
             if permit is None:
                 for held in taken:
                     held.release()
+                self.publish()
                 return None
             taken.append(permit)
+        self.publish()
         return AttemptPermit(tuple(taken))
 
     def next_probe_in_s(self) -> float | None:
@@ -415,10 +458,25 @@ class Breakers:
         return min(waits, default=None)
 
     def snapshots(self) -> list[Snapshot]:
-        return [self._all[name].snapshot() for name in sorted(self._all)]
+        """Every breaker as it stands now (an open breaker past its wait may move), and
+        published as :meth:`published`."""
+        found = [self._all[name].snapshot() for name in sorted(self._all)]
+        self._published = tuple(found)
+        return found
+
+    def publish(self) -> None:
+        """Takes the snapshot that :meth:`published` hands out."""
+        self.snapshots()
+
+    def published(self) -> tuple[Snapshot, ...]:
+        """The breakers as the event loop last published them: for readers on other threads
+        (the metrics exporter), which must neither move a breaker nor walk the live ones.
+        Acquiring, listing and pruning publish, and the dispatcher prunes every round."""
+        return self._published
 
     def prune(self) -> None:
         """Forgets executor breakers with nothing to remember: executors come and go."""
         prefix = f"{Scope.EXECUTOR.value}/"
         for name in [n for n, b in self._all.items() if n.startswith(prefix) and b.idle]:
             del self._all[name]
+        self.publish()

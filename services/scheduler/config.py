@@ -81,7 +81,9 @@ def scale_policy_from_env(d: ScalePolicy) -> ScalePolicy:
 
 def _prices_from_env(default: PriceTable) -> PriceTable:
     """``COMFYFLEET_SCHEDULER_PRICES``: the price table as JSON text, or ``@<path>`` of a
-    JSON file (see ``PriceTable.parse``)."""
+    JSON file (see ``PriceTable.parse``). The providers it names replace the defaults' entries
+    for them; the others keep their default prices (so a provider left out never looks free
+    to the router)."""
     raw = env_str("SCHEDULER_PRICES", "")
     if not raw:
         return default
@@ -90,7 +92,7 @@ def _prices_from_env(default: PriceTable) -> PriceTable:
             raw = Path(raw[1:]).read_text()
         except OSError as err:
             raise ConfigError(f"COMFYFLEET_SCHEDULER_PRICES: {err}") from None
-    return PriceTable.parse(raw)
+    return PriceTable({**default.providers, **PriceTable.parse(raw).providers})
 
 
 @dataclass(frozen=True)
@@ -141,6 +143,13 @@ class SchedulerSettings:
     # How often the autoscaler decides (0: never), and how.
     autoscale_interval_s: float = 15.0
     autoscale: ScalePolicy = field(default_factory=ScalePolicy)
+    # Input uploads (CreateInputUpload): how long the presigned PUT URL works, how long the
+    # upload may be named by executions before the sweep deletes it, the largest file (one
+    # S3 PUT takes at most 5 GiB), and how often the sweep runs (0: never).
+    upload_url_ttl_s: float = 3600.0
+    upload_ttl_s: float = 24 * 3600.0
+    upload_max_bytes: int = 5 << 30
+    upload_sweep_interval_s: float = 60.0
 
     def __post_init__(self) -> None:
         if self.max_attempts < 1 or self.max_attempts > self.max_attempts_limit:
@@ -155,6 +164,12 @@ class SchedulerSettings:
             raise ConfigError("tenant_concurrency must be at least 1")
         if min(self.backoff_base_s, self.backoff_max_s, self.poll_interval_s) <= 0:
             raise ConfigError("backoff and poll intervals must be positive")
+        if not 0 < self.upload_url_ttl_s <= self.upload_ttl_s:
+            # The sweep deletes an upload at its expiry: a URL that outlived it could stage
+            # a file nobody would ever delete.
+            raise ConfigError("upload_url_ttl_s must be positive and at most upload_ttl_s")
+        if not 0 < self.upload_max_bytes <= 5 << 30:
+            raise ConfigError("upload_max_bytes must be between 1 and 5 GiB (one S3 PUT)")
 
     @property
     def executor_lapse_s(self) -> float:
@@ -199,6 +214,12 @@ class SchedulerSettings:
                 "SCHEDULER_AUTOSCALE_INTERVAL_S", d.autoscale_interval_s
             ),
             autoscale=scale_policy_from_env(d.autoscale),
+            upload_url_ttl_s=env_float("SCHEDULER_UPLOAD_URL_TTL_S", d.upload_url_ttl_s),
+            upload_ttl_s=env_float("SCHEDULER_UPLOAD_TTL_S", d.upload_ttl_s),
+            upload_max_bytes=env_int("SCHEDULER_UPLOAD_MAX_BYTES", d.upload_max_bytes),
+            upload_sweep_interval_s=env_float(
+                "SCHEDULER_UPLOAD_SWEEP_INTERVAL_S", d.upload_sweep_interval_s
+            ),
         )
 
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import json
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 
 from comfyfleet.common.errors import FieldViolation, InvalidArgument, Unavailable
@@ -21,8 +22,14 @@ from services.scheduler.lifecycle import State
 from services.scheduler.models import ModelResolver
 from services.scheduler.notify import Notifier, wait_any
 from services.scheduler.records import ExecutionRecord, ExecutionView, InputRecord
-from services.scheduler.requests import NewExecution, NewInput, parse_create_request
+from services.scheduler.requests import (
+    NewExecution,
+    NewInput,
+    parse_create_request,
+    parse_label_selector,
+)
 from services.scheduler.store import ExecutionStore
+from services.scheduler.uploads import Uploads
 from services.scheduler.views import TERMINAL_EVENTS
 
 log = logging.getLogger(__name__)
@@ -47,6 +54,7 @@ class Executions:
         settings: SchedulerSettings,
         resolver: ModelResolver,
         budgets: Budgets,
+        uploads: Uploads,
     ) -> None:
         self.store = store
         self.objects = objects
@@ -55,6 +63,7 @@ class Executions:
         self.settings = settings
         self.resolver = resolver
         self.budgets = budgets
+        self.uploads = uploads
 
     async def create(
         self,
@@ -98,9 +107,12 @@ class Executions:
     async def _store_inputs(
         self, tenant: str, execution_id: str, inputs: Sequence[NewInput]
     ) -> list[InputRecord]:
-        stored: list[InputRecord] = []
+        # Uploads first: they can still be refused, and then nothing was written.
+        stored = await self.uploads.take(tenant, execution_id, inputs)
         try:
             for item in inputs:
+                if item.upload_id:
+                    continue
                 key = input_key(tenant, execution_id, item.name)
                 await self.objects.put(key, item.content, item.content_type)
                 stored.append(
@@ -123,16 +135,29 @@ class Executions:
         return await self.store.get(tenant, execution_id)
 
     async def page(
-        self, tenant: str, *, page_size: int, page_token: str, state: State | None
+        self,
+        tenant: str,
+        *,
+        page_size: int,
+        page_token: str,
+        state: State | None,
+        labels: Mapping[str, str] | None = None,
     ) -> Page:
+        """A page of the tenant's executions, newest first, in ``state`` (any when None)
+        and carrying every label of ``labels``."""
         if page_size < 0:
             raise InvalidArgument(
                 "page_size cannot be negative", [FieldViolation("page_size", "must be >= 0")]
             )
+        selector = parse_label_selector(labels or {})
         limit = min(page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
-        before = decode_page_token(page_token, state)
-        views = await self.store.page(tenant, state=state, before_id=before, limit=limit + 1)
-        token = encode_page_token(views[limit - 1].record.id, state) if len(views) > limit else ""
+        before = decode_page_token(page_token, state, selector)
+        views = await self.store.page(
+            tenant, state=state, before_id=before, limit=limit + 1, labels=selector
+        )
+        token = ""
+        if len(views) > limit:
+            token = encode_page_token(views[limit - 1].record.id, state, selector)
         return Page(views[:limit], token)
 
     async def cancel(self, tenant: str, execution_id: str) -> ExecutionView:
@@ -164,12 +189,28 @@ class Executions:
                     await wait_any([changed], self.settings.poll_interval_s)
 
 
-def encode_page_token(last_id: str, state: State | None) -> str:
-    doc = json.dumps({"before": last_id, "state": state.value if state else ""})
-    return base64.urlsafe_b64encode(doc.encode()).decode().rstrip("=")
+def _label_digest(labels: Mapping[str, str]) -> str:
+    """What a token remembers of its list's label filter: short, whatever the labels."""
+    if not labels:
+        return ""
+    doc = json.dumps(sorted(labels.items()), separators=(",", ":"))
+    return hashlib.sha256(doc.encode()).hexdigest()[:32]
 
 
-def decode_page_token(token: str, state: State | None) -> str | None:
+def encode_page_token(
+    last_id: str, state: State | None, labels: Mapping[str, str] | None = None
+) -> str:
+    doc: dict[str, str] = {"before": last_id, "state": state.value if state else ""}
+    if labels:
+        doc["labels"] = _label_digest(labels)
+    return base64.urlsafe_b64encode(json.dumps(doc).encode()).decode().rstrip("=")
+
+
+def decode_page_token(
+    token: str, state: State | None, labels: Mapping[str, str] | None = None
+) -> str | None:
+    """The id a page starts below; the token must come from a list with the same filters
+    (tokens made before label filters existed carry none, and mean no label filter)."""
     if not token:
         return None
     bad = InvalidArgument(
@@ -185,5 +226,10 @@ def decode_page_token(token: str, state: State | None) -> str | None:
         raise InvalidArgument(
             "the page_token belongs to a list with another state filter",
             [FieldViolation("page_token", "the state filter changed between pages")],
+        )
+    if doc.get("labels", "") != _label_digest(labels or {}):
+        raise InvalidArgument(
+            "the page_token belongs to a list with another label filter",
+            [FieldViolation("page_token", "the label filter changed between pages")],
         )
     return str(doc["before"])

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC
 
@@ -34,6 +34,26 @@ WITH event AS (
 SELECT pg_notify($8, $1), (SELECT pg_notify($8, $9) WHERE $9 <> '')
 """
 
+# The same for several executions' events in one statement: outbox ids follow the order given.
+_APPEND_MANY = """
+WITH e AS (
+    SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[], $5::timestamptz[],
+                         $6::bytea[], $7::text[])
+        WITH ORDINALITY AS e(execution_id, sequence, event_id, event_type, created_at, payload,
+                             subject, ord)
+), event AS (
+    INSERT INTO events (execution_id, sequence, event_id, event_type, created_at, payload)
+    SELECT execution_id, sequence, event_id, event_type, created_at, payload FROM e
+), outbox AS (
+    INSERT INTO outbox (event_id, subject, payload, traceparent)
+    SELECT e.event_id, e.subject, e.payload, coalesce(x.traceparent, '')
+    FROM e LEFT JOIN executions x ON x.id = e.execution_id
+    ORDER BY e.ord
+)
+SELECT count(pg_notify($8, execution_id)) FROM (SELECT DISTINCT execution_id FROM e) n
+UNION ALL SELECT count(pg_notify($8, $9)) WHERE $9 <> ''
+"""
+
 
 @dataclass(frozen=True)
 class Journal:
@@ -60,6 +80,27 @@ class Journal:
             self.subject(event.tenant, event.execution_id),
             self.channel,
             DISPATCH_KEY if event.event_type in _DISPATCH_EVENTS else "",
+        )
+
+    async def append_many(
+        self, conn: asyncpg.Connection, events: Sequence[executions_pb2.WorkflowExecutionEvent]
+    ) -> None:
+        """``append`` for many events in one round trip; events of one execution must come
+        in sequence order (the relay publishes in the order given)."""
+        if not events:
+            return
+        wakes = any(e.event_type in _DISPATCH_EVENTS for e in events)
+        await conn.fetch(
+            _APPEND_MANY,
+            [e.execution_id for e in events],
+            [e.sequence for e in events],
+            [e.event_id for e in events],
+            [e.event_type for e in events],
+            [e.timestamp.ToDatetime(tzinfo=UTC) for e in events],
+            [e.SerializeToString() for e in events],
+            [self.subject(e.tenant, e.execution_id) for e in events],
+            self.channel,
+            DISPATCH_KEY if wakes else "",
         )
 
     async def notify(self, conn: asyncpg.Connection, key: str) -> None:

@@ -2,6 +2,11 @@
 
 A crash between publishing and marking re-sends the event on the next round; JetStream drops
 the copy by its Nats-Msg-Id (the event id). While NATS is down the rows simply wait.
+
+A batch goes out in waves without waiting for each ack in turn: a wave holds at most one event
+per execution (its oldest unsent one), all published at once; the next wave goes once every
+ack of this one is in. An execution's events thus reach the stream in sequence order, and
+after a failure nothing of that execution's is sent past the event that failed.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import time
 import asyncpg
 
 from comfyfleet.common.events import EventBus, decode_event
+from comfyfleet.executions.v1 import executions_pb2
 from services.scheduler.notify import Notifier, wait_any
 
 log = logging.getLogger(__name__)
@@ -104,16 +110,44 @@ class OutboxRelay:
                 " WHERE published_at IS NULL ORDER BY id LIMIT $1",
                 self.batch,
             )
+            pending = [
+                (row["id"], decode_event(row["payload"]), row["traceparent"]) for row in rows
+            ]
             sent: list[int] = []
-            for row in rows:
-                try:
-                    event = decode_event(row["payload"])
-                    await self.bus.publish(event, traceparent=row["traceparent"])
-                except Exception as err:
-                    error = err
-                    break
-                sent.append(row["id"])
+            while pending and error is None:
+                wave, pending = _wave(pending)
+                results = await asyncio.gather(
+                    *(self.bus.publish(event, traceparent=trace) for _, event, trace in wave),
+                    return_exceptions=True,
+                )
+                for (row_id, _event, _trace), result in zip(wave, results, strict=True):
+                    if isinstance(result, BaseException):
+                        error = error or _exception(result)
+                    else:
+                        sent.append(row_id)
+            # Only rows whose publish JetStream acknowledged.
             await conn.execute("UPDATE outbox SET published_at = now() WHERE id = ANY($1)", sent)
         if error is not None:
             raise error
         return len(sent)
+
+
+_Row = tuple[int, executions_pb2.WorkflowExecutionEvent, str]
+
+
+def _wave(pending: list[_Row]) -> tuple[list[_Row], list[_Row]]:
+    """The oldest pending event of each execution, and the rest (in outbox order)."""
+    wave: list[_Row] = []
+    rest: list[_Row] = []
+    seen: set[str] = set()
+    for row in pending:
+        execution_id = row[1].execution_id
+        (rest if execution_id in seen else wave).append(row)
+        seen.add(execution_id)
+    return wave, rest
+
+
+def _exception(result: BaseException) -> Exception:
+    if isinstance(result, Exception):
+        return result
+    raise result  # cancellation and the like are not publish failures

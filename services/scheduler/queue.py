@@ -16,16 +16,21 @@ from services.scheduler.views import EventType, build_event
 
 # Candidates are locked a batch at a time: replicas skip each other's. Only executions whose
 # node types some free executor has ($3: one runs anything; $4: the types they have), so a
-# head of the queue nobody can serve now does not block the ones behind it.
+# head of the queue nobody can serve now does not block the ones behind it; for the same
+# reason, only those of tenants below their concurrency cap. Each tenant's running count is
+# taken once per claim, not once per candidate: counting walks the index of active
+# executions, which under churn holds many entries not yet vacuumed.
 _CANDIDATES = f"""
-SELECT e.* FROM executions e
+WITH running AS (
+    SELECT tenant, count(*) AS n FROM executions WHERE state IN {ACTIVE} GROUP BY tenant
+)
+SELECT e.* FROM executions e LEFT JOIN running r ON r.tenant = e.tenant
 WHERE e.state IN {WAITING} AND e.not_before <= now()
   AND ($3 OR e.node_types <@ $4::text[])
-  AND (SELECT count(*) FROM executions a
-       WHERE a.tenant = e.tenant AND a.state IN {ACTIVE}) < coalesce(e.tenant_cap, $1)
+  AND coalesce(r.n, 0) < coalesce(e.tenant_cap, $1)
 ORDER BY e.priority DESC, e.created_at, e.id
 LIMIT $2
-FOR UPDATE SKIP LOCKED
+FOR UPDATE OF e SKIP LOCKED
 """
 
 # Live executors with a free slot. Read before the queue: a claim then never sees an executor
@@ -37,6 +42,26 @@ FROM executors x
 CROSS JOIN LATERAL (SELECT count(*) AS busy FROM attempts a
                     WHERE a.executor_id = x.id AND a.state IN {ACTIVE}) b
 WHERE x.last_seen > now() - make_interval(secs => $1) AND x.slots > b.busy
+"""
+
+
+# A claim's dispatches in one statement: their attempts, and the executions they move.
+_DISPATCH = """
+WITH d AS (
+    SELECT * FROM unnest($1::text[], $2::int[], $3::text[], $4::text[], $5::text[], $6::text[],
+                         $7::text[])
+        AS d(id, number, executor_id, address, provider, transport, gpu_name)
+), attempt AS (
+    INSERT INTO attempts (execution_id, number, executor_id, executor_address, provider,
+                          transport, gpu_name, state, dispatched_at)
+    SELECT id, number, executor_id, address, provider, transport, gpu_name, 'DISPATCHED', now()
+    FROM d
+)
+UPDATE executions e SET state = 'DISPATCHED', attempt = d.number, executor_id = d.executor_id,
+    provider = d.provider, lease_expires_at = now() + make_interval(secs => $8),
+    last_sequence = e.last_sequence + 1, updated_at = now()
+FROM d WHERE e.id = d.id
+RETURNING e.*
 """
 
 
@@ -90,9 +115,9 @@ class Queue:
             async with self.pool.acquire() as conn, conn.transaction():
                 await claim.run(conn, executor_lapse_s, limit)
         except BaseException:
-            for dispatch in claim.dispatches:
-                if dispatch.permit is not None:
-                    dispatch.permit.release()
+            for _record, _placement, permit in claim.placed:
+                if permit is not None:
+                    permit.release()
             raise
         return claim.dispatches
 
@@ -122,44 +147,44 @@ class Queue:
         )
         return max(0, executor.slots - busy)
 
-    async def dispatch(
+    async def dispatch_all(
         self,
         conn: asyncpg.Connection,
-        record: ExecutionRecord,
-        placement: Placement,
+        placed: list[tuple[ExecutionRecord, Placement]],
         lease_s: float,
-    ) -> Dispatch:
-        check_transition(record.state, State.DISPATCHED)
-        attempt = record.attempt + 1
-        await conn.execute(
-            "INSERT INTO attempts (execution_id, number, executor_id, executor_address,"
-            " provider, transport, gpu_name, state, dispatched_at)"
-            " VALUES ($1, $2, $3, $4, $5, $6, $7, 'DISPATCHED', now())",
-            record.id,
-            attempt,
-            placement.executor_id,
-            placement.address,
-            placement.provider,
-            placement.transport,
-            placement.gpu_name,
-        )
-        row = await conn.fetchrow(
-            "UPDATE executions SET state = 'DISPATCHED', attempt = $2, executor_id = $3,"
-            " provider = $4, lease_expires_at = now() + make_interval(secs => $5),"
-            " last_sequence = last_sequence + 1, updated_at = now()"
-            " WHERE id = $1 RETURNING *",
-            record.id,
-            attempt,
-            placement.executor_id,
-            placement.provider,
+    ) -> list[Dispatch]:
+        """Moves each locked execution to DISPATCHED with a new attempt on its placement, and
+        writes their events: a few statements for the whole claim."""
+        for record, _placement in placed:
+            check_transition(record.state, State.DISPATCHED)
+        rows = await conn.fetch(
+            _DISPATCH,
+            [r.id for r, _ in placed],
+            [r.attempt + 1 for r, _ in placed],
+            [p.executor_id for _, p in placed],
+            [p.address for _, p in placed],
+            [p.provider for _, p in placed],
+            [p.transport for _, p in placed],
+            [p.gpu_name for _, p in placed],
             lease_s,
         )
-        updated = ExecutionRecord.from_row(row)
-        await self.journal.append(conn, build_event(updated, EventType.DISPATCHED))
-        inputs = await conn.fetch(
-            "SELECT * FROM inputs WHERE execution_id = $1 ORDER BY name", record.id
+        updated = {row["id"]: ExecutionRecord.from_row(row) for row in rows}
+        if len(updated) != len(placed):
+            raise RuntimeError("a claimed execution was not dispatched")  # locked: cannot be
+        records = [updated[r.id] for r, _ in placed]
+        await self.journal.append_many(
+            conn, [build_event(r, EventType.DISPATCHED) for r in records]
         )
-        return Dispatch(updated, attempt, placement, [InputRecord.from_row(r) for r in inputs])
+        inputs: dict[str, list[InputRecord]] = {r.id: [] for r in records}
+        for row in await conn.fetch(
+            "SELECT * FROM inputs WHERE execution_id = ANY($1) ORDER BY execution_id, name",
+            list(inputs),
+        ):
+            inputs[row["execution_id"]].append(InputRecord.from_row(row))
+        return [
+            Dispatch(r, r.attempt, p, inputs[r.id])
+            for r, (_, p) in zip(records, placed, strict=True)
+        ]
 
     async def stats(self, executor_lapse_s: float) -> QueueStats:
         """Waiting executions by priority, tenant and provider; live executors' slots by
@@ -237,6 +262,8 @@ class _Claim:
         self.queue = queue
         self.tenant_cap = tenant_cap
         self.lease_s = lease_s
+        # Executions placed so far, with the breakers' permits they hold.
+        self.placed: list[tuple[ExecutionRecord, Placement, AttemptPermit | None]] = []
         self.dispatches: list[Dispatch] = []
         self._running: dict[str, int | None] = {}
         self._free: dict[str, int] = {}
@@ -250,9 +277,17 @@ class _Claim:
         types = sorted(set().union(*(x.node_types for x in executors)))
         rows = await conn.fetch(_CANDIDATES, self.tenant_cap, 2 * want + 8, runs_anything, types)
         for row in rows:
-            if len(self.dispatches) >= want:
-                return
+            if len(self.placed) >= want:
+                break
             await self._consider(conn, ExecutionRecord.from_row(row), executors)
+        if self.placed:
+            dispatches = await self.queue.dispatch_all(
+                conn, [(r, p) for r, p, _ in self.placed], self.lease_s
+            )
+            self.dispatches = [
+                replace(d, permit=permit)
+                for d, (_, _, permit) in zip(dispatches, self.placed, strict=True)
+            ]
 
     async def _consider(
         self, conn: asyncpg.Connection, record: ExecutionRecord, executors: list[FreeExecutor]
@@ -266,8 +301,7 @@ class _Claim:
         if placed is None:
             return
         placement, permit = placed
-        dispatch = await self.queue.dispatch(conn, record, placement, self.lease_s)
-        self.dispatches.append(replace(dispatch, permit=permit))
+        self.placed.append((record, placement, permit))
         self._running[record.tenant] = running + 1
         self._free[placement.executor_id] -= 1
 

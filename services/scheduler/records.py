@@ -79,6 +79,8 @@ class ExecutionRecord:
     tenant_cap: int | None = None
     # The trace the execution belongs to (W3C traceparent); "" when untraced.
     traceparent: str = ""
+    # Which of its events go to the tenant's webhooks (event type patterns); empty: all.
+    webhook_events: list[str] = field(default_factory=list)
 
     @property
     def measured(self) -> executions_pb2.ExecutionMetrics:
@@ -94,6 +96,7 @@ class ExecutionRecord:
         fields["state"] = State(row["state"])
         fields["node_types"] = list(row["node_types"])
         fields["labels"] = json.loads(row["labels"])
+        fields["webhook_events"] = list(row["webhook_events"])
         fields["models"] = [ModelNeed.from_json(m) for m in json.loads(row["models"])]
         fields["error"] = _status(row["error"])
         fields["metrics"] = _metrics(row["metrics"])

@@ -6,12 +6,14 @@ import hashlib
 import json
 import mimetypes
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from google.protobuf import json_format, struct_pb2
 
 from comfyfleet.common.errors import FieldViolation, InvalidArgument
+from comfyfleet.common.eventtypes import EXECUTION_EVENT_TYPES, pattern_violations
 from comfyfleet.common.jsonvalues import integral_floats_to_ints
 from comfyfleet.executions.v1 import executions_pb2
 from services.scheduler.config import SchedulerSettings
@@ -28,15 +30,22 @@ URL_INPUTS_DISABLED = "fetching inputs from URLs is not enabled on this platform
 
 @dataclass(frozen=True)
 class NewInput:
-    """An input file sent inline with the request."""
+    """An input file sent inline with the request, or named by an upload (``upload_id``,
+    with no content; its media type may be left to the upload's)."""
 
     name: str
     content: bytes
     content_type: str
+    upload_id: str = ""
 
     @property
     def sha256(self) -> str:
         return hashlib.sha256(self.content).hexdigest()
+
+    @property
+    def source(self) -> str:
+        """What the request's fingerprint knows the file by: its digest, or its upload."""
+        return f"upload:{self.upload_id}" if self.upload_id else self.sha256
 
 
 @dataclass(frozen=True)
@@ -53,6 +62,8 @@ class NewExecution:
     run_timeout_s: float
     # From acceptance to the end, every wait, attempt and retry included.
     timeout_s: float
+    # Which of its events go to the tenant's webhooks (event type patterns); empty: all.
+    webhook_events: list[str] = field(default_factory=list)
     node_types: list[str] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -67,7 +78,7 @@ class NewExecution:
         """A digest of every parameter, so a reused request_id with other parameters is caught."""
         doc = {
             "workflow": self.workflow_json,
-            "inputs": [[i.name, i.sha256, i.content_type] for i in self.inputs],
+            "inputs": [[i.name, i.source, i.content_type] for i in self.inputs],
             "priority": self.priority,
             "labels": sorted(self.labels.items()),
             "max_attempts": self.max_attempts,
@@ -75,6 +86,9 @@ class NewExecution:
             "run_timeout_s": self.run_timeout_s,
             "timeout_s": self.timeout_s,
         }
+        # Only when given, so executions made before the field existed keep their digest.
+        if self.webhook_events:
+            doc["webhook_events"] = sorted(self.webhook_events)
         return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
 
 
@@ -86,7 +100,12 @@ def parse_create_request(
     workflow = _parse_workflow(request, violations)
     inputs = _parse_inputs(request, violations)
     _check_scalars(request, settings, violations)
-    _check_labels(request, violations)
+    if len(request.labels) > MAX_LABELS:
+        violations.append(FieldViolation("labels", f"at most {MAX_LABELS} labels"))
+    violations += label_violations(request.labels)
+    violations += pattern_violations(
+        request.webhook_events, "webhook_events", EXECUTION_EVENT_TYPES
+    )
     queue_timeout = _timeout(request, "queue_timeout", settings.queue_timeout_s, settings)
     run_timeout = _timeout(request, "run_timeout", settings.run_timeout_s, settings)
     timeout = _timeout(request, "timeout", settings.execution_timeout_s, settings)
@@ -107,6 +126,7 @@ def parse_create_request(
         queue_timeout_s=queue_timeout,
         run_timeout_s=run_timeout,
         timeout_s=timeout,
+        webhook_events=list(request.webhook_events),
     )
 
 
@@ -180,6 +200,10 @@ def _parse_inputs(
         source = item.WhichOneof("source")
         if source == "url":
             violations.append(FieldViolation(f"{where}.url", URL_INPUTS_DISABLED))
+        elif source == "upload_id" and not item.upload_id:
+            violations.append(FieldViolation(f"{where}.upload_id", "must not be empty"))
+        elif source == "upload_id" and not problem:
+            inputs.append(NewInput(item.name, b"", item.content_type, item.upload_id))
         elif source is None:
             violations.append(FieldViolation(f"{where}.content", "the file's content is required"))
         elif not problem:
@@ -225,25 +249,34 @@ def _check_scalars(
         violations.append(FieldViolation("request_id", f"at most {MAX_REQUEST_ID} characters"))
 
 
-def _check_labels(
-    request: executions_pb2.CreateExecutionRequest, violations: list[FieldViolation]
-) -> None:
-    if len(request.labels) > MAX_LABELS:
-        violations.append(FieldViolation("labels", f"at most {MAX_LABELS} labels"))
-    for key, value in request.labels.items():
+def label_violations(labels: Mapping[str, str]) -> list[FieldViolation]:
+    """The problems of each label's key and value, named ``labels["key"]``."""
+    out = []
+    for key, value in labels.items():
         if not key or len(key) > MAX_LABEL_KEY:
-            violations.append(
+            out.append(
                 FieldViolation(
                     f"labels[{json.dumps(key)}]", f"keys have 1 to {MAX_LABEL_KEY} characters"
                 )
             )
         if len(value) > MAX_LABEL_VALUE:
-            violations.append(
+            out.append(
                 FieldViolation(
                     f"labels[{json.dumps(key)}]",
                     f"values have at most {MAX_LABEL_VALUE} characters",
                 )
             )
+    return out
+
+
+def parse_label_selector(labels: Mapping[str, str]) -> dict[str, str]:
+    """A list's label filter: pairs that could be labels, at most as many as one may have."""
+    violations = label_violations(labels)
+    if len(labels) > MAX_LABELS:
+        violations.insert(0, FieldViolation("labels", f"at most {MAX_LABELS} labels"))
+    if violations:
+        raise InvalidArgument("the label filter is invalid", violations)
+    return dict(labels)
 
 
 def _timeout(

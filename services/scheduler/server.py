@@ -42,6 +42,7 @@ from services.scheduler.scaling import Autoscaler, Scaler
 from services.scheduler.servicer import ExecutionServicer, SchedulerServicer
 from services.scheduler.store import ExecutionStore
 from services.scheduler.telemetry import BreakerTelemetry
+from services.scheduler.uploads import Uploads
 from services.scheduler.views import OutputLinks
 
 log = logging.getLogger(__name__)
@@ -149,10 +150,11 @@ async def running_scheduler(cfg: Config) -> AsyncIterator[Scheduler]:
         registry = ExecutorRegistry(pool, journal)
         runner = AttemptRunner(store, registry, providers, objects, s, router.run_times)
         dispatcher = Dispatcher(queue, runner, providers, notifier, s, breakers)
-        executions = Executions(store, objects, dispatcher, notifier, s, resolver, budgets)
+        uploads = Uploads(pool, objects, s)
+        executions = Executions(store, objects, dispatcher, notifier, s, resolver, budgets, uploads)
         servicers = [
             registration(
-                ExecutionServicer(executions, OutputLinks(objects, s.output_url_ttl_s)),
+                ExecutionServicer(executions, OutputLinks(objects, s.output_url_ttl_s), uploads),
                 executions_pb2_grpc,
                 "ExecutionService",
             ),
@@ -193,6 +195,8 @@ async def running_scheduler(cfg: Config) -> AsyncIterator[Scheduler]:
             )
             scheduler.start()
             scheduler.keep("queue depth", QueueDepthReporter(pool, cfg.schema).run)
+            if s.upload_sweep_interval_s > 0:
+                scheduler.keep("upload sweep", uploads.run)
             if s.autoscale_interval_s > 0 and autoscaler.scalers:
                 scheduler.keep("autoscaler", autoscaler.run)
             if cfg.runpod.enabled:

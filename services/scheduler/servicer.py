@@ -24,6 +24,7 @@ from services.scheduler.lifecycle import State
 from services.scheduler.queue import Queue, QueueStats
 from services.scheduler.scaling import DecisionRecord, recent_decisions
 from services.scheduler.telemetry import BREAKER_STATES, split_name
+from services.scheduler.uploads import Uploads, upload_proto
 from services.scheduler.views import OutputLinks, execution_proto, executor_proto, state_of
 
 Context: TypeAlias = grpc.aio.ServicerContext
@@ -44,9 +45,10 @@ def _state_filter(value: int) -> State | None:
 class ExecutionServicer(executions_pb2_grpc.ExecutionServiceServicer):
     """The internal ExecutionService the gateway calls with the caller's tenant."""
 
-    def __init__(self, executions: Executions, links: OutputLinks) -> None:
+    def __init__(self, executions: Executions, links: OutputLinks, uploads: Uploads) -> None:
         self.executions = executions
         self.links = links
+        self.uploads = uploads
 
     async def CreateExecution(
         self, request: executions_pb2.CreateExecutionRequest, context: Context
@@ -70,6 +72,7 @@ class ExecutionServicer(executions_pb2_grpc.ExecutionServiceServicer):
             page_size=request.page_size,
             page_token=request.page_token,
             state=_state_filter(request.state),
+            labels=request.labels,
         )
         return executions_pb2.ListExecutionsResponse(
             executions=[execution_proto(v, self.links) for v in page.executions],
@@ -90,6 +93,11 @@ class ExecutionServicer(executions_pb2_grpc.ExecutionServiceServicer):
             tenant, _require_id(request.id), request.after_sequence
         ):
             yield event
+
+    async def CreateInputUpload(
+        self, request: executions_pb2.CreateInputUploadRequest, context: Context
+    ) -> executions_pb2.InputUpload:
+        return upload_proto(await self.uploads.create(tenant_of(context), request))
 
 
 class SchedulerServicer(scheduler_pb2_grpc.SchedulerServiceServicer):

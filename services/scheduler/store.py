@@ -4,8 +4,9 @@ attempt fence, and writes its event in the same transaction."""
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from decimal import Decimal
 
 import asyncpg
 from google.rpc import status_pb2
@@ -43,9 +44,9 @@ _INSERT_EXECUTION = """
 INSERT INTO executions (
     id, tenant, state, workflow_json, node_types, priority, labels, request_id, request_hash,
     max_attempts, queue_timeout_s, run_timeout_s, queued_since, not_before, created_at,
-    updated_at, last_sequence, traceparent, models, deadline_at, tenant_cap)
+    updated_at, last_sequence, traceparent, models, deadline_at, tenant_cap, webhook_events)
 VALUES ($1, $2, 'QUEUED', $3, $4, $5, $6, $7, $8, $9, $10, $11, now(), now(), now(), now(), 1,
-        $12, $13, now() + make_interval(secs => $14), $15)
+        $12, $13, now() + make_interval(secs => $14), $15, $16)
 ON CONFLICT (tenant, request_id) WHERE request_id IS NOT NULL DO NOTHING
 RETURNING *
 """
@@ -61,6 +62,60 @@ WITH attempt AS (
 INSERT INTO tenant_spend (tenant, period, spent_usd)
 VALUES ($4, date_trunc('month', now() AT TIME ZONE 'UTC')::date, $3)
 ON CONFLICT (tenant, period) DO UPDATE SET spent_usd = tenant_spend.spent_usd + $3
+"""
+
+
+# DISPATCHED -> RUNNING for the current attempt only: the row lock the UPDATE takes and its
+# WHERE (re-checked on the newest row version after a wait) are the fence.
+_START = """
+WITH e AS (
+    UPDATE executions SET state = 'RUNNING', started_at = now(),
+        lease_expires_at = now() + make_interval(secs => $3),
+        last_sequence = last_sequence + 1, updated_at = now()
+    WHERE id = $1 AND attempt = $2 AND state = 'DISPATCHED'
+    RETURNING *
+), attempt AS (
+    UPDATE attempts SET state = 'RUNNING', started_at = now()
+    WHERE execution_id = $1 AND number = $2 AND EXISTS (SELECT 1 FROM e)
+)
+SELECT * FROM e
+"""
+
+# Locks the execution when the attempt is its current one, and ends that attempt: the
+# execution's row and what the attempt ran, for its cost.
+_LOCK_AND_END = f"""
+WITH x AS (
+    SELECT * FROM executions WHERE id = $1 AND attempt = $2 AND state IN {ACTIVE} FOR UPDATE
+), a AS (
+    UPDATE attempts SET state = $3, ended_at = now(), error = $4
+    WHERE execution_id = $1 AND number = $2 AND EXISTS (SELECT 1 FROM x)
+    RETURNING provider AS _provider, gpu_name AS _gpu_name,
+              extract(epoch FROM now() - started_at) AS _ran_s
+)
+SELECT x.*, a.* FROM x LEFT JOIN a ON true
+"""
+_END_COLUMNS = ("_provider", "_gpu_name", "_ran_s")
+
+# SUCCEEDED with its outputs and the attempt's cost ($5), in one statement.
+_SUCCEED = """
+WITH o AS (
+    INSERT INTO outputs (execution_id, attempt, slot, key, node_id, filename, subfolder, kind,
+                         content_type, size_bytes, sha256)
+    SELECT $1::text, $2::int, o.* FROM unnest($6::int[], $7::text[], $8::text[], $9::text[],
+        $10::text[], $11::text[], $12::text[], $13::bigint[], $14::text[]) AS o
+), attempt AS (
+    UPDATE attempts SET cost_usd = $5 WHERE execution_id = $1 AND number = $2 AND $5::float8 > 0
+), spend AS (
+    INSERT INTO tenant_spend (tenant, period, spent_usd)
+    SELECT $4::text, date_trunc('month', now() AT TIME ZONE 'UTC')::date, $5::float8
+    WHERE $5::float8 > 0
+    ON CONFLICT (tenant, period) DO UPDATE SET spent_usd = tenant_spend.spent_usd + $5
+)
+UPDATE executions SET state = 'SUCCEEDED', ended_at = now(), lease_expires_at = NULL,
+    progress = NULL, metrics = $3, started_at = coalesce(started_at, now()),
+    cost_usd = cost_usd + $5, last_sequence = last_sequence + 1, updated_at = now()
+WHERE id = $1
+RETURNING *
 """
 
 
@@ -131,6 +186,7 @@ class ExecutionStore:
                 json.dumps([m.to_json() for m in models]),
                 new.timeout_s,
                 tenant_cap,
+                new.webhook_events,
             )
             if row is None:
                 assert new.request_id is not None
@@ -173,18 +229,28 @@ class ExecutionStore:
             return (await self._views(conn, [ExecutionRecord.from_row(row)]))[0]
 
     async def page(
-        self, tenant: str, *, state: State | None, before_id: str | None, limit: int
+        self,
+        tenant: str,
+        *,
+        state: State | None,
+        before_id: str | None,
+        limit: int,
+        labels: Mapping[str, str] | None = None,
     ) -> list[ExecutionView]:
-        """A page of ``tenant``'s executions, newest first (ids grow with time)."""
+        """A page of ``tenant``'s executions, newest first (ids grow with time); with
+        ``labels``, only those whose labels include all of them."""
+        # The label condition is written only when there is one: a prepared statement with
+        # "$5 IS NULL OR labels @> $5" gets a generic plan that cannot use the GIN index.
+        labelled = " AND labels @> $5::jsonb" if labels else ""
+        args: list[object] = [tenant, state.value if state else None, before_id, limit]
+        if labels:
+            args.append(json.dumps(dict(labels)))
         async with self.pool.acquire() as conn:
             rows = await conn.fetch(
                 "SELECT * FROM executions WHERE tenant = $1"
                 " AND ($2::text IS NULL OR state = $2) AND ($3::text IS NULL OR id < $3)"
-                " ORDER BY id DESC LIMIT $4",
-                tenant,
-                state.value if state else None,
-                before_id,
-                limit,
+                f"{labelled} ORDER BY id DESC LIMIT $4",
+                *args,
             )
             return await self._views(conn, [ExecutionRecord.from_row(r) for r in rows])
 
@@ -239,28 +305,21 @@ class ExecutionStore:
 
     async def started(self, fence: Fenced, lease_s: float) -> bool:
         """DISPATCHED -> RUNNING when the executor takes the attempt; renews the lease."""
-        async with self.pool.acquire() as conn, conn.transaction():
-            record = await self._lock_fenced(conn, fence)
-            if record is None:
-                return False
-            if record.state is State.RUNNING:
-                return True  # a repeated "started" changes nothing
-            check_transition(record.state, State.RUNNING)
-            await conn.execute(
-                "UPDATE attempts SET state = 'RUNNING', started_at = now()"
-                " WHERE execution_id = $1 AND number = $2",
+        async with self.pool.acquire() as conn:
+            async with conn.transaction():
+                row = await conn.fetchrow(_START, fence.execution_id, fence.attempt, lease_s)
+                if row is not None:
+                    updated = ExecutionRecord.from_row(row)
+                    await self.journal.append(conn, build_event(updated, EventType.RUNNING))
+                    return True
+            # Not moved: a repeated "started" of the running attempt changes nothing; any
+            # other attempt is not current.
+            state = await conn.fetchval(
+                "SELECT state FROM executions WHERE id = $1 AND attempt = $2",
                 fence.execution_id,
                 fence.attempt,
             )
-            updated = await self._update(
-                conn,
-                fence.execution_id,
-                "state = 'RUNNING', started_at = now(),"
-                " lease_expires_at = now() + make_interval(secs => $2)",
-                lease_s,
-            )
-            await self.journal.append(conn, build_event(updated, EventType.RUNNING))
-            return True
+            return bool(state == State.RUNNING.value)
 
     async def progress(
         self, fence: Fenced, progress: executions_pb2.NodeProgress, lease_s: float
@@ -290,22 +349,38 @@ class ExecutionStore:
     ) -> bool:
         """Records the outputs and metrics; queue time is the scheduler's own measurement."""
         async with self.pool.acquire() as conn, conn.transaction():
-            record = await self._lock_fenced(conn, fence)
-            if record is None:
+            row = await conn.fetchrow(
+                _LOCK_AND_END, fence.execution_id, fence.attempt, "SUCCEEDED", None
+            )
+            if row is None:
                 return False
+            record = ExecutionRecord.from_row(
+                {k: v for k, v in row.items() if k not in _END_COLUMNS}
+            )
             check_transition(record.state, State.SUCCEEDED)
-            await self._insert_outputs(conn, fence, outputs)
-            await self._end_attempt(conn, record, "SUCCEEDED", None)
+            cost = self._cost(row["_provider"], row["_gpu_name"], row["_ran_s"])
             final = executions_pb2.ExecutionMetrics()
             final.CopyFrom(metrics)
             started = record.started_at or record.updated_at
             final.queue_time_seconds = max(0.0, (started - record.created_at).total_seconds())
-            updated = await self._update(
-                conn,
-                fence.execution_id,
-                "state = 'SUCCEEDED', ended_at = now(), lease_expires_at = NULL,"
-                " progress = NULL, metrics = $2, started_at = coalesce(started_at, now())",
-                final.SerializeToString(),
+            updated = ExecutionRecord.from_row(
+                await conn.fetchrow(
+                    _SUCCEED,
+                    fence.execution_id,
+                    fence.attempt,
+                    final.SerializeToString(),
+                    record.tenant,
+                    cost,
+                    [o.slot for o in outputs],
+                    [o.key for o in outputs],
+                    [o.node_id for o in outputs],
+                    [o.filename for o in outputs],
+                    [o.subfolder for o in outputs],
+                    [o.kind for o in outputs],
+                    [o.content_type for o in outputs],
+                    [o.size_bytes for o in outputs],
+                    [o.sha256 for o in outputs],
+                )
             )
             links = [self.event_links.output(o) for o in outputs]
             await self.journal.append(
@@ -603,37 +678,20 @@ class ExecutionStore:
             state,
             error.SerializeToString() if error is not None else None,
         )
-        if row is None or row["ran_s"] is None:
-            return  # never started: nothing ran, nothing to pay
-        cost = self.prices.cost_usd(row["provider"], row["gpu_name"], float(row["ran_s"]))
+        if row is None:
+            return
+        cost = self._cost(row["provider"], row["gpu_name"], row["ran_s"])
         if cost > 0:
             await conn.execute(_CHARGE, record.id, record.attempt, cost, record.tenant)
 
-    @staticmethod
-    async def _insert_outputs(
-        conn: asyncpg.Connection, fence: Fenced, outputs: Sequence[OutputRecord]
-    ) -> None:
-        await conn.executemany(
-            "INSERT INTO outputs (execution_id, attempt, slot, key, node_id, filename,"
-            " subfolder, kind, content_type, size_bytes, sha256)"
-            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
-            [
-                (
-                    fence.execution_id,
-                    fence.attempt,
-                    o.slot,
-                    o.key,
-                    o.node_id,
-                    o.filename,
-                    o.subfolder,
-                    o.kind,
-                    o.content_type,
-                    o.size_bytes,
-                    o.sha256,
-                )
-                for o in outputs
-            ],
-        )
+    def _cost(
+        self, provider: str | None, gpu_name: str | None, ran_s: Decimal | float | None
+    ) -> float:
+        """What an attempt that ran ``ran_s`` seconds costs; an attempt that never started
+        (``ran_s`` None) ran nothing and costs nothing."""
+        if provider is None or ran_s is None:
+            return 0.0
+        return self.prices.cost_usd(provider, gpu_name or "", float(ran_s))
 
     @staticmethod
     async def _placement(conn: asyncpg.Connection, record: ExecutionRecord) -> Placement | None:

@@ -89,17 +89,18 @@ class BreakerTelemetry:
             log.warning("publishing a breaker event failed: %s", err)
 
     def observe(self, breakers: Breakers) -> None:
-        """Gauges read from the breakers whenever metrics are collected."""
+        """Gauges of the breakers as the event loop last published them: collection runs on
+        the exporter's thread, where reading a live breaker could move its state."""
 
         def states(_options: metrics.CallbackOptions) -> Iterable[metrics.Observation]:
-            for snap in breakers.snapshots():
+            for snap in breakers.published():
                 scope, target = split_name(snap.name)
                 yield metrics.Observation(
                     STATE_LEVEL[snap.state], {"scope": scope, "target": target}
                 )
 
         def rejected(_options: metrics.CallbackOptions) -> Iterable[metrics.Observation]:
-            for snap in breakers.snapshots():
+            for snap in breakers.published():
                 scope, target = split_name(snap.name)
                 yield metrics.Observation(snap.rejected, {"scope": scope, "target": target})
 

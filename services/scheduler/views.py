@@ -93,6 +93,7 @@ def execution_proto(view: ExecutionView, links: OutputLinks) -> executions_pb2.E
         update_time=to_timestamp(rec.updated_at),
         last_sequence=rec.last_sequence,
         request_id=rec.request_id or "",
+        webhook_events=rec.webhook_events,
     )
     if rec.error is not None:
         execution.error.CopyFrom(rec.error)
@@ -125,6 +126,7 @@ def build_event(
         provider=rec.provider or "",
         executor_id=rec.executor_id or "",
         outputs=outputs,
+        webhook_events=rec.webhook_events,
     )
     if error is not None:
         event.error.CopyFrom(error)

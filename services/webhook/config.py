@@ -91,6 +91,11 @@ class DeliverySettings:
     secret_overlap_s: float = DAY_S
     # The longest overlap a rotation may ask for.
     max_secret_overlap_s: float = 7 * DAY_S
+    # Finished deliveries and their attempt log are kept this long, then pruned; 0 keeps
+    # them for ever. Keep it longer than the event stream's age limit (7 days by default).
+    retention_s: float = 30 * DAY_S
+    # How often the pruning runs.
+    retention_interval_s: float = 3600.0
 
     def __post_init__(self) -> None:
         if not 0 <= self.retry_jitter <= 1:
@@ -108,6 +113,8 @@ class DeliverySettings:
             raise ConfigError("the concurrency limits must be at least 1")
         if self.disable_after_s <= 0 or self.secret_overlap_s < 0:
             raise ConfigError("disable_after must be positive and the secret overlap not negative")
+        if self.retention_s < 0 or self.retention_interval_s <= 0:
+            raise ConfigError("the retention must not be negative and its interval positive")
 
     @classmethod
     def from_env(cls) -> DeliverySettings:
@@ -133,6 +140,10 @@ class DeliverySettings:
             secret_overlap_s=_env_duration("WEBHOOK_SECRET_OVERLAP", d.secret_overlap_s),
             max_secret_overlap_s=_env_duration(
                 "WEBHOOK_MAX_SECRET_OVERLAP", d.max_secret_overlap_s
+            ),
+            retention_s=_env_duration("WEBHOOK_RETENTION", d.retention_s),
+            retention_interval_s=_env_duration(
+                "WEBHOOK_RETENTION_INTERVAL", d.retention_interval_s
             ),
         )
 

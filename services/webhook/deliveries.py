@@ -124,7 +124,8 @@ async def fan_out(
     slots: Slots | None = None,
     lease_s: float = 0.0,
 ) -> FanOut:
-    """Adds one delivery per event and enabled matching subscription of its tenant; those
+    """Adds one delivery per event and enabled matching subscription of its tenant (the
+    subscription's filter and the event's own ``allowed`` types both choose it); those
     that get a slot come back as claims for it (held for ``lease_s``).
 
     Idempotent: an event already turned into deliveries adds nothing (and its slots are
@@ -139,7 +140,7 @@ async def fan_out(
         (new_id("msg"), sub, e, slots is not None and slots.reserve(sub["id"], sub["failing"]))
         for e in {e.event_id: e for e in events}.values()
         for sub in by_tenant[e.tenant]
-        if matches(sub["event_types"], e.event_type)
+        if matches(sub["event_types"], e.event_type) and matches(e.allowed, e.event_type)
     ]
     rows = [
         (i, sub["id"], e.tenant, e.event_id, e.event_type, e.body, t, e.traceparent)

@@ -28,6 +28,9 @@ class Event:
     body: str
     # The trace it belongs to (W3C traceparent, from the message headers); "" when untraced.
     traceparent: str = ""
+    # The event types its execution lets go to webhooks (patterns); empty: every type.
+    # A subscription receives the event only when its own filter also chooses it.
+    allowed: tuple[str, ...] = ()
 
 
 def _rfc3339(value: datetime) -> str:
@@ -47,7 +50,13 @@ def execution_event(event: executions_pb2.WorkflowExecutionEvent, now: datetime)
     """The delivery content of an execution event; ``now`` stands in for a missing time."""
     when = event.timestamp.ToJsonString() if event.HasField("timestamp") else _rfc3339(now)
     data = json_format.MessageToDict(event)
-    return Event(event.event_id, event.tenant, event.event_type, body(event.event_type, when, data))
+    return Event(
+        event.event_id,
+        event.tenant,
+        event.event_type,
+        body(event.event_type, when, data),
+        allowed=tuple(event.webhook_events),
+    )
 
 
 def service_event(

@@ -17,6 +17,7 @@ from services.webhook.deliveries import Deliveries
 from services.webhook.dispatcher import Dispatcher
 from services.webhook.intake import Intake
 from services.webhook.queue import DeliveryQueue
+from services.webhook.retention import Retention
 from services.webhook.sender import Sender
 from services.webhook.servicer import WebhookServicer
 from services.webhook.subscriptions import Subscriptions
@@ -55,6 +56,8 @@ async def build_service(cfg: Config) -> AsyncIterator[WebhookService]:
         await stack.enter_async_context(dispatcher.running(cfg.shutdown_grace_s))
         intake = Intake(bus, pool, cfg.consumer, dispatcher, lease_s=settings.claim_lease_s)
         await stack.enter_async_context(intake.running())
+        retention = Retention(pool, settings.retention_s, settings.retention_interval_s)
+        await stack.enter_async_context(retention.running())
         servicer = WebhookServicer(
             Subscriptions(
                 pool,

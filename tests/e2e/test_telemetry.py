@@ -12,6 +12,7 @@ import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+import aiohttp
 import grpc
 import pytest
 
@@ -161,6 +162,12 @@ async def test_one_execution_is_one_connected_trace(
         spans = otlp.trace(traced_run.trace_id)
         assert "webhook deliver" in names(spans, "webhook")
         assert {"node EmptyImage", "node ImageInvert", "node SaveImage"} <= names(spans, "executor")
+        # Each service exports in batches of its own: wait for every span checked below.
+        assert {"comfyfleet.executor.v1.ExecutorService/Execute", "executor attempt"} <= names(
+            spans, "executor"
+        )
+        assert {CREATE, "scheduler attempt"} <= names(spans, "scheduler")
+        assert CREATE in names(spans, "gateway")
         return spans
 
     spans = await eventually(whole, timeout=30)
@@ -181,6 +188,48 @@ async def test_one_execution_is_one_connected_trace(
     deliveries = [s for s in spans if s.name == "webhook deliver"]
     assert all(by_id[d.parent_id].kind == "producer" for d in deliveries)
     assert not any(s.failed for s in spans)
+
+
+async def test_a_rest_call_continues_the_callers_trace(
+    platform: Platform, otlp: TraceReceiver
+) -> None:
+    """The same over REST: the gateway's HTTP span is a child of the caller's span, and the
+    execution's spans down to its nodes and webhook deliveries are in the caller's trace."""
+    trace_id, caller = secrets.token_hex(16), secrets.token_hex(8)
+    with webhook_receiver() as hooks:
+        async with grpc.aio.insecure_channel(platform.addrs.gateway) as ch:
+            key = await new_key(ch, platform, "traced-rest")
+        auth = {"Authorization": f"Bearer {key}"}
+        async with aiohttp.ClientSession(platform.rest_url, headers=auth) as http:
+            subscription = {"url": hooks.url, "eventTypes": ["execution.*"]}
+            async with http.post("/v1/webhooks", json=subscription) as response:
+                assert response.status == 200, await response.text()
+            traced = {"traceparent": f"00-{trace_id}-{caller}-01", "tracestate": "caller=rest"}
+            body = {"workflow": json.loads(WORKFLOW)}
+            async with http.post("/v1/executions", json=body, headers=traced) as response:
+                assert response.status == 200, await response.text()
+                execution_id = (await response.json())["id"]
+                answered = response.headers["traceparent"]
+
+        async def whole() -> list[SpanRecord]:
+            spans = otlp.trace(trace_id)
+            assert "webhook deliver" in names(spans, "webhook")
+            assert "node SaveImage" in names(spans, "executor")
+            assert {CREATE, "scheduler attempt"} <= names(spans, "scheduler")
+            # The HTTP span ends with the response, so it may come in a later export.
+            assert "POST /v1/executions" in names(spans, "gateway")
+            return spans
+
+        spans = await eventually(whole, timeout=60)
+    [root] = [s for s in spans if s.name == "POST /v1/executions"]
+    assert (root.service, root.kind, root.parent_id) == ("gateway", "server", caller)
+    assert root.attributes["http.response.status_code"] == 200
+    assert answered == f"00-{trace_id}-{root.span_id}-01"
+    assert CREATE in names(spans, "gateway")
+    ids = {s.span_id for s in spans} | {caller}
+    assert [s for s in spans if s.parent_id not in ids] == []
+    nodes = [s for s in spans if s.name.startswith("node ")]
+    assert {n.attributes["comfyfleet.execution_id"] for n in nodes} == {execution_id}
 
 
 def test_every_service_serves_its_metrics(traced_run: TracedRun) -> None:

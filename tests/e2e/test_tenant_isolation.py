@@ -6,6 +6,7 @@ The same walk runs over REST, through the routes transcoded from the same descri
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -40,15 +41,19 @@ Metadata = tuple[tuple[str, str], ...]
 NOT_BY_ID = {
     "comfyfleet.executions.v1.ExecutionService.CreateExecution": "own",
     "comfyfleet.executions.v1.ExecutionService.ListExecutions": "list",
+    # Names no upload; B naming A's upload in CreateExecution is tested in test_uploads.py.
+    "comfyfleet.executions.v1.ExecutionService.CreateInputUpload": "own",
     "comfyfleet.tenants.v1.TenantService.CreateTenant": "admin only",
     "comfyfleet.tenants.v1.TenantService.ListTenants": "admin only",
     # Names A's tenant, but only admins may update any tenant: refused before any lookup.
     "comfyfleet.tenants.v1.TenantService.UpdateTenant": "admin only",
+    "comfyfleet.tenants.v1.TenantService.UpdateTenantBudget": "admin only",
     # The whole platform's state, for operators only.
     "comfyfleet.operations.v1.OperationsService.GetOverview": "admin only",
     "comfyfleet.webhooks.v1.WebhookService.CreateSubscription": "own",
     "comfyfleet.webhooks.v1.WebhookService.ListSubscriptions": "list",
     "comfyfleet.models.v1.ModelService.UploadModel": "own",
+    "comfyfleet.models.v1.ModelService.StartModelUpload": "own",
     "comfyfleet.models.v1.ModelService.ListModels": "list",
     # Names A's model by name: B must get what a name nobody registered gets.
     "comfyfleet.models.v1.ModelService.ResolveModels": "as if unknown",
@@ -65,6 +70,9 @@ class Owned:
     model_id: str
     subscription_id: str
     delivery_id: str
+    # A multipart model upload A started and has not completed, and its one part's URL.
+    model_upload_id: str
+    model_upload_url: str = ""
 
     def ids(self) -> list[str]:
         return [
@@ -73,6 +81,7 @@ class Owned:
             self.model_id,
             self.subscription_id,
             self.delivery_id,
+            self.model_upload_id,
         ]
 
 
@@ -105,6 +114,7 @@ def id_value(service: str, msg: message.Message, name: str, owned: Owned) -> str
     table = {
         ("ExecutionService", "id"): owned.execution_id,
         ("ModelService", "id"): owned.model_id,
+        ("ModelService", "upload_id"): owned.model_upload_id,
         ("TenantService", "tenant_id"): owned.tenant_id,
         ("WebhookService", "subscription_id"): owned.subscription_id,
         ("WebhookService", "delivery_id"): owned.delivery_id,
@@ -186,6 +196,13 @@ def upload_messages(seed: int) -> list[models_pb2.UploadModelRequest]:
     ]
 
 
+def start_upload_request(seed: int) -> models_pb2.StartModelUploadRequest:
+    return models_pb2.StartModelUploadRequest(
+        model=models_pb2.Model(name="parts.safetensors", type=models_pb2.MODEL_TYPE_LORA),
+        size_bytes=len(model_bytes(seed)),
+    )
+
+
 @dataclass
 class World:
     channel: grpc.aio.Channel
@@ -246,7 +263,17 @@ async def a_resources(
     ping = await call(
         channel, by_name("PingSubscription"), webhooks_pb2.PingSubscriptionRequest(id=sub.id), a
     )
-    return Owned(tenant_id, key_id, created.id, model.id, sub.id, ping.id)
+    started = await call(channel, by_name("StartModelUpload"), start_upload_request(3), a)
+    return Owned(
+        tenant_id,
+        key_id,
+        created.id,
+        model.id,
+        sub.id,
+        ping.id,
+        started.upload_id,
+        started.parts[0].url,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -396,10 +423,28 @@ async def test_a_resources_are_unchanged_after_the_walk(world: World) -> None:
     assert [d.id for d in deliveries.deliveries] == [owned.delivery_id]
     model = await call(ch, by_name("GetModel"), models_pb2.GetModelRequest(id=owned.model_id), a)
     assert model.version == 1
+    await complete_a_upload(world)
     keys = await call(ch, by_name("ListApiKeys"), tenants_pb2.ListApiKeysRequest(tenant_id="-"), a)
     assert not any(k.HasField("revoke_time") for k in keys.api_keys)
     tenant = await call(ch, by_name("GetTenant"), tenants_pb2.GetTenantRequest(id="-"), a)
     assert tenant.max_concurrency == 0
+
+
+async def complete_a_upload(world: World) -> None:
+    """A's multipart upload is still open after B's tries: A sends its part and completes it."""
+    blob = model_bytes(3)
+    headers = {"Content-Type": "application/octet-stream"}
+    url = world.owned.model_upload_url
+    async with aiohttp.ClientSession() as http, http.put(url, data=blob, headers=headers) as reply:
+        assert reply.status == 200, await reply.text()
+        etag = reply.headers["ETag"]
+    request = models_pb2.CompleteModelUploadRequest(
+        upload_id=world.owned.model_upload_id,
+        parts=[models_pb2.CompletedPart(part_number=1, etag=etag)],
+    )
+    model = await call(world.channel, by_name("CompleteModelUpload"), request, world.a)
+    assert model.sha256 == hashlib.sha256(blob).hexdigest()
+    assert model.tenant == world.owned.tenant_id
 
 
 def test_the_walk_covers_every_public_method() -> None:
@@ -412,4 +457,4 @@ def test_the_walk_covers_every_public_method() -> None:
     assert not unnamed, unnamed
 
 
-DUMMY = Owned("ten_x", "key_x", "exe_x", "mdl_x", "sub_x", "dlv_x")
+DUMMY = Owned("ten_x", "key_x", "exe_x", "mdl_x", "sub_x", "dlv_x", "upl_x")

@@ -30,7 +30,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from google.rpc import status_pb2 as google_dot_rpc_dot_status__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n)comfyfleet/executions/v1/executions.proto\x12\x18\x63omfyfleet.executions.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17google/rpc/status.proto\"a\n\tInputFile\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x11\n\x07\x63ontent\x18\x02 \x01(\x0cH\x00\x12\r\n\x03url\x18\x03 \x01(\tH\x00\x12\x14\n\x0c\x63ontent_type\x18\x04 \x01(\tB\x08\n\x06source\"\xc8\x01\n\x06Output\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x10\n\x08\x66ilename\x18\x02 \x01(\t\x12\x11\n\tsubfolder\x18\x03 \x01(\t\x12\x0c\n\x04kind\x18\x04 \x01(\t\x12\x14\n\x0c\x63ontent_type\x18\x05 \x01(\t\x12\x12\n\nsize_bytes\x18\x06 \x01(\x03\x12\x0e\n\x06sha256\x18\x07 \x01(\t\x12\x0b\n\x03url\x18\x08 \x01(\t\x12\x33\n\x0furl_expire_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x94\x01\n\x10\x45xecutionMetrics\x12\x1e\n\x16\x65xecution_time_seconds\x18\x01 \x01(\x01\x12\x17\n\x0fgpu_utilization\x18\x02 \x01(\x01\x12\x19\n\x11memory_used_bytes\x18\x03 \x01(\x03\x12\x1a\n\x12queue_time_seconds\x18\x04 \x01(\x01\x12\x10\n\x08\x63ost_usd\x18\x05 \x01(\x01\"x\n\x0cNodeProgress\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x12\n\nclass_type\x18\x02 \x01(\t\x12\r\n\x05value\x18\x03 \x01(\x03\x12\x0b\n\x03max\x18\x04 \x01(\x03\x12\x12\n\nnodes_done\x18\x05 \x01(\x05\x12\x13\n\x0bnodes_total\x18\x06 \x01(\x05\"\x8e\x07\n\tExecution\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x14\n\x06tenant\x18\x02 \x01(\tB\x04\xe2\x41\x01\x03\x12=\n\x05state\x18\x03 \x01(\x0e\x32(.comfyfleet.executions.v1.ExecutionStateB\x04\xe2\x41\x01\x03\x12)\n\x08workflow\x18\x04 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x19\n\x0binput_names\x18\x05 \x03(\tB\x04\xe2\x41\x01\x03\x12\x10\n\x08priority\x18\x06 \x01(\x05\x12?\n\x06labels\x18\x07 \x03(\x0b\x32/.comfyfleet.executions.v1.Execution.LabelsEntry\x12\x37\n\x07outputs\x18\x08 \x03(\x0b\x32 .comfyfleet.executions.v1.OutputB\x04\xe2\x41\x01\x03\x12\x41\n\x07metrics\x18\t \x01(\x0b\x32*.comfyfleet.executions.v1.ExecutionMetricsB\x04\xe2\x41\x01\x03\x12\'\n\x05\x65rror\x18\n \x01(\x0b\x32\x12.google.rpc.StatusB\x04\xe2\x41\x01\x03\x12\x15\n\x07\x61ttempt\x18\x0b \x01(\x05\x42\x04\xe2\x41\x01\x03\x12\x14\n\x0cmax_attempts\x18\x0c \x01(\x05\x12\x16\n\x08provider\x18\r \x01(\tB\x04\xe2\x41\x01\x03\x12\x19\n\x0b\x65xecutor_id\x18\x0e \x01(\tB\x04\xe2\x41\x01\x03\x12>\n\x08progress\x18\x0f \x01(\x0b\x32&.comfyfleet.executions.v1.NodeProgressB\x04\xe2\x41\x01\x03\x12\x35\n\x0b\x63reate_time\x18\x10 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x34\n\nstart_time\x18\x11 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x32\n\x08\x65nd_time\x18\x12 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x35\n\x0bupdate_time\x18\x13 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x1b\n\rlast_sequence\x18\x14 \x01(\x03\x42\x04\xe2\x41\x01\x03\x12\x18\n\nrequest_id\x18\x15 \x01(\tB\x04\xe2\x41\x01\x03\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xd6\x03\n\x16\x43reateExecutionRequest\x12)\n\x08workflow\x18\x01 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x15\n\rworkflow_json\x18\x02 \x01(\t\x12\x33\n\x06inputs\x18\x03 \x03(\x0b\x32#.comfyfleet.executions.v1.InputFile\x12\x10\n\x08priority\x18\x04 \x01(\x05\x12L\n\x06labels\x18\x05 \x03(\x0b\x32<.comfyfleet.executions.v1.CreateExecutionRequest.LabelsEntry\x12\x12\n\nrequest_id\x18\x06 \x01(\t\x12\x14\n\x0cmax_attempts\x18\x07 \x01(\x05\x12\x30\n\rqueue_timeout\x18\x08 \x01(\x0b\x32\x19.google.protobuf.Duration\x12.\n\x0brun_timeout\x18\t \x01(\x0b\x32\x19.google.protobuf.Duration\x12*\n\x07timeout\x18\n \x01(\x0b\x32\x19.google.protobuf.Duration\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\'\n\x13GetExecutionRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"w\n\x15ListExecutionsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x37\n\x05state\x18\x03 \x01(\x0e\x32(.comfyfleet.executions.v1.ExecutionState\"j\n\x16ListExecutionsResponse\x12\x37\n\nexecutions\x18\x01 \x03(\x0b\x32#.comfyfleet.executions.v1.Execution\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"*\n\x16\x43\x61ncelExecutionRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"A\n\x15WatchExecutionRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x16\n\x0e\x61\x66ter_sequence\x18\x02 \x01(\x03\"\xf9\x03\n\x16WorkflowExecutionEvent\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x14\n\x0c\x65xecution_id\x18\x02 \x01(\t\x12\x12\n\nevent_type\x18\x03 \x01(\t\x12-\n\ttimestamp\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x38\n\x06status\x18\x05 \x01(\x0e\x32(.comfyfleet.executions.v1.ExecutionState\x12;\n\x07metrics\x18\x06 \x01(\x0b\x32*.comfyfleet.executions.v1.ExecutionMetrics\x12\x13\n\x0boutput_urls\x18\x07 \x03(\t\x12!\n\x05\x65rror\x18\x08 \x01(\x0b\x32\x12.google.rpc.Status\x12\x0e\n\x06tenant\x18\t \x01(\t\x12\x0f\n\x07\x61ttempt\x18\n \x01(\x05\x12\x10\n\x08sequence\x18\x0b \x01(\x03\x12\x10\n\x08provider\x18\x0c \x01(\t\x12\x13\n\x0b\x65xecutor_id\x18\r \x01(\t\x12\x38\n\x08progress\x18\x0e \x01(\x0b\x32&.comfyfleet.executions.v1.NodeProgress\x12\x31\n\x07outputs\x18\x0f \x03(\x0b\x32 .comfyfleet.executions.v1.Output*\x82\x02\n\x0e\x45xecutionState\x12\x1f\n\x1b\x45XECUTION_STATE_UNSPECIFIED\x10\x00\x12\x1a\n\x16\x45XECUTION_STATE_QUEUED\x10\x01\x12\x1e\n\x1a\x45XECUTION_STATE_DISPATCHED\x10\x02\x12\x1b\n\x17\x45XECUTION_STATE_RUNNING\x10\x03\x12\x1c\n\x18\x45XECUTION_STATE_RETRYING\x10\x04\x12\x1d\n\x19\x45XECUTION_STATE_SUCCEEDED\x10\x05\x12\x1a\n\x16\x45XECUTION_STATE_FAILED\x10\x06\x12\x1d\n\x19\x45XECUTION_STATE_CANCELLED\x10\x07\x32\xd4\x05\n\x10\x45xecutionService\x12\x83\x01\n\x0f\x43reateExecution\x12\x30.comfyfleet.executions.v1.CreateExecutionRequest\x1a#.comfyfleet.executions.v1.Execution\"\x19\x82\xd3\xe4\x93\x02\x13\"\x0e/v1/executions:\x01*\x12\x7f\n\x0cGetExecution\x12-.comfyfleet.executions.v1.GetExecutionRequest\x1a#.comfyfleet.executions.v1.Execution\"\x1b\x82\xd3\xe4\x93\x02\x15\x12\x13/v1/executions/{id}\x12\x8b\x01\n\x0eListExecutions\x12/.comfyfleet.executions.v1.ListExecutionsRequest\x1a\x30.comfyfleet.executions.v1.ListExecutionsResponse\"\x16\x82\xd3\xe4\x93\x02\x10\x12\x0e/v1/executions\x12\x8f\x01\n\x0f\x43\x61ncelExecution\x12\x30.comfyfleet.executions.v1.CancelExecutionRequest\x1a#.comfyfleet.executions.v1.Execution\"%\x82\xd3\xe4\x93\x02\x1f\"\x1a/v1/executions/{id}:cancel:\x01*\x12\x98\x01\n\x0eWatchExecution\x12/.comfyfleet.executions.v1.WatchExecutionRequest\x1a\x30.comfyfleet.executions.v1.WorkflowExecutionEvent\"!\x82\xd3\xe4\x93\x02\x1b\x12\x19/v1/executions/{id}:watch0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n)comfyfleet/executions/v1/executions.proto\x12\x18\x63omfyfleet.executions.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17google/rpc/status.proto\"v\n\tInputFile\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x11\n\x07\x63ontent\x18\x02 \x01(\x0cH\x00\x12\r\n\x03url\x18\x03 \x01(\tH\x00\x12\x13\n\tupload_id\x18\x05 \x01(\tH\x00\x12\x14\n\x0c\x63ontent_type\x18\x04 \x01(\tB\x08\n\x06source\"\xc8\x01\n\x06Output\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x10\n\x08\x66ilename\x18\x02 \x01(\t\x12\x11\n\tsubfolder\x18\x03 \x01(\t\x12\x0c\n\x04kind\x18\x04 \x01(\t\x12\x14\n\x0c\x63ontent_type\x18\x05 \x01(\t\x12\x12\n\nsize_bytes\x18\x06 \x01(\x03\x12\x0e\n\x06sha256\x18\x07 \x01(\t\x12\x0b\n\x03url\x18\x08 \x01(\t\x12\x33\n\x0furl_expire_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x94\x01\n\x10\x45xecutionMetrics\x12\x1e\n\x16\x65xecution_time_seconds\x18\x01 \x01(\x01\x12\x17\n\x0fgpu_utilization\x18\x02 \x01(\x01\x12\x19\n\x11memory_used_bytes\x18\x03 \x01(\x03\x12\x1a\n\x12queue_time_seconds\x18\x04 \x01(\x01\x12\x10\n\x08\x63ost_usd\x18\x05 \x01(\x01\"x\n\x0cNodeProgress\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x12\n\nclass_type\x18\x02 \x01(\t\x12\r\n\x05value\x18\x03 \x01(\x03\x12\x0b\n\x03max\x18\x04 \x01(\x03\x12\x12\n\nnodes_done\x18\x05 \x01(\x05\x12\x13\n\x0bnodes_total\x18\x06 \x01(\x05\"\xa6\x07\n\tExecution\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x14\n\x06tenant\x18\x02 \x01(\tB\x04\xe2\x41\x01\x03\x12=\n\x05state\x18\x03 \x01(\x0e\x32(.comfyfleet.executions.v1.ExecutionStateB\x04\xe2\x41\x01\x03\x12)\n\x08workflow\x18\x04 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x19\n\x0binput_names\x18\x05 \x03(\tB\x04\xe2\x41\x01\x03\x12\x10\n\x08priority\x18\x06 \x01(\x05\x12?\n\x06labels\x18\x07 \x03(\x0b\x32/.comfyfleet.executions.v1.Execution.LabelsEntry\x12\x37\n\x07outputs\x18\x08 \x03(\x0b\x32 .comfyfleet.executions.v1.OutputB\x04\xe2\x41\x01\x03\x12\x41\n\x07metrics\x18\t \x01(\x0b\x32*.comfyfleet.executions.v1.ExecutionMetricsB\x04\xe2\x41\x01\x03\x12\'\n\x05\x65rror\x18\n \x01(\x0b\x32\x12.google.rpc.StatusB\x04\xe2\x41\x01\x03\x12\x15\n\x07\x61ttempt\x18\x0b \x01(\x05\x42\x04\xe2\x41\x01\x03\x12\x14\n\x0cmax_attempts\x18\x0c \x01(\x05\x12\x16\n\x08provider\x18\r \x01(\tB\x04\xe2\x41\x01\x03\x12\x19\n\x0b\x65xecutor_id\x18\x0e \x01(\tB\x04\xe2\x41\x01\x03\x12>\n\x08progress\x18\x0f \x01(\x0b\x32&.comfyfleet.executions.v1.NodeProgressB\x04\xe2\x41\x01\x03\x12\x35\n\x0b\x63reate_time\x18\x10 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x34\n\nstart_time\x18\x11 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x32\n\x08\x65nd_time\x18\x12 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x35\n\x0bupdate_time\x18\x13 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x1b\n\rlast_sequence\x18\x14 \x01(\x03\x42\x04\xe2\x41\x01\x03\x12\x18\n\nrequest_id\x18\x15 \x01(\tB\x04\xe2\x41\x01\x03\x12\x16\n\x0ewebhook_events\x18\x16 \x03(\t\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xee\x03\n\x16\x43reateExecutionRequest\x12)\n\x08workflow\x18\x01 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x15\n\rworkflow_json\x18\x02 \x01(\t\x12\x33\n\x06inputs\x18\x03 \x03(\x0b\x32#.comfyfleet.executions.v1.InputFile\x12\x10\n\x08priority\x18\x04 \x01(\x05\x12L\n\x06labels\x18\x05 \x03(\x0b\x32<.comfyfleet.executions.v1.CreateExecutionRequest.LabelsEntry\x12\x12\n\nrequest_id\x18\x06 \x01(\t\x12\x14\n\x0cmax_attempts\x18\x07 \x01(\x05\x12\x30\n\rqueue_timeout\x18\x08 \x01(\x0b\x32\x19.google.protobuf.Duration\x12.\n\x0brun_timeout\x18\t \x01(\x0b\x32\x19.google.protobuf.Duration\x12*\n\x07timeout\x18\n \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x16\n\x0ewebhook_events\x18\x0b \x03(\t\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\'\n\x13GetExecutionRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"\xf3\x01\n\x15ListExecutionsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x37\n\x05state\x18\x03 \x01(\x0e\x32(.comfyfleet.executions.v1.ExecutionState\x12K\n\x06labels\x18\x04 \x03(\x0b\x32;.comfyfleet.executions.v1.ListExecutionsRequest.LabelsEntry\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"j\n\x16ListExecutionsResponse\x12\x37\n\nexecutions\x18\x01 \x03(\x0b\x32#.comfyfleet.executions.v1.Execution\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"*\n\x16\x43\x61ncelExecutionRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"A\n\x15WatchExecutionRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x16\n\x0e\x61\x66ter_sequence\x18\x02 \x01(\x03\"\x91\x04\n\x16WorkflowExecutionEvent\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x14\n\x0c\x65xecution_id\x18\x02 \x01(\t\x12\x12\n\nevent_type\x18\x03 \x01(\t\x12-\n\ttimestamp\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x38\n\x06status\x18\x05 \x01(\x0e\x32(.comfyfleet.executions.v1.ExecutionState\x12;\n\x07metrics\x18\x06 \x01(\x0b\x32*.comfyfleet.executions.v1.ExecutionMetrics\x12\x13\n\x0boutput_urls\x18\x07 \x03(\t\x12!\n\x05\x65rror\x18\x08 \x01(\x0b\x32\x12.google.rpc.Status\x12\x0e\n\x06tenant\x18\t \x01(\t\x12\x0f\n\x07\x61ttempt\x18\n \x01(\x05\x12\x10\n\x08sequence\x18\x0b \x01(\x03\x12\x10\n\x08provider\x18\x0c \x01(\t\x12\x13\n\x0b\x65xecutor_id\x18\r \x01(\t\x12\x38\n\x08progress\x18\x0e \x01(\x0b\x32&.comfyfleet.executions.v1.NodeProgress\x12\x31\n\x07outputs\x18\x0f \x03(\x0b\x32 .comfyfleet.executions.v1.Output\x12\x16\n\x0ewebhook_events\x18\x10 \x03(\t\"|\n\x18\x43reateInputUploadRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x18\n\nsize_bytes\x18\x02 \x01(\x03\x42\x04\xe2\x41\x01\x02\x12\x0e\n\x06sha256\x18\x03 \x01(\t\x12\x14\n\x0c\x63ontent_type\x18\x04 \x01(\t\x12\x12\n\nrequest_id\x18\x05 \x01(\t\"\xd9\x03\n\x0bInputUpload\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x12\n\nsize_bytes\x18\x03 \x01(\x03\x12\x0e\n\x06sha256\x18\x04 \x01(\t\x12\x14\n\x0c\x63ontent_type\x18\x05 \x01(\t\x12\x18\n\nupload_url\x18\x06 \x01(\tB\x04\xe2\x41\x01\x03\x12V\n\x0eupload_headers\x18\x07 \x03(\x0b\x32\x38.comfyfleet.executions.v1.InputUpload.UploadHeadersEntryB\x04\xe2\x41\x01\x03\x12@\n\x16upload_url_expire_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x35\n\x0b\x65xpire_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x35\n\x0b\x63reate_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x18\n\nrequest_id\x18\x0b \x01(\tB\x04\xe2\x41\x01\x03\x1a\x34\n\x12UploadHeadersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01*\x82\x02\n\x0e\x45xecutionState\x12\x1f\n\x1b\x45XECUTION_STATE_UNSPECIFIED\x10\x00\x12\x1a\n\x16\x45XECUTION_STATE_QUEUED\x10\x01\x12\x1e\n\x1a\x45XECUTION_STATE_DISPATCHED\x10\x02\x12\x1b\n\x17\x45XECUTION_STATE_RUNNING\x10\x03\x12\x1c\n\x18\x45XECUTION_STATE_RETRYING\x10\x04\x12\x1d\n\x19\x45XECUTION_STATE_SUCCEEDED\x10\x05\x12\x1a\n\x16\x45XECUTION_STATE_FAILED\x10\x06\x12\x1d\n\x19\x45XECUTION_STATE_CANCELLED\x10\x07\x32\xdd\x06\n\x10\x45xecutionService\x12\x83\x01\n\x0f\x43reateExecution\x12\x30.comfyfleet.executions.v1.CreateExecutionRequest\x1a#.comfyfleet.executions.v1.Execution\"\x19\x82\xd3\xe4\x93\x02\x13\"\x0e/v1/executions:\x01*\x12\x7f\n\x0cGetExecution\x12-.comfyfleet.executions.v1.GetExecutionRequest\x1a#.comfyfleet.executions.v1.Execution\"\x1b\x82\xd3\xe4\x93\x02\x15\x12\x13/v1/executions/{id}\x12\x8b\x01\n\x0eListExecutions\x12/.comfyfleet.executions.v1.ListExecutionsRequest\x1a\x30.comfyfleet.executions.v1.ListExecutionsResponse\"\x16\x82\xd3\xe4\x93\x02\x10\x12\x0e/v1/executions\x12\x8f\x01\n\x0f\x43\x61ncelExecution\x12\x30.comfyfleet.executions.v1.CancelExecutionRequest\x1a#.comfyfleet.executions.v1.Execution\"%\x82\xd3\xe4\x93\x02\x1f\"\x1a/v1/executions/{id}:cancel:\x01*\x12\x98\x01\n\x0eWatchExecution\x12/.comfyfleet.executions.v1.WatchExecutionRequest\x1a\x30.comfyfleet.executions.v1.WorkflowExecutionEvent\"!\x82\xd3\xe4\x93\x02\x1b\x12\x19/v1/executions/{id}:watch0\x01\x12\x86\x01\n\x11\x43reateInputUpload\x12\x32.comfyfleet.executions.v1.CreateInputUploadRequest\x1a%.comfyfleet.executions.v1.InputUpload\"\x16\x82\xd3\xe4\x93\x02\x10\"\x0b/v1/uploads:\x01*b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -79,10 +79,30 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CREATEEXECUTIONREQUEST_LABELSENTRY']._serialized_options = b'8\001'
   _globals['_GETEXECUTIONREQUEST'].fields_by_name['id']._loaded_options = None
   _globals['_GETEXECUTIONREQUEST'].fields_by_name['id']._serialized_options = b'\342A\001\002'
+  _globals['_LISTEXECUTIONSREQUEST_LABELSENTRY']._loaded_options = None
+  _globals['_LISTEXECUTIONSREQUEST_LABELSENTRY']._serialized_options = b'8\001'
   _globals['_CANCELEXECUTIONREQUEST'].fields_by_name['id']._loaded_options = None
   _globals['_CANCELEXECUTIONREQUEST'].fields_by_name['id']._serialized_options = b'\342A\001\002'
   _globals['_WATCHEXECUTIONREQUEST'].fields_by_name['id']._loaded_options = None
   _globals['_WATCHEXECUTIONREQUEST'].fields_by_name['id']._serialized_options = b'\342A\001\002'
+  _globals['_CREATEINPUTUPLOADREQUEST'].fields_by_name['size_bytes']._loaded_options = None
+  _globals['_CREATEINPUTUPLOADREQUEST'].fields_by_name['size_bytes']._serialized_options = b'\342A\001\002'
+  _globals['_INPUTUPLOAD_UPLOADHEADERSENTRY']._loaded_options = None
+  _globals['_INPUTUPLOAD_UPLOADHEADERSENTRY']._serialized_options = b'8\001'
+  _globals['_INPUTUPLOAD'].fields_by_name['id']._loaded_options = None
+  _globals['_INPUTUPLOAD'].fields_by_name['id']._serialized_options = b'\342A\001\003'
+  _globals['_INPUTUPLOAD'].fields_by_name['upload_url']._loaded_options = None
+  _globals['_INPUTUPLOAD'].fields_by_name['upload_url']._serialized_options = b'\342A\001\003'
+  _globals['_INPUTUPLOAD'].fields_by_name['upload_headers']._loaded_options = None
+  _globals['_INPUTUPLOAD'].fields_by_name['upload_headers']._serialized_options = b'\342A\001\003'
+  _globals['_INPUTUPLOAD'].fields_by_name['upload_url_expire_time']._loaded_options = None
+  _globals['_INPUTUPLOAD'].fields_by_name['upload_url_expire_time']._serialized_options = b'\342A\001\003'
+  _globals['_INPUTUPLOAD'].fields_by_name['expire_time']._loaded_options = None
+  _globals['_INPUTUPLOAD'].fields_by_name['expire_time']._serialized_options = b'\342A\001\003'
+  _globals['_INPUTUPLOAD'].fields_by_name['create_time']._loaded_options = None
+  _globals['_INPUTUPLOAD'].fields_by_name['create_time']._serialized_options = b'\342A\001\003'
+  _globals['_INPUTUPLOAD'].fields_by_name['request_id']._loaded_options = None
+  _globals['_INPUTUPLOAD'].fields_by_name['request_id']._serialized_options = b'\342A\001\003'
   _globals['_EXECUTIONSERVICE'].methods_by_name['CreateExecution']._loaded_options = None
   _globals['_EXECUTIONSERVICE'].methods_by_name['CreateExecution']._serialized_options = b'\202\323\344\223\002\023\"\016/v1/executions:\001*'
   _globals['_EXECUTIONSERVICE'].methods_by_name['GetExecution']._loaded_options = None
@@ -93,36 +113,46 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_EXECUTIONSERVICE'].methods_by_name['CancelExecution']._serialized_options = b'\202\323\344\223\002\037\"\032/v1/executions/{id}:cancel:\001*'
   _globals['_EXECUTIONSERVICE'].methods_by_name['WatchExecution']._loaded_options = None
   _globals['_EXECUTIONSERVICE'].methods_by_name['WatchExecution']._serialized_options = b'\202\323\344\223\002\033\022\031/v1/executions/{id}:watch'
-  _globals['_EXECUTIONSTATE']._serialized_start=3105
-  _globals['_EXECUTIONSTATE']._serialized_end=3363
+  _globals['_EXECUTIONSERVICE'].methods_by_name['CreateInputUpload']._loaded_options = None
+  _globals['_EXECUTIONSERVICE'].methods_by_name['CreateInputUpload']._serialized_options = b'\202\323\344\223\002\020\"\013/v1/uploads:\001*'
+  _globals['_EXECUTIONSTATE']._serialized_start=3925
+  _globals['_EXECUTIONSTATE']._serialized_end=4183
   _globals['_INPUTFILE']._serialized_start=254
-  _globals['_INPUTFILE']._serialized_end=351
-  _globals['_OUTPUT']._serialized_start=354
-  _globals['_OUTPUT']._serialized_end=554
-  _globals['_EXECUTIONMETRICS']._serialized_start=557
-  _globals['_EXECUTIONMETRICS']._serialized_end=705
-  _globals['_NODEPROGRESS']._serialized_start=707
-  _globals['_NODEPROGRESS']._serialized_end=827
-  _globals['_EXECUTION']._serialized_start=830
-  _globals['_EXECUTION']._serialized_end=1740
-  _globals['_EXECUTION_LABELSENTRY']._serialized_start=1695
-  _globals['_EXECUTION_LABELSENTRY']._serialized_end=1740
-  _globals['_CREATEEXECUTIONREQUEST']._serialized_start=1743
-  _globals['_CREATEEXECUTIONREQUEST']._serialized_end=2213
-  _globals['_CREATEEXECUTIONREQUEST_LABELSENTRY']._serialized_start=1695
-  _globals['_CREATEEXECUTIONREQUEST_LABELSENTRY']._serialized_end=1740
-  _globals['_GETEXECUTIONREQUEST']._serialized_start=2215
-  _globals['_GETEXECUTIONREQUEST']._serialized_end=2254
-  _globals['_LISTEXECUTIONSREQUEST']._serialized_start=2256
-  _globals['_LISTEXECUTIONSREQUEST']._serialized_end=2375
-  _globals['_LISTEXECUTIONSRESPONSE']._serialized_start=2377
-  _globals['_LISTEXECUTIONSRESPONSE']._serialized_end=2483
-  _globals['_CANCELEXECUTIONREQUEST']._serialized_start=2485
-  _globals['_CANCELEXECUTIONREQUEST']._serialized_end=2527
-  _globals['_WATCHEXECUTIONREQUEST']._serialized_start=2529
-  _globals['_WATCHEXECUTIONREQUEST']._serialized_end=2594
-  _globals['_WORKFLOWEXECUTIONEVENT']._serialized_start=2597
-  _globals['_WORKFLOWEXECUTIONEVENT']._serialized_end=3102
-  _globals['_EXECUTIONSERVICE']._serialized_start=3366
-  _globals['_EXECUTIONSERVICE']._serialized_end=4090
+  _globals['_INPUTFILE']._serialized_end=372
+  _globals['_OUTPUT']._serialized_start=375
+  _globals['_OUTPUT']._serialized_end=575
+  _globals['_EXECUTIONMETRICS']._serialized_start=578
+  _globals['_EXECUTIONMETRICS']._serialized_end=726
+  _globals['_NODEPROGRESS']._serialized_start=728
+  _globals['_NODEPROGRESS']._serialized_end=848
+  _globals['_EXECUTION']._serialized_start=851
+  _globals['_EXECUTION']._serialized_end=1785
+  _globals['_EXECUTION_LABELSENTRY']._serialized_start=1740
+  _globals['_EXECUTION_LABELSENTRY']._serialized_end=1785
+  _globals['_CREATEEXECUTIONREQUEST']._serialized_start=1788
+  _globals['_CREATEEXECUTIONREQUEST']._serialized_end=2282
+  _globals['_CREATEEXECUTIONREQUEST_LABELSENTRY']._serialized_start=1740
+  _globals['_CREATEEXECUTIONREQUEST_LABELSENTRY']._serialized_end=1785
+  _globals['_GETEXECUTIONREQUEST']._serialized_start=2284
+  _globals['_GETEXECUTIONREQUEST']._serialized_end=2323
+  _globals['_LISTEXECUTIONSREQUEST']._serialized_start=2326
+  _globals['_LISTEXECUTIONSREQUEST']._serialized_end=2569
+  _globals['_LISTEXECUTIONSREQUEST_LABELSENTRY']._serialized_start=1740
+  _globals['_LISTEXECUTIONSREQUEST_LABELSENTRY']._serialized_end=1785
+  _globals['_LISTEXECUTIONSRESPONSE']._serialized_start=2571
+  _globals['_LISTEXECUTIONSRESPONSE']._serialized_end=2677
+  _globals['_CANCELEXECUTIONREQUEST']._serialized_start=2679
+  _globals['_CANCELEXECUTIONREQUEST']._serialized_end=2721
+  _globals['_WATCHEXECUTIONREQUEST']._serialized_start=2723
+  _globals['_WATCHEXECUTIONREQUEST']._serialized_end=2788
+  _globals['_WORKFLOWEXECUTIONEVENT']._serialized_start=2791
+  _globals['_WORKFLOWEXECUTIONEVENT']._serialized_end=3320
+  _globals['_CREATEINPUTUPLOADREQUEST']._serialized_start=3322
+  _globals['_CREATEINPUTUPLOADREQUEST']._serialized_end=3446
+  _globals['_INPUTUPLOAD']._serialized_start=3449
+  _globals['_INPUTUPLOAD']._serialized_end=3922
+  _globals['_INPUTUPLOAD_UPLOADHEADERSENTRY']._serialized_start=3870
+  _globals['_INPUTUPLOAD_UPLOADHEADERSENTRY']._serialized_end=3922
+  _globals['_EXECUTIONSERVICE']._serialized_start=4186
+  _globals['_EXECUTIONSERVICE']._serialized_end=5047
 # @@protoc_insertion_point(module_scope)

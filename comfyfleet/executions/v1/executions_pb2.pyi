@@ -35,16 +35,18 @@ EXECUTION_STATE_FAILED: ExecutionState
 EXECUTION_STATE_CANCELLED: ExecutionState
 
 class InputFile(_message.Message):
-    __slots__ = ("name", "content", "url", "content_type")
+    __slots__ = ("name", "content", "url", "upload_id", "content_type")
     NAME_FIELD_NUMBER: _ClassVar[int]
     CONTENT_FIELD_NUMBER: _ClassVar[int]
     URL_FIELD_NUMBER: _ClassVar[int]
+    UPLOAD_ID_FIELD_NUMBER: _ClassVar[int]
     CONTENT_TYPE_FIELD_NUMBER: _ClassVar[int]
     name: str
     content: bytes
     url: str
+    upload_id: str
     content_type: str
-    def __init__(self, name: _Optional[str] = ..., content: _Optional[bytes] = ..., url: _Optional[str] = ..., content_type: _Optional[str] = ...) -> None: ...
+    def __init__(self, name: _Optional[str] = ..., content: _Optional[bytes] = ..., url: _Optional[str] = ..., upload_id: _Optional[str] = ..., content_type: _Optional[str] = ...) -> None: ...
 
 class Output(_message.Message):
     __slots__ = ("node_id", "filename", "subfolder", "kind", "content_type", "size_bytes", "sha256", "url", "url_expire_time")
@@ -99,7 +101,7 @@ class NodeProgress(_message.Message):
     def __init__(self, node_id: _Optional[str] = ..., class_type: _Optional[str] = ..., value: _Optional[int] = ..., max: _Optional[int] = ..., nodes_done: _Optional[int] = ..., nodes_total: _Optional[int] = ...) -> None: ...
 
 class Execution(_message.Message):
-    __slots__ = ("id", "tenant", "state", "workflow", "input_names", "priority", "labels", "outputs", "metrics", "error", "attempt", "max_attempts", "provider", "executor_id", "progress", "create_time", "start_time", "end_time", "update_time", "last_sequence", "request_id")
+    __slots__ = ("id", "tenant", "state", "workflow", "input_names", "priority", "labels", "outputs", "metrics", "error", "attempt", "max_attempts", "provider", "executor_id", "progress", "create_time", "start_time", "end_time", "update_time", "last_sequence", "request_id", "webhook_events")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -128,6 +130,7 @@ class Execution(_message.Message):
     UPDATE_TIME_FIELD_NUMBER: _ClassVar[int]
     LAST_SEQUENCE_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    WEBHOOK_EVENTS_FIELD_NUMBER: _ClassVar[int]
     id: str
     tenant: str
     state: ExecutionState
@@ -149,10 +152,11 @@ class Execution(_message.Message):
     update_time: _timestamp_pb2.Timestamp
     last_sequence: int
     request_id: str
-    def __init__(self, id: _Optional[str] = ..., tenant: _Optional[str] = ..., state: _Optional[_Union[ExecutionState, str]] = ..., workflow: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., input_names: _Optional[_Iterable[str]] = ..., priority: _Optional[int] = ..., labels: _Optional[_Mapping[str, str]] = ..., outputs: _Optional[_Iterable[_Union[Output, _Mapping]]] = ..., metrics: _Optional[_Union[ExecutionMetrics, _Mapping]] = ..., error: _Optional[_Union[_status_pb2.Status, _Mapping]] = ..., attempt: _Optional[int] = ..., max_attempts: _Optional[int] = ..., provider: _Optional[str] = ..., executor_id: _Optional[str] = ..., progress: _Optional[_Union[NodeProgress, _Mapping]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_sequence: _Optional[int] = ..., request_id: _Optional[str] = ...) -> None: ...
+    webhook_events: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, id: _Optional[str] = ..., tenant: _Optional[str] = ..., state: _Optional[_Union[ExecutionState, str]] = ..., workflow: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., input_names: _Optional[_Iterable[str]] = ..., priority: _Optional[int] = ..., labels: _Optional[_Mapping[str, str]] = ..., outputs: _Optional[_Iterable[_Union[Output, _Mapping]]] = ..., metrics: _Optional[_Union[ExecutionMetrics, _Mapping]] = ..., error: _Optional[_Union[_status_pb2.Status, _Mapping]] = ..., attempt: _Optional[int] = ..., max_attempts: _Optional[int] = ..., provider: _Optional[str] = ..., executor_id: _Optional[str] = ..., progress: _Optional[_Union[NodeProgress, _Mapping]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_sequence: _Optional[int] = ..., request_id: _Optional[str] = ..., webhook_events: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class CreateExecutionRequest(_message.Message):
-    __slots__ = ("workflow", "workflow_json", "inputs", "priority", "labels", "request_id", "max_attempts", "queue_timeout", "run_timeout", "timeout")
+    __slots__ = ("workflow", "workflow_json", "inputs", "priority", "labels", "request_id", "max_attempts", "queue_timeout", "run_timeout", "timeout", "webhook_events")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -170,6 +174,7 @@ class CreateExecutionRequest(_message.Message):
     QUEUE_TIMEOUT_FIELD_NUMBER: _ClassVar[int]
     RUN_TIMEOUT_FIELD_NUMBER: _ClassVar[int]
     TIMEOUT_FIELD_NUMBER: _ClassVar[int]
+    WEBHOOK_EVENTS_FIELD_NUMBER: _ClassVar[int]
     workflow: _struct_pb2.Struct
     workflow_json: str
     inputs: _containers.RepeatedCompositeFieldContainer[InputFile]
@@ -180,7 +185,8 @@ class CreateExecutionRequest(_message.Message):
     queue_timeout: _duration_pb2.Duration
     run_timeout: _duration_pb2.Duration
     timeout: _duration_pb2.Duration
-    def __init__(self, workflow: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., workflow_json: _Optional[str] = ..., inputs: _Optional[_Iterable[_Union[InputFile, _Mapping]]] = ..., priority: _Optional[int] = ..., labels: _Optional[_Mapping[str, str]] = ..., request_id: _Optional[str] = ..., max_attempts: _Optional[int] = ..., queue_timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., run_timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
+    webhook_events: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, workflow: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., workflow_json: _Optional[str] = ..., inputs: _Optional[_Iterable[_Union[InputFile, _Mapping]]] = ..., priority: _Optional[int] = ..., labels: _Optional[_Mapping[str, str]] = ..., request_id: _Optional[str] = ..., max_attempts: _Optional[int] = ..., queue_timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., run_timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., webhook_events: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class GetExecutionRequest(_message.Message):
     __slots__ = ("id",)
@@ -189,14 +195,23 @@ class GetExecutionRequest(_message.Message):
     def __init__(self, id: _Optional[str] = ...) -> None: ...
 
 class ListExecutionsRequest(_message.Message):
-    __slots__ = ("page_size", "page_token", "state")
+    __slots__ = ("page_size", "page_token", "state", "labels")
+    class LabelsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
     PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
     PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
+    LABELS_FIELD_NUMBER: _ClassVar[int]
     page_size: int
     page_token: str
     state: ExecutionState
-    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., state: _Optional[_Union[ExecutionState, str]] = ...) -> None: ...
+    labels: _containers.ScalarMap[str, str]
+    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., state: _Optional[_Union[ExecutionState, str]] = ..., labels: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class ListExecutionsResponse(_message.Message):
     __slots__ = ("executions", "next_page_token")
@@ -221,7 +236,7 @@ class WatchExecutionRequest(_message.Message):
     def __init__(self, id: _Optional[str] = ..., after_sequence: _Optional[int] = ...) -> None: ...
 
 class WorkflowExecutionEvent(_message.Message):
-    __slots__ = ("event_id", "execution_id", "event_type", "timestamp", "status", "metrics", "output_urls", "error", "tenant", "attempt", "sequence", "provider", "executor_id", "progress", "outputs")
+    __slots__ = ("event_id", "execution_id", "event_type", "timestamp", "status", "metrics", "output_urls", "error", "tenant", "attempt", "sequence", "provider", "executor_id", "progress", "outputs", "webhook_events")
     EVENT_ID_FIELD_NUMBER: _ClassVar[int]
     EXECUTION_ID_FIELD_NUMBER: _ClassVar[int]
     EVENT_TYPE_FIELD_NUMBER: _ClassVar[int]
@@ -237,6 +252,7 @@ class WorkflowExecutionEvent(_message.Message):
     EXECUTOR_ID_FIELD_NUMBER: _ClassVar[int]
     PROGRESS_FIELD_NUMBER: _ClassVar[int]
     OUTPUTS_FIELD_NUMBER: _ClassVar[int]
+    WEBHOOK_EVENTS_FIELD_NUMBER: _ClassVar[int]
     event_id: str
     execution_id: str
     event_type: str
@@ -252,4 +268,52 @@ class WorkflowExecutionEvent(_message.Message):
     executor_id: str
     progress: NodeProgress
     outputs: _containers.RepeatedCompositeFieldContainer[Output]
-    def __init__(self, event_id: _Optional[str] = ..., execution_id: _Optional[str] = ..., event_type: _Optional[str] = ..., timestamp: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., status: _Optional[_Union[ExecutionState, str]] = ..., metrics: _Optional[_Union[ExecutionMetrics, _Mapping]] = ..., output_urls: _Optional[_Iterable[str]] = ..., error: _Optional[_Union[_status_pb2.Status, _Mapping]] = ..., tenant: _Optional[str] = ..., attempt: _Optional[int] = ..., sequence: _Optional[int] = ..., provider: _Optional[str] = ..., executor_id: _Optional[str] = ..., progress: _Optional[_Union[NodeProgress, _Mapping]] = ..., outputs: _Optional[_Iterable[_Union[Output, _Mapping]]] = ...) -> None: ...
+    webhook_events: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, event_id: _Optional[str] = ..., execution_id: _Optional[str] = ..., event_type: _Optional[str] = ..., timestamp: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., status: _Optional[_Union[ExecutionState, str]] = ..., metrics: _Optional[_Union[ExecutionMetrics, _Mapping]] = ..., output_urls: _Optional[_Iterable[str]] = ..., error: _Optional[_Union[_status_pb2.Status, _Mapping]] = ..., tenant: _Optional[str] = ..., attempt: _Optional[int] = ..., sequence: _Optional[int] = ..., provider: _Optional[str] = ..., executor_id: _Optional[str] = ..., progress: _Optional[_Union[NodeProgress, _Mapping]] = ..., outputs: _Optional[_Iterable[_Union[Output, _Mapping]]] = ..., webhook_events: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class CreateInputUploadRequest(_message.Message):
+    __slots__ = ("name", "size_bytes", "sha256", "content_type", "request_id")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    SHA256_FIELD_NUMBER: _ClassVar[int]
+    CONTENT_TYPE_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    size_bytes: int
+    sha256: str
+    content_type: str
+    request_id: str
+    def __init__(self, name: _Optional[str] = ..., size_bytes: _Optional[int] = ..., sha256: _Optional[str] = ..., content_type: _Optional[str] = ..., request_id: _Optional[str] = ...) -> None: ...
+
+class InputUpload(_message.Message):
+    __slots__ = ("id", "name", "size_bytes", "sha256", "content_type", "upload_url", "upload_headers", "upload_url_expire_time", "expire_time", "create_time", "request_id")
+    class UploadHeadersEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    ID_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    SHA256_FIELD_NUMBER: _ClassVar[int]
+    CONTENT_TYPE_FIELD_NUMBER: _ClassVar[int]
+    UPLOAD_URL_FIELD_NUMBER: _ClassVar[int]
+    UPLOAD_HEADERS_FIELD_NUMBER: _ClassVar[int]
+    UPLOAD_URL_EXPIRE_TIME_FIELD_NUMBER: _ClassVar[int]
+    EXPIRE_TIME_FIELD_NUMBER: _ClassVar[int]
+    CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    name: str
+    size_bytes: int
+    sha256: str
+    content_type: str
+    upload_url: str
+    upload_headers: _containers.ScalarMap[str, str]
+    upload_url_expire_time: _timestamp_pb2.Timestamp
+    expire_time: _timestamp_pb2.Timestamp
+    create_time: _timestamp_pb2.Timestamp
+    request_id: str
+    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., size_bytes: _Optional[int] = ..., sha256: _Optional[str] = ..., content_type: _Optional[str] = ..., upload_url: _Optional[str] = ..., upload_headers: _Optional[_Mapping[str, str]] = ..., upload_url_expire_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., expire_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., request_id: _Optional[str] = ...) -> None: ...

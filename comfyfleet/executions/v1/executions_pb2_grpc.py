@@ -60,6 +60,11 @@ class ExecutionServiceStub:
                 request_serializer=comfyfleet_dot_executions_dot_v1_dot_executions__pb2.WatchExecutionRequest.SerializeToString,
                 response_deserializer=comfyfleet_dot_executions_dot_v1_dot_executions__pb2.WorkflowExecutionEvent.FromString,
                 _registered_method=True)
+        self.CreateInputUpload = channel.unary_unary(
+                '/comfyfleet.executions.v1.ExecutionService/CreateInputUpload',
+                request_serializer=comfyfleet_dot_executions_dot_v1_dot_executions__pb2.CreateInputUploadRequest.SerializeToString,
+                response_deserializer=comfyfleet_dot_executions_dot_v1_dot_executions__pb2.InputUpload.FromString,
+                _registered_method=True)
 
 
 class ExecutionServiceServicer:
@@ -101,6 +106,14 @@ class ExecutionServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CreateInputUpload(self, request, context):
+        """Reserves a staging place for a large input file and returns a presigned URL to PUT it
+        to, straight into object storage; CreateExecution then names it by `upload_id`.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ExecutionServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -128,6 +141,11 @@ def add_ExecutionServiceServicer_to_server(servicer, server):
                     servicer.WatchExecution,
                     request_deserializer=comfyfleet_dot_executions_dot_v1_dot_executions__pb2.WatchExecutionRequest.FromString,
                     response_serializer=comfyfleet_dot_executions_dot_v1_dot_executions__pb2.WorkflowExecutionEvent.SerializeToString,
+            ),
+            'CreateInputUpload': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateInputUpload,
+                    request_deserializer=comfyfleet_dot_executions_dot_v1_dot_executions__pb2.CreateInputUploadRequest.FromString,
+                    response_serializer=comfyfleet_dot_executions_dot_v1_dot_executions__pb2.InputUpload.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -266,6 +284,33 @@ class ExecutionService:
             '/comfyfleet.executions.v1.ExecutionService/WatchExecution',
             comfyfleet_dot_executions_dot_v1_dot_executions__pb2.WatchExecutionRequest.SerializeToString,
             comfyfleet_dot_executions_dot_v1_dot_executions__pb2.WorkflowExecutionEvent.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateInputUpload(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/comfyfleet.executions.v1.ExecutionService/CreateInputUpload',
+            comfyfleet_dot_executions_dot_v1_dot_executions__pb2.CreateInputUploadRequest.SerializeToString,
+            comfyfleet_dot_executions_dot_v1_dot_executions__pb2.InputUpload.FromString,
             options,
             channel_credentials,
             insecure,

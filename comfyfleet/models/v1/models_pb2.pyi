@@ -127,3 +127,63 @@ class ResolveModelsResponse(_message.Message):
     MODELS_FIELD_NUMBER: _ClassVar[int]
     models: _containers.RepeatedCompositeFieldContainer[ResolvedModel]
     def __init__(self, models: _Optional[_Iterable[_Union[ResolvedModel, _Mapping]]] = ...) -> None: ...
+
+class StartModelUploadRequest(_message.Message):
+    __slots__ = ("model", "size_bytes", "sha256", "part_size", "request_id")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    SHA256_FIELD_NUMBER: _ClassVar[int]
+    PART_SIZE_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    model: Model
+    size_bytes: int
+    sha256: str
+    part_size: int
+    request_id: str
+    def __init__(self, model: _Optional[_Union[Model, _Mapping]] = ..., size_bytes: _Optional[int] = ..., sha256: _Optional[str] = ..., part_size: _Optional[int] = ..., request_id: _Optional[str] = ...) -> None: ...
+
+class UploadPartTarget(_message.Message):
+    __slots__ = ("part_number", "url")
+    PART_NUMBER_FIELD_NUMBER: _ClassVar[int]
+    URL_FIELD_NUMBER: _ClassVar[int]
+    part_number: int
+    url: str
+    def __init__(self, part_number: _Optional[int] = ..., url: _Optional[str] = ...) -> None: ...
+
+class StartModelUploadResponse(_message.Message):
+    __slots__ = ("upload_id", "part_size", "parts", "expire_time")
+    UPLOAD_ID_FIELD_NUMBER: _ClassVar[int]
+    PART_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PARTS_FIELD_NUMBER: _ClassVar[int]
+    EXPIRE_TIME_FIELD_NUMBER: _ClassVar[int]
+    upload_id: str
+    part_size: int
+    parts: _containers.RepeatedCompositeFieldContainer[UploadPartTarget]
+    expire_time: _timestamp_pb2.Timestamp
+    def __init__(self, upload_id: _Optional[str] = ..., part_size: _Optional[int] = ..., parts: _Optional[_Iterable[_Union[UploadPartTarget, _Mapping]]] = ..., expire_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class CompletedPart(_message.Message):
+    __slots__ = ("part_number", "etag")
+    PART_NUMBER_FIELD_NUMBER: _ClassVar[int]
+    ETAG_FIELD_NUMBER: _ClassVar[int]
+    part_number: int
+    etag: str
+    def __init__(self, part_number: _Optional[int] = ..., etag: _Optional[str] = ...) -> None: ...
+
+class CompleteModelUploadRequest(_message.Message):
+    __slots__ = ("upload_id", "parts")
+    UPLOAD_ID_FIELD_NUMBER: _ClassVar[int]
+    PARTS_FIELD_NUMBER: _ClassVar[int]
+    upload_id: str
+    parts: _containers.RepeatedCompositeFieldContainer[CompletedPart]
+    def __init__(self, upload_id: _Optional[str] = ..., parts: _Optional[_Iterable[_Union[CompletedPart, _Mapping]]] = ...) -> None: ...
+
+class AbortModelUploadRequest(_message.Message):
+    __slots__ = ("upload_id",)
+    UPLOAD_ID_FIELD_NUMBER: _ClassVar[int]
+    upload_id: str
+    def __init__(self, upload_id: _Optional[str] = ...) -> None: ...
+
+class AbortModelUploadResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...

@@ -60,6 +60,21 @@ class ModelServiceStub:
                 request_serializer=comfyfleet_dot_models_dot_v1_dot_models__pb2.ResolveModelsRequest.SerializeToString,
                 response_deserializer=comfyfleet_dot_models_dot_v1_dot_models__pb2.ResolveModelsResponse.FromString,
                 _registered_method=True)
+        self.StartModelUpload = channel.unary_unary(
+                '/comfyfleet.models.v1.ModelService/StartModelUpload',
+                request_serializer=comfyfleet_dot_models_dot_v1_dot_models__pb2.StartModelUploadRequest.SerializeToString,
+                response_deserializer=comfyfleet_dot_models_dot_v1_dot_models__pb2.StartModelUploadResponse.FromString,
+                _registered_method=True)
+        self.CompleteModelUpload = channel.unary_unary(
+                '/comfyfleet.models.v1.ModelService/CompleteModelUpload',
+                request_serializer=comfyfleet_dot_models_dot_v1_dot_models__pb2.CompleteModelUploadRequest.SerializeToString,
+                response_deserializer=comfyfleet_dot_models_dot_v1_dot_models__pb2.Model.FromString,
+                _registered_method=True)
+        self.AbortModelUpload = channel.unary_unary(
+                '/comfyfleet.models.v1.ModelService/AbortModelUpload',
+                request_serializer=comfyfleet_dot_models_dot_v1_dot_models__pb2.AbortModelUploadRequest.SerializeToString,
+                response_deserializer=comfyfleet_dot_models_dot_v1_dot_models__pb2.AbortModelUploadResponse.FromString,
+                _registered_method=True)
 
 
 class ModelServiceServicer:
@@ -101,6 +116,28 @@ class ModelServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def StartModelUpload(self, request, context):
+        """Starts a multipart upload of a large model file. The client PUTs the file's parts straight
+        to object storage through the presigned URLs returned, then calls CompleteModelUpload.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CompleteModelUpload(self, request, context):
+        """Completes a multipart upload, checks the file as UploadModel does and registers it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AbortModelUpload(self, request, context):
+        """Abandons a multipart upload and frees the parts already stored.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ModelServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -128,6 +165,21 @@ def add_ModelServiceServicer_to_server(servicer, server):
                     servicer.ResolveModels,
                     request_deserializer=comfyfleet_dot_models_dot_v1_dot_models__pb2.ResolveModelsRequest.FromString,
                     response_serializer=comfyfleet_dot_models_dot_v1_dot_models__pb2.ResolveModelsResponse.SerializeToString,
+            ),
+            'StartModelUpload': grpc.unary_unary_rpc_method_handler(
+                    servicer.StartModelUpload,
+                    request_deserializer=comfyfleet_dot_models_dot_v1_dot_models__pb2.StartModelUploadRequest.FromString,
+                    response_serializer=comfyfleet_dot_models_dot_v1_dot_models__pb2.StartModelUploadResponse.SerializeToString,
+            ),
+            'CompleteModelUpload': grpc.unary_unary_rpc_method_handler(
+                    servicer.CompleteModelUpload,
+                    request_deserializer=comfyfleet_dot_models_dot_v1_dot_models__pb2.CompleteModelUploadRequest.FromString,
+                    response_serializer=comfyfleet_dot_models_dot_v1_dot_models__pb2.Model.SerializeToString,
+            ),
+            'AbortModelUpload': grpc.unary_unary_rpc_method_handler(
+                    servicer.AbortModelUpload,
+                    request_deserializer=comfyfleet_dot_models_dot_v1_dot_models__pb2.AbortModelUploadRequest.FromString,
+                    response_serializer=comfyfleet_dot_models_dot_v1_dot_models__pb2.AbortModelUploadResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -266,6 +318,87 @@ class ModelService:
             '/comfyfleet.models.v1.ModelService/ResolveModels',
             comfyfleet_dot_models_dot_v1_dot_models__pb2.ResolveModelsRequest.SerializeToString,
             comfyfleet_dot_models_dot_v1_dot_models__pb2.ResolveModelsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StartModelUpload(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/comfyfleet.models.v1.ModelService/StartModelUpload',
+            comfyfleet_dot_models_dot_v1_dot_models__pb2.StartModelUploadRequest.SerializeToString,
+            comfyfleet_dot_models_dot_v1_dot_models__pb2.StartModelUploadResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CompleteModelUpload(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/comfyfleet.models.v1.ModelService/CompleteModelUpload',
+            comfyfleet_dot_models_dot_v1_dot_models__pb2.CompleteModelUploadRequest.SerializeToString,
+            comfyfleet_dot_models_dot_v1_dot_models__pb2.Model.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AbortModelUpload(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/comfyfleet.models.v1.ModelService/AbortModelUpload',
+            comfyfleet_dot_models_dot_v1_dot_models__pb2.AbortModelUploadRequest.SerializeToString,
+            comfyfleet_dot_models_dot_v1_dot_models__pb2.AbortModelUploadResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -28,23 +28,27 @@ from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n)comfyfleet/operations/v1/operations.proto\x12\x18\x63omfyfleet.operations.v1\x1a)comfyfleet/executions/v1/executions.proto\x1a\'comfyfleet/scheduler/v1/scheduler.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x14\n\x12GetOverviewRequest\"\xaf\x04\n\x08Overview\x12-\n\tread_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12=\n\x05queue\x18\x02 \x01(\x0b\x32..comfyfleet.scheduler.v1.GetQueueStatsResponse\x12>\n\x11\x61\x63tive_executions\x18\x03 \x03(\x0b\x32#.comfyfleet.executions.v1.Execution\x12\x34\n\texecutors\x18\x04 \x03(\x0b\x32!.comfyfleet.scheduler.v1.Executor\x12\x41\n\x10\x63ircuit_breakers\x18\x05 \x03(\x0b\x32\'.comfyfleet.scheduler.v1.CircuitBreaker\x12\x43\n\x11scaling_decisions\x18\x06 \x03(\x0b\x32(.comfyfleet.scheduler.v1.ScalingDecision\x12:\n\x08webhooks\x18\x07 \x03(\x0b\x32(.comfyfleet.operations.v1.WebhookSummary\x12;\n\x0ctenant_costs\x18\x08 \x03(\x0b\x32%.comfyfleet.scheduler.v1.TenantBudget\x12>\n\x0bunavailable\x18\t \x03(\x0b\x32).comfyfleet.operations.v1.UnavailablePart\"\xba\x01\n\x0eWebhookSummary\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x17\n\x0fsubscription_id\x18\x02 \x01(\t\x12\x0b\n\x03url\x18\x03 \x01(\t\x12\x0f\n\x07\x65nabled\x18\x04 \x01(\x08\x12\x19\n\x11recent_deliveries\x18\x05 \x01(\x05\x12\x11\n\tsucceeded\x18\x06 \x01(\x05\x12\x0e\n\x06\x66\x61iled\x18\x07 \x01(\x05\x12\x0f\n\x07pending\x18\x08 \x01(\x05\x12\x12\n\nlast_error\x18\t \x01(\t\"/\n\x0fUnavailablePart\x12\x0c\n\x04part\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t2\x96\x01\n\x11OperationsService\x12\x80\x01\n\x0bGetOverview\x12,.comfyfleet.operations.v1.GetOverviewRequest\x1a\".comfyfleet.operations.v1.Overview\"\x1f\x82\xd3\xe4\x93\x02\x19\x12\x17/v1/operations/overviewb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n)comfyfleet/operations/v1/operations.proto\x12\x18\x63omfyfleet.operations.v1\x1a)comfyfleet/executions/v1/executions.proto\x1a\'comfyfleet/scheduler/v1/scheduler.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x14\n\x12GetOverviewRequest\"\xae\x05\n\x08Overview\x12-\n\tread_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12=\n\x05queue\x18\x02 \x01(\x0b\x32..comfyfleet.scheduler.v1.GetQueueStatsResponse\x12>\n\x11\x61\x63tive_executions\x18\x03 \x03(\x0b\x32#.comfyfleet.executions.v1.Execution\x12\x34\n\texecutors\x18\x04 \x03(\x0b\x32!.comfyfleet.scheduler.v1.Executor\x12\x41\n\x10\x63ircuit_breakers\x18\x05 \x03(\x0b\x32\'.comfyfleet.scheduler.v1.CircuitBreaker\x12\x43\n\x11scaling_decisions\x18\x06 \x03(\x0b\x32(.comfyfleet.scheduler.v1.ScalingDecision\x12:\n\x08webhooks\x18\x07 \x03(\x0b\x32(.comfyfleet.operations.v1.WebhookSummary\x12;\n\x0ctenant_costs\x18\x08 \x03(\x0b\x32%.comfyfleet.scheduler.v1.TenantBudget\x12>\n\x0bunavailable\x18\t \x03(\x0b\x32).comfyfleet.operations.v1.UnavailablePart\x12I\n\x0ctenant_names\x18\n \x03(\x0b\x32\x33.comfyfleet.operations.v1.Overview.TenantNamesEntry\x1a\x32\n\x10TenantNamesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xba\x01\n\x0eWebhookSummary\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x17\n\x0fsubscription_id\x18\x02 \x01(\t\x12\x0b\n\x03url\x18\x03 \x01(\t\x12\x0f\n\x07\x65nabled\x18\x04 \x01(\x08\x12\x19\n\x11recent_deliveries\x18\x05 \x01(\x05\x12\x11\n\tsucceeded\x18\x06 \x01(\x05\x12\x0e\n\x06\x66\x61iled\x18\x07 \x01(\x05\x12\x0f\n\x07pending\x18\x08 \x01(\x05\x12\x12\n\nlast_error\x18\t \x01(\t\"/\n\x0fUnavailablePart\x12\x0c\n\x04part\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t2\x96\x01\n\x11OperationsService\x12\x80\x01\n\x0bGetOverview\x12,.comfyfleet.operations.v1.GetOverviewRequest\x1a\".comfyfleet.operations.v1.Overview\"\x1f\x82\xd3\xe4\x93\x02\x19\x12\x17/v1/operations/overviewb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'comfyfleet.operations.v1.operations_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_OVERVIEW_TENANTNAMESENTRY']._loaded_options = None
+  _globals['_OVERVIEW_TENANTNAMESENTRY']._serialized_options = b'8\001'
   _globals['_OPERATIONSSERVICE'].methods_by_name['GetOverview']._loaded_options = None
   _globals['_OPERATIONSSERVICE'].methods_by_name['GetOverview']._serialized_options = b'\202\323\344\223\002\031\022\027/v1/operations/overview'
   _globals['_GETOVERVIEWREQUEST']._serialized_start=218
   _globals['_GETOVERVIEWREQUEST']._serialized_end=238
   _globals['_OVERVIEW']._serialized_start=241
-  _globals['_OVERVIEW']._serialized_end=800
-  _globals['_WEBHOOKSUMMARY']._serialized_start=803
-  _globals['_WEBHOOKSUMMARY']._serialized_end=989
-  _globals['_UNAVAILABLEPART']._serialized_start=991
-  _globals['_UNAVAILABLEPART']._serialized_end=1038
-  _globals['_OPERATIONSSERVICE']._serialized_start=1041
-  _globals['_OPERATIONSSERVICE']._serialized_end=1191
+  _globals['_OVERVIEW']._serialized_end=927
+  _globals['_OVERVIEW_TENANTNAMESENTRY']._serialized_start=877
+  _globals['_OVERVIEW_TENANTNAMESENTRY']._serialized_end=927
+  _globals['_WEBHOOKSUMMARY']._serialized_start=930
+  _globals['_WEBHOOKSUMMARY']._serialized_end=1116
+  _globals['_UNAVAILABLEPART']._serialized_start=1118
+  _globals['_UNAVAILABLEPART']._serialized_end=1165
+  _globals['_OPERATIONSSERVICE']._serialized_start=1168
+  _globals['_OPERATIONSSERVICE']._serialized_end=1318
 # @@protoc_insertion_point(module_scope)

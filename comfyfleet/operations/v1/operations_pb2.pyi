@@ -17,7 +17,14 @@ class GetOverviewRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class Overview(_message.Message):
-    __slots__ = ("read_time", "queue", "active_executions", "executors", "circuit_breakers", "scaling_decisions", "webhooks", "tenant_costs", "unavailable")
+    __slots__ = ("read_time", "queue", "active_executions", "executors", "circuit_breakers", "scaling_decisions", "webhooks", "tenant_costs", "unavailable", "tenant_names")
+    class TenantNamesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
     READ_TIME_FIELD_NUMBER: _ClassVar[int]
     QUEUE_FIELD_NUMBER: _ClassVar[int]
     ACTIVE_EXECUTIONS_FIELD_NUMBER: _ClassVar[int]
@@ -27,6 +34,7 @@ class Overview(_message.Message):
     WEBHOOKS_FIELD_NUMBER: _ClassVar[int]
     TENANT_COSTS_FIELD_NUMBER: _ClassVar[int]
     UNAVAILABLE_FIELD_NUMBER: _ClassVar[int]
+    TENANT_NAMES_FIELD_NUMBER: _ClassVar[int]
     read_time: _timestamp_pb2.Timestamp
     queue: _scheduler_pb2.GetQueueStatsResponse
     active_executions: _containers.RepeatedCompositeFieldContainer[_executions_pb2.Execution]
@@ -36,7 +44,8 @@ class Overview(_message.Message):
     webhooks: _containers.RepeatedCompositeFieldContainer[WebhookSummary]
     tenant_costs: _containers.RepeatedCompositeFieldContainer[_scheduler_pb2.TenantBudget]
     unavailable: _containers.RepeatedCompositeFieldContainer[UnavailablePart]
-    def __init__(self, read_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., queue: _Optional[_Union[_scheduler_pb2.GetQueueStatsResponse, _Mapping]] = ..., active_executions: _Optional[_Iterable[_Union[_executions_pb2.Execution, _Mapping]]] = ..., executors: _Optional[_Iterable[_Union[_scheduler_pb2.Executor, _Mapping]]] = ..., circuit_breakers: _Optional[_Iterable[_Union[_scheduler_pb2.CircuitBreaker, _Mapping]]] = ..., scaling_decisions: _Optional[_Iterable[_Union[_scheduler_pb2.ScalingDecision, _Mapping]]] = ..., webhooks: _Optional[_Iterable[_Union[WebhookSummary, _Mapping]]] = ..., tenant_costs: _Optional[_Iterable[_Union[_scheduler_pb2.TenantBudget, _Mapping]]] = ..., unavailable: _Optional[_Iterable[_Union[UnavailablePart, _Mapping]]] = ...) -> None: ...
+    tenant_names: _containers.ScalarMap[str, str]
+    def __init__(self, read_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., queue: _Optional[_Union[_scheduler_pb2.GetQueueStatsResponse, _Mapping]] = ..., active_executions: _Optional[_Iterable[_Union[_executions_pb2.Execution, _Mapping]]] = ..., executors: _Optional[_Iterable[_Union[_scheduler_pb2.Executor, _Mapping]]] = ..., circuit_breakers: _Optional[_Iterable[_Union[_scheduler_pb2.CircuitBreaker, _Mapping]]] = ..., scaling_decisions: _Optional[_Iterable[_Union[_scheduler_pb2.ScalingDecision, _Mapping]]] = ..., webhooks: _Optional[_Iterable[_Union[WebhookSummary, _Mapping]]] = ..., tenant_costs: _Optional[_Iterable[_Union[_scheduler_pb2.TenantBudget, _Mapping]]] = ..., unavailable: _Optional[_Iterable[_Union[UnavailablePart, _Mapping]]] = ..., tenant_names: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class WebhookSummary(_message.Message):
     __slots__ = ("tenant", "subscription_id", "url", "enabled", "recent_deliveries", "succeeded", "failed", "pending", "last_error")

@@ -127,3 +127,31 @@ class RevokeApiKeyRequest(_message.Message):
     tenant_id: str
     id: str
     def __init__(self, tenant_id: _Optional[str] = ..., id: _Optional[str] = ...) -> None: ...
+
+class TenantBudget(_message.Message):
+    __slots__ = ("tenant_id", "limit_usd", "spent_usd", "period_start_time", "period_end_time")
+    TENANT_ID_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_USD_FIELD_NUMBER: _ClassVar[int]
+    SPENT_USD_FIELD_NUMBER: _ClassVar[int]
+    PERIOD_START_TIME_FIELD_NUMBER: _ClassVar[int]
+    PERIOD_END_TIME_FIELD_NUMBER: _ClassVar[int]
+    tenant_id: str
+    limit_usd: float
+    spent_usd: float
+    period_start_time: _timestamp_pb2.Timestamp
+    period_end_time: _timestamp_pb2.Timestamp
+    def __init__(self, tenant_id: _Optional[str] = ..., limit_usd: _Optional[float] = ..., spent_usd: _Optional[float] = ..., period_start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., period_end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class GetTenantBudgetRequest(_message.Message):
+    __slots__ = ("tenant_id",)
+    TENANT_ID_FIELD_NUMBER: _ClassVar[int]
+    tenant_id: str
+    def __init__(self, tenant_id: _Optional[str] = ...) -> None: ...
+
+class UpdateTenantBudgetRequest(_message.Message):
+    __slots__ = ("tenant_id", "limit_usd")
+    TENANT_ID_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_USD_FIELD_NUMBER: _ClassVar[int]
+    tenant_id: str
+    limit_usd: float
+    def __init__(self, tenant_id: _Optional[str] = ..., limit_usd: _Optional[float] = ...) -> None: ...

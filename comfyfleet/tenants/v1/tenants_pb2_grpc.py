@@ -73,6 +73,16 @@ class TenantServiceStub:
                 request_serializer=comfyfleet_dot_tenants_dot_v1_dot_tenants__pb2.RevokeApiKeyRequest.SerializeToString,
                 response_deserializer=comfyfleet_dot_tenants_dot_v1_dot_tenants__pb2.ApiKey.FromString,
                 _registered_method=True)
+        self.GetTenantBudget = channel.unary_unary(
+                '/comfyfleet.tenants.v1.TenantService/GetTenantBudget',
+                request_serializer=comfyfleet_dot_tenants_dot_v1_dot_tenants__pb2.GetTenantBudgetRequest.SerializeToString,
+                response_deserializer=comfyfleet_dot_tenants_dot_v1_dot_tenants__pb2.TenantBudget.FromString,
+                _registered_method=True)
+        self.UpdateTenantBudget = channel.unary_unary(
+                '/comfyfleet.tenants.v1.TenantService/UpdateTenantBudget',
+                request_serializer=comfyfleet_dot_tenants_dot_v1_dot_tenants__pb2.UpdateTenantBudgetRequest.SerializeToString,
+                response_deserializer=comfyfleet_dot_tenants_dot_v1_dot_tenants__pb2.TenantBudget.FromString,
+                _registered_method=True)
 
 
 class TenantServiceServicer:
@@ -131,6 +141,21 @@ class TenantServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetTenantBudget(self, request, context):
+        """Returns a tenant's monthly spending limit and what its executions cost this month.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateTenantBudget(self, request, context):
+        """Sets a tenant's monthly spending limit; only admin keys may call it. Once a tenant has
+        spent its limit, new executions are refused with RESOURCE_EXHAUSTED until the month ends.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_TenantServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -168,6 +193,16 @@ def add_TenantServiceServicer_to_server(servicer, server):
                     servicer.RevokeApiKey,
                     request_deserializer=comfyfleet_dot_tenants_dot_v1_dot_tenants__pb2.RevokeApiKeyRequest.FromString,
                     response_serializer=comfyfleet_dot_tenants_dot_v1_dot_tenants__pb2.ApiKey.SerializeToString,
+            ),
+            'GetTenantBudget': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetTenantBudget,
+                    request_deserializer=comfyfleet_dot_tenants_dot_v1_dot_tenants__pb2.GetTenantBudgetRequest.FromString,
+                    response_serializer=comfyfleet_dot_tenants_dot_v1_dot_tenants__pb2.TenantBudget.SerializeToString,
+            ),
+            'UpdateTenantBudget': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateTenantBudget,
+                    request_deserializer=comfyfleet_dot_tenants_dot_v1_dot_tenants__pb2.UpdateTenantBudgetRequest.FromString,
+                    response_serializer=comfyfleet_dot_tenants_dot_v1_dot_tenants__pb2.TenantBudget.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -363,6 +398,60 @@ class TenantService:
             '/comfyfleet.tenants.v1.TenantService/RevokeApiKey',
             comfyfleet_dot_tenants_dot_v1_dot_tenants__pb2.RevokeApiKeyRequest.SerializeToString,
             comfyfleet_dot_tenants_dot_v1_dot_tenants__pb2.ApiKey.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetTenantBudget(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/comfyfleet.tenants.v1.TenantService/GetTenantBudget',
+            comfyfleet_dot_tenants_dot_v1_dot_tenants__pb2.GetTenantBudgetRequest.SerializeToString,
+            comfyfleet_dot_tenants_dot_v1_dot_tenants__pb2.TenantBudget.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateTenantBudget(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/comfyfleet.tenants.v1.TenantService/UpdateTenantBudget',
+            comfyfleet_dot_tenants_dot_v1_dot_tenants__pb2.UpdateTenantBudgetRequest.SerializeToString,
+            comfyfleet_dot_tenants_dot_v1_dot_tenants__pb2.TenantBudget.FromString,
             options,
             channel_credentials,
             insecure,

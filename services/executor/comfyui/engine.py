@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import logging
 import shutil
@@ -37,6 +38,7 @@ from services.executor.comfyui.protocol import (
     RunTracker,
     nodes_to_run,
     outcome_of,
+    rejection,
 )
 from services.executor.comfyui.settings import ComfyUISettings
 from services.executor.engine import (
@@ -55,6 +57,9 @@ log = logging.getLogger(__name__)
 TICK_S = 0.05
 # Between readiness probes of a starting ComfyUI.
 READY_POLL_S = 0.2
+# A ComfyUI reached by URL gets each input in a folder of this prefix and 32 hex digits of
+# the file's sha256.
+UPLOAD_FOLDER_PREFIX = "comfyfleet-"
 
 
 class ComfyUIEngine:
@@ -171,10 +176,17 @@ class ComfyUIEngine:
         async with self._client() as client:
             try:
                 await self._ensure_up(client)
-                await self._place_files(client, job)
+                uploaded = await self._place_files(client, job)
                 if cancel.cancelled:
                     raise RunInterrupted("the run was cancelled before it was submitted")
-                tracker, entry = await self._execute(client, prompt, on_event, cancel)
+                prompt = _renamed(prompt, uploaded)
+                try:
+                    tracker, entry = await self._execute(client, prompt, on_event, cancel)
+                except WorkflowRejected as err:
+                    # Errors name the files as the workflow did, not as they were uploaded.
+                    if not uploaded or err.comfy_body is None:
+                        raise
+                    raise rejection(_names_restored(err.comfy_body, uploaded)) from None
                 outcome = outcome_of(entry)
                 tracker.settle(outcome)
                 return await self._result(client, outcome, tracker.expected)
@@ -235,19 +247,28 @@ class ComfyUIEngine:
             # Restarted before the next run, which would otherwise wait behind this prompt.
             await asyncio.to_thread(self._process.stop)
 
-    async def _place_files(self, client: ComfyUIClient, job: EngineJob) -> None:
-        """Puts the job's inputs (and, for a started ComfyUI, models) where ComfyUI reads them.
+    async def _place_files(self, client: ComfyUIClient, job: EngineJob) -> dict[str, str]:
+        """Puts the job's inputs (and, for a started ComfyUI, models) where ComfyUI reads them;
+        returns the names they were given where those differ from the workflow's.
 
-        A ComfyUI reached by URL gets the inputs uploaded and must hold the models itself.
+        A ComfyUI reached by URL is shared with other runs (other executors, other tenants)
+        and keeps every file uploaded to it. Each input goes into a folder named after a
+        digest of its bytes, so no run can read another's file by naming it, or overwrite
+        it: naming a file takes knowing its content. Identical inputs land in the same place,
+        which keeps ComfyUI's cache working across runs. It must hold the models itself.
         """
         process = self._process
         if process is None:
+            uploaded: dict[str, str] = {}
             for name, data in await asyncio.to_thread(_read_tree, job.input_dir):
-                await client.upload_input(data, name)
-            return
+                digest = hashlib.sha256(data).hexdigest()[:32]
+                uploaded[name] = f"{UPLOAD_FOLDER_PREFIX}{digest}/{name}"
+                await client.upload_input(data, uploaded[name])
+            return uploaded
         # Emptied first: a run must not read files an earlier run (or tenant) left there.
         await asyncio.to_thread(_replace_tree, job.input_dir, process.input_dir)
         await asyncio.to_thread(process.link_models, job.models)
+        return {}
 
     async def _result(
         self, client: ComfyUIClient, outcome: Outcome, expected: Sequence[str]
@@ -319,6 +340,33 @@ def _node_raised(error: Mapping[str, Any]) -> NodeRaised:
         str(error.get("exception_message", "")).strip(),
         "".join(trace) if isinstance(trace, list) else str(trace or ""),
     )
+
+
+def _renamed(prompt: Mapping[str, Any], names: Mapping[str, str]) -> Mapping[str, Any]:
+    """``prompt`` with every literal input that names one of the run's input files changed
+    to the name it was uploaded under; links and every other value unchanged."""
+    if not names:
+        return prompt
+    out: dict[str, Any] = {}
+    for node_id, node in prompt.items():
+        inputs = node.get("inputs") if isinstance(node, Mapping) else None
+        if not isinstance(inputs, Mapping):
+            out[node_id] = node
+            continue
+        moved = {
+            key: names.get(value, value) if isinstance(value, str) else value
+            for key, value in inputs.items()
+        }
+        out[node_id] = {**node, "inputs": moved}
+    return out
+
+
+def _names_restored(body: Mapping[str, Any], names: Mapping[str, str]) -> Any:
+    """ComfyUI's answer with the files named as the workflow named them."""
+    text = json.dumps(body)
+    for name, uploaded in names.items():
+        text = text.replace(json.dumps(uploaded)[1:-1], json.dumps(name)[1:-1])
+    return json.loads(text)
 
 
 def _read_tree(root: Path) -> list[tuple[str, bytes]]:

@@ -35,6 +35,10 @@ is all it takes to expose it. Behaviour, and where it follows or leaves grpc-gat
   grpc-gateway's newline-delimited ``{"result": ...}`` / ``{"error": ...}``. A stream that
   fails before its first message is an ordinary error response. A client that goes away
   cancels its call; shutdown ends open streams with UNAVAILABLE.
+- Tracing: every transcoded request is a SERVER span named by its route (``POST
+  /v1/executions``) that continues a W3C ``traceparent``/``tracestate`` given in the request
+  headers, so the gRPC call it makes joins the caller's trace; the response carries the
+  span's own ``traceparent`` (when traces are recorded).
 - ``GET /health`` (liveness), ``GET /openapi.json`` and ``GET /docs`` (with ``openapi=True``).
 """
 

@@ -12,12 +12,14 @@ from aiohttp import web
 from aiohttp.typedefs import Middleware
 from google.rpc import code_pb2, status_pb2
 
+from services.gateway.rest import tracing
 from services.gateway.rest.docs import render_docs
 from services.gateway.rest.openapi import openapi_document
 from services.gateway.rest.protodocs import load_comments
 from services.gateway.rest.proxy import RestOptions, RestProxy
 from services.gateway.rest.replies import error_response
 from services.gateway.rest.routing import RouteTable, ServiceRef, resolve_services, routes_of
+from services.gateway.rest.tracing import request_span
 from services.gateway.rest.transcode import dumps
 
 log = logging.getLogger(__name__)
@@ -54,6 +56,7 @@ def build_rest_app(
     if openapi:
         document = openapi_document(table.routes, load_comments() if comments is None else comments)
         _add_documents(app, document)
+    app.on_response_prepare.append(tracing.add_traceparent)
     app.cleanup_ctx.append(_connected(proxy))
     app.on_shutdown.append(_stop_streams(proxy))
     return app
@@ -79,16 +82,19 @@ def _transcode_unrouted(proxy: RestProxy) -> Middleware:
     async def transcode(request: web.Request, handler: Handler) -> web.StreamResponse:
         if request.match_info.http_exception is None:
             return await handler(request)
-        try:
-            return await proxy.handle(request)
-        except ConnectionResetError:
-            raise
-        except Exception:
-            # Still a Status body, as for every other error, and no internals in it.
-            log.exception("REST %s %s failed", request.method, request.path)
-            return error_response(
-                status_pb2.Status(code=code_pb2.INTERNAL, message="internal error")
-            )
+        async with request_span(request) as span:
+            try:
+                response = await proxy.handle(request)
+            except ConnectionResetError:
+                raise
+            except Exception:
+                # Still a Status body, as for every other error, and no internals in it.
+                log.exception("REST %s %s failed", request.method, request.path)
+                response = error_response(
+                    status_pb2.Status(code=code_pb2.INTERNAL, message="internal error")
+                )
+            tracing.ended(span, response)
+            return response
 
     return transcode
 

@@ -181,7 +181,10 @@ class _Builder:
                 continue
             parameter: dict[str, Any] = {"name": name_prefix + fd.json_name, "in": "query"}
             parameter["schema"] = self.field_schema(fd)
-            if fd.is_repeated:
+            if kind == "map":
+                # One parameter per entry, `labels[env]=prod`: OpenAPI's deepObject style.
+                parameter.update(style="deepObject", explode=True)
+            elif fd.is_repeated:
                 parameter.update(style="form", explode=True)
             out.append(_with_description(parameter, self.comments.get(fd.full_name, "")))
         return out
@@ -395,12 +398,14 @@ def _query_kind(fd: descriptor.FieldDescriptor) -> str:
     """How a request field appears among query parameters, as the transcoder reads them.
 
     "param": one parameter (scalars, enums, repeated scalars, string-form well-known types);
+    "map": a map whose values are such, one ``field[key]=value`` per entry;
     "walk": its fields appear as ``field.subfield``; "skip": not expressible in a query.
     """
     if fd.type != FD.TYPE_MESSAGE:
         return "param"
     if fields.is_map(fd):
-        return "skip"
+        value = fd.message_type.fields_by_name["value"]
+        return "skip" if _query_kind(value) != "param" else "map"
     if fields.is_scalar_message(fd):
         return "param"
     if fd.is_repeated or fields.is_well_known(fd):

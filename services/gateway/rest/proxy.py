@@ -19,6 +19,7 @@ from comfyfleet.common.grpcserver import MAX_MESSAGE_BYTES, channel
 from services.gateway.rest import headers, streaming
 from services.gateway.rest.replies import JSON, error_response
 from services.gateway.rest.routing import Lookup, Route, RouteTable
+from services.gateway.rest.tracing import name_route
 from services.gateway.rest.transcode import (
     LAST_EVENT_ID,
     HttpInput,
@@ -87,6 +88,7 @@ class RestProxy:
         if found.route is None:
             return _routing_error(found)
         route = found.route
+        name_route(request.method, route.template.source)
         try:
             call_request = await self._request_message(request, found, route)
             timeout = headers.grpc_timeout(request.headers)

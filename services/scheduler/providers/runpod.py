@@ -2,8 +2,10 @@
 
 The executor runs inside the endpoint's workers as a ``runpod`` SDK generator handler
 (``python -m services.executor.runpod_worker``). A job's input is ``{"execute_request":
-<ExecuteRequest in proto3 JSON>}``; each chunk it streams is one ``ExecuteUpdate`` in proto3
-JSON, the last one ``completed`` or ``failed``. A job RunPod itself reports FAILED, CANCELLED
+<ExecuteRequest in proto3 JSON>, "traceparent": <W3C trace context>}``, the trace context
+being that of the job's ``runpod job`` span (the worker's spans join the execution's trace);
+each chunk it streams is one ``ExecuteUpdate`` in proto3 JSON, the last one ``completed`` or
+``failed``. A job RunPod itself reports FAILED, CANCELLED
 or TIMED_OUT means the worker or the platform broke: an infrastructure failure.
 
 The endpoint's REST API: ``POST /run``, ``GET /stream/{id}`` (new chunks since the last
@@ -30,9 +32,11 @@ from urllib.parse import urlsplit
 
 import aiohttp
 from google.protobuf import json_format
+from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from comfyfleet.common.config import env_float, env_int, env_str
 from comfyfleet.common.errors import ComfyfleetError, DeadlineExceeded, Unavailable
+from comfyfleet.common.telemetry import TRACEPARENT, traceparent_of_span, tracer
 from comfyfleet.executor.v1 import executor_pb2
 from comfyfleet.scheduler.v1 import scheduler_pb2
 from services.scheduler.providers.base import ProviderError
@@ -169,21 +173,39 @@ class RunpodProvider:
         self, placement: Placement, request: executor_pb2.ExecuteRequest
     ) -> AsyncGenerator[executor_pb2.ExecuteUpdate, None]:
         base = placement.address.rstrip("/")
-        job_id = await self._submit(base, request)
-        key = (request.execution_id, request.attempt)
-        self._jobs[key] = (base, job_id)
+        # The job's CLIENT span, as a gRPC Execute has one: the worker continues its trace
+        # from the job input's traceparent. Never made current: this generator yields.
+        span = tracer.start_span(
+            "runpod job",
+            kind=SpanKind.CLIENT,
+            attributes={
+                "comfyfleet.execution_id": request.execution_id,
+                "comfyfleet.attempt": request.attempt,
+                "server.address": urlsplit(base).netloc,
+            },
+        )
         over = False
         try:
-            async for update in self._follow(base, job_id):
-                over = update.WhichOneof("update") in ("completed", "failed")
-                yield update
-            over = True
+            job_id = await self._submit(base, request, traceparent_of_span(span))
+            span.set_attribute("comfyfleet.runpod_job_id", job_id)
+            key = (request.execution_id, request.attempt)
+            self._jobs[key] = (base, job_id)
+            try:
+                async for update in self._follow(base, job_id):
+                    over = update.WhichOneof("update") in ("completed", "failed")
+                    yield update
+                over = True
+            finally:
+                self._jobs.pop(key, None)
+                if not over:
+                    # Nobody follows the job any more (cancelled, lease lost, shutting down):
+                    # do not leave a GPU working for nothing.
+                    await self._cancel_job(base, job_id)
+        except ProviderError as err:
+            span.set_status(Status(StatusCode.ERROR, err.status.message))
+            raise
         finally:
-            self._jobs.pop(key, None)
-            if not over:
-                # Nobody follows the job any more (cancelled, lease lost, shutting down): do
-                # not leave a GPU working for nothing.
-                await self._cancel_job(base, job_id)
+            span.end()
 
     async def cancel(self, placement: Placement, execution_id: str, attempt: int) -> bool:
         """Cancels the attempt's job when this replica follows it; another replica that does
@@ -216,9 +238,14 @@ class RunpodProvider:
 
     # ---- the job ----------------------------------------------------------------------------
 
-    async def _submit(self, base: str, request: executor_pb2.ExecuteRequest) -> str:
+    async def _submit(
+        self, base: str, request: executor_pb2.ExecuteRequest, traceparent: str
+    ) -> str:
+        job_input: dict[str, Any] = {"execute_request": json_format.MessageToDict(request)}
+        if traceparent:
+            job_input[TRACEPARENT] = traceparent
         body: dict[str, Any] = {
-            "input": {"execute_request": json_format.MessageToDict(request)},
+            "input": job_input,
             # RunPod stops a job that runs past this; the executor's own run timeout comes
             # first, with a minute for inputs, models and outputs.
             "policy": {"executionTimeout": int((request.run_timeout.ToSeconds() + 60) * 1000)},

@@ -12,6 +12,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 from minio import Minio
+from minio.datatypes import Part
 from minio.error import S3Error
 
 from comfyfleet.devstack.s3 import S3_BACKENDS, S3Server, make_s3_server
@@ -207,3 +208,87 @@ def test_s3rver_keeps_objects_across_restarts(tmp_path: Path) -> None:
         finally:
             response.close()
             response.release_conn()
+
+
+def _start_multipart(client: Minio, bucket: str, key: str) -> str:
+    return client._create_multipart_upload(
+        bucket, key, {"Content-Type": "application/octet-stream"}
+    )
+
+
+def _put_part(
+    client: Minio, bucket: str, key: str, upload_id: str, number: int, data: bytes
+) -> str:
+    """One part through a presigned URL and a plain HTTP PUT, as clients upload parts."""
+    url = client.get_presigned_url(
+        "PUT",
+        bucket,
+        key,
+        expires=timedelta(minutes=5),
+        extra_query_params={"partNumber": str(number), "uploadId": upload_id},
+    )
+    request = urllib.request.Request(
+        url, data=data, method="PUT", headers={"Content-Type": "application/octet-stream"}
+    )
+    with urllib.request.urlopen(request, timeout=10) as reply:
+        return str(reply.headers["ETag"])
+
+
+def _s3_code(call: object) -> str:
+    assert callable(call)
+    with pytest.raises(S3Error) as caught:
+        call()
+    return str(caught.value.code)
+
+
+def test_multipart_upload_through_presigned_part_urls(
+    client_and_bucket: tuple[Minio, str],
+) -> None:
+    client, bucket = client_and_bucket
+    data = bytes(range(256)) * (4096 * 11)  # 11 MiB
+    pieces = [data[i : i + (5 << 20)] for i in range(0, len(data), 5 << 20)]
+    upload_id = _start_multipart(client, bucket, "staging/big")
+    etags = [
+        _put_part(client, bucket, "staging/big", upload_id, n, p) for n, p in enumerate(pieces, 1)
+    ]
+
+    wrong = [Part(1, '"00000000000000000000000000000000"'), *map(Part, [2, 3], etags[1:])]
+    assert (
+        _s3_code(lambda: client._complete_multipart_upload(bucket, "staging/big", upload_id, wrong))
+        == "InvalidPart"
+    )
+    # A refused completion leaves the upload open, as in S3.
+    client._complete_multipart_upload(
+        bucket, "staging/big", upload_id, [Part(n, e) for n, e in enumerate(etags, 1)]
+    )
+    response = client.get_object(bucket, "staging/big")
+    try:
+        assert response.read() == data
+    finally:
+        response.close()
+        response.release_conn()
+
+
+def test_multipart_parts_under_5_mib_are_too_small(client_and_bucket: tuple[Minio, str]) -> None:
+    client, bucket = client_and_bucket
+    upload_id = _start_multipart(client, bucket, "staging/small")
+    etags = [_put_part(client, bucket, "staging/small", upload_id, n, b"x" * 100) for n in (1, 2)]
+    parts = [Part(n, e) for n, e in enumerate(etags, 1)]
+    assert (
+        _s3_code(
+            lambda: client._complete_multipart_upload(bucket, "staging/small", upload_id, parts)
+        )
+        == "EntityTooSmall"
+    )
+
+
+def test_multipart_upload_abort(client_and_bucket: tuple[Minio, str]) -> None:
+    client, bucket = client_and_bucket
+    upload_id = _start_multipart(client, bucket, "staging/gone")
+    _put_part(client, bucket, "staging/gone", upload_id, 1, b"abc")
+    client._abort_multipart_upload(bucket, "staging/gone", upload_id)
+    assert (
+        _s3_code(lambda: client._abort_multipart_upload(bucket, "staging/gone", upload_id))
+        == "NoSuchUpload"
+    )
+    assert _s3_code(lambda: client.stat_object(bucket, "staging/gone")) in {"NoSuchKey", "NotFound"}

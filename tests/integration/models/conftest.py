@@ -8,6 +8,7 @@ import urllib.request
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, replace
 
+import aiohttp
 import asyncpg
 import grpc
 import pytest
@@ -51,6 +52,43 @@ class ModelsService:
         self, tenant: str, requests: Iterable[models_pb2.UploadModelRequest]
     ) -> models_pb2.Model:
         return await self.stub.UploadModel(iter(list(requests)), metadata=tenant_metadata(tenant))
+
+    async def start_upload(
+        self,
+        tenant: str,
+        size: int,
+        name: str = "model.safetensors",
+        model_type: models_pb2.ModelType = models_pb2.MODEL_TYPE_CHECKPOINT,
+        *,
+        part_size: int = 5 * MIB,
+        sha256: str = "",
+        request_id: str = "",
+    ) -> models_pb2.StartModelUploadResponse:
+        request = models_pb2.StartModelUploadRequest(
+            model=models_pb2.Model(name=name, type=model_type),
+            size_bytes=size,
+            part_size=part_size,
+            sha256=sha256,
+            request_id=request_id,
+        )
+        return await self.stub.StartModelUpload(request, metadata=tenant_metadata(tenant))
+
+    async def complete_upload(
+        self, tenant: str, upload_id: str, parts: list[models_pb2.CompletedPart]
+    ) -> models_pb2.Model:
+        request = models_pb2.CompleteModelUploadRequest(upload_id=upload_id, parts=parts)
+        return await self.stub.CompleteModelUpload(request, metadata=tenant_metadata(tenant))
+
+    async def multipart_upload(
+        self,
+        tenant: str,
+        blob: bytes,
+        name: str = "model.safetensors",
+        model_type: models_pb2.ModelType = models_pb2.MODEL_TYPE_CHECKPOINT,
+    ) -> models_pb2.Model:
+        started = await self.start_upload(tenant, len(blob), name, model_type)
+        parts = await put_parts(started, blob)
+        return await self.complete_upload(tenant, started.upload_id, parts)
 
     async def row_count(self) -> int:
         conn = await asyncpg.connect(self.database_url)
@@ -134,6 +172,32 @@ async def download(url: str) -> bytes:
             return bytes(response.read())
 
     return await asyncio.to_thread(run)
+
+
+async def put_part(url: str, data: bytes) -> tuple[int, str]:
+    """One part by a plain HTTP PUT: the status and the ETag."""
+    headers = {"Content-Type": "application/octet-stream"}
+    async with (
+        aiohttp.ClientSession() as session,
+        session.put(url, data=data, headers=headers) as r,
+    ):
+        await r.read()
+        return r.status, r.headers.get("ETag", "")
+
+
+async def put_parts(
+    started: models_pb2.StartModelUploadResponse, blob: bytes
+) -> list[models_pb2.CompletedPart]:
+    """PUTs the blob's parts in parallel; the list CompleteModelUpload takes."""
+    size = started.part_size
+
+    async def one(target: models_pb2.UploadPartTarget) -> models_pb2.CompletedPart:
+        start = (target.part_number - 1) * size
+        status, etag = await put_part(target.url, blob[start : start + size])
+        assert status == 200, status
+        return models_pb2.CompletedPart(part_number=target.part_number, etag=etag)
+
+    return list(await asyncio.gather(*(one(t) for t in started.parts)))
 
 
 async def rpc_error(call: Awaitable[object]) -> tuple[grpc.StatusCode, list[FieldViolation]]:

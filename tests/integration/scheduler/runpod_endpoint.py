@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,13 +23,17 @@ FORWARDED = frozenset({"content-type", "authorization", "accept"})
 
 
 @contextlib.asynccontextmanager
-async def sdk_endpoint(work: Path) -> AsyncIterator[str]:
-    """The worker under ``--rp_serve_api`` on a free port; its base URL."""
+async def sdk_endpoint(
+    work: Path, extra_env: Mapping[str, str] | None = None
+) -> AsyncIterator[str]:
+    """The worker under ``--rp_serve_api`` on a free port, with ``extra_env`` added to its
+    environment; its base URL."""
     port = free_port()
     args = ["--rp_serve_api", "--rp_api_host", "127.0.0.1", "--rp_api_port", str(port)]
     log_file = work / "worker.log"
+    env = {**worker_env(work / "work"), **(extra_env or {})}
     async with (
-        worker_process(worker_env(work / "work"), args, log_file) as process,
+        worker_process(env, args, log_file) as process,
         aiohttp.ClientSession() as http,
     ):
         base = f"http://127.0.0.1:{port}"

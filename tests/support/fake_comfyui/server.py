@@ -57,9 +57,32 @@ class QueueItem:
     prompt: dict[str, Any]
     extra: dict[str, Any]
     outputs: list[str]
+    # The prompt as the canned references name it: uploaded files by their base name.
+    canonical: dict[str, Any] = field(default_factory=dict)
 
     def as_list(self) -> list[Any]:
         return [self.number, self.prompt_id, self.prompt, self.extra, self.outputs]
+
+
+def _canonical(prompt: Any, input_dir: Path) -> Any:
+    """``prompt`` with every literal naming an uploaded file in a subfolder of the input
+    directory (``sub/x.png``) cut to the file's base name, so that a graph loading a copy of a
+    reference input in a folder of its own still finds the reference run's answers."""
+    if not isinstance(prompt, dict):
+        return prompt
+    out: dict[str, Any] = {}
+    for node_id, node in prompt.items():
+        if not isinstance(node, dict) or not isinstance(node.get("inputs"), dict):
+            out[node_id] = node
+            continue
+        inputs = {
+            k: v.rpartition("/")[2]
+            if isinstance(v, str) and "/" in v and (input_dir / v).is_file()
+            else v
+            for k, v in node["inputs"].items()
+        }
+        out[node_id] = {**node, "inputs": inputs}
+    return out
 
 
 def _now_ms() -> int:
@@ -333,7 +356,8 @@ class FakeComfyUI:
             missing = reference.no_prompt_answer()
             return web.json_response(missing.body, status=missing.status)
         prompt = body["prompt"]
-        answer = reference.canned_answer(prompt) or _check(prompt)
+        canonical = _canonical(prompt, self.input_dir)
+        answer = reference.canned_answer(canonical) or _check(prompt)
         if answer is not None and answer.status != 200:
             return web.json_response(answer.body, status=answer.status)
         node_errors = answer.body["node_errors"] if answer is not None else {}
@@ -342,7 +366,7 @@ class FakeComfyUI:
         extra = dict(body.get("extra_data") or {})
         if "client_id" in body:
             extra["client_id"] = body["client_id"]
-        item = QueueItem(self.number, str(uuid.uuid4()), prompt, extra, outputs)
+        item = QueueItem(self.number, str(uuid.uuid4()), prompt, extra, outputs, canonical)
         self.number += 1
         self.pending.append(item)
         self._wake.set()
@@ -447,13 +471,13 @@ class FakeComfyUI:
         if self._interrupt.is_set():
             await self._stopped(run, node_id, "execution_interrupted", {})
             return "interrupted"
-        error = reference.captured_error(run.item.prompt)
+        error = reference.captured_error(run.item.canonical)
         if error is not None and error["node_id"] == node_id:
             await self._stopped(run, node_id, "execution_error", error)
             return "error"
         if node_id in _output_nodes(run.item.prompt):
             await self._executed(
-                run, node_id, await asyncio.to_thread(self._save, run.item.prompt, node_id)
+                run, node_id, await asyncio.to_thread(self._save, run.item, node_id)
             )
         await self._progress(run, node_id, "finished", 1.0, 1.0)
         run.executed.append(node_id)
@@ -487,8 +511,9 @@ class FakeComfyUI:
         if node_id == b.silent_from_node:
             run.silent = True
 
-    def _save(self, prompt: dict[str, Any], node_id: str) -> dict[str, Any]:
+    def _save(self, item: QueueItem, node_id: str) -> dict[str, Any]:
         """Writes the node's canned files under ComfyUI's names; its ``ui`` output."""
+        prompt = item.prompt
         ui: dict[str, list[dict[str, str]]] = {}
         class_type = prompt[node_id].get("class_type")
         temp = class_type == "PreviewImage"
@@ -501,7 +526,7 @@ class FakeComfyUI:
             self.temp_dir if temp else self.output_dir, prefix
         )
         folder.mkdir(parents=True, exist_ok=True)
-        for file in reference.canned_files(prompt, node_id):
+        for file in reference.canned_files(item.canonical, node_id):
             name = f"{base}_{counter:05}_{file.suffix}"
             shutil.copyfile(file.source, folder / name)
             counter += 1

@@ -131,6 +131,18 @@ def test_quota_failures_are_listed() -> None:
         ["list", "--state", "running"],
         ["submit", "wf.json", "--label", "a=b", "--input", "x.png=https://h/x.png"],
         ["models", "push", "m.safetensors", "--type", "lora"],
+        ["models", "push", "m.safetensors", "--type", "lora", "--multipart-threshold", "128"],
+        [
+            "models",
+            "push",
+            "m.safetensors",
+            "--type",
+            "vae",
+            "--part-size",
+            "16",
+            "--parallel",
+            "8",
+        ],
         ["models", "list", "--type", "checkpoint"],
         ["models", "delete", "mdl_1"],
         ["webhooks", "add", "https://h/hook", "--event", "execution.*"],
@@ -149,9 +161,30 @@ def test_every_subcommand_parses(argv: list[str]) -> None:
     assert callable(args.run)
 
 
+def test_submit_and_list_take_their_filters() -> None:
+    argv = ["submit", "wf.json", "--webhook-event", "execution.succeeded"]
+    args = parser().parse_args([*argv, "--webhook-event", "execution.failed"])
+    assert args.webhook_event == ["execution.succeeded", "execution.failed"]
+    assert parser().parse_args(["submit", "wf.json"]).webhook_event == []
+    args = parser().parse_args(["list", "--label", "env=prod", "--label", "team=a"])
+    assert parse_labels(args.label) == {"env": "prod", "team": "a"}
+    request = create_request("{}", webhook_events=("execution.*",))
+    assert list(request.webhook_events) == ["execution.*"]
+
+
 def test_model_types_are_checked_by_the_parser() -> None:
     with pytest.raises(SystemExit):
         parser().parse_args(["models", "push", "m.ckpt", "--type", "pickle"])
+
+
+def test_multipart_sizes_are_whole_mib() -> None:
+    args = parser().parse_args(["models", "push", "m.safetensors", "--type", "lora"])
+    assert (args.multipart_threshold, args.part_size, args.parallel) == (64, 0, 4)
+    for bad in ("-1", "1.5", "big"):
+        with pytest.raises(SystemExit):
+            parser().parse_args(
+                ["models", "push", "m.safetensors", "--type", "lora", "--part-size", bad]
+            )
 
 
 def test_byte_progress_prints_quarters_when_not_a_terminal() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -156,3 +157,30 @@ def test_no_cuda_device_is_a_usage_error(
 def test_the_cli_loads_torch_only_for_run() -> None:
     check = "import sys, comfyfleet.cli.main; assert 'torch' not in sys.modules"
     subprocess.run([sys.executable, "-c", check], check=True, cwd=REPO_ROOT)
+
+
+def test_a_reader_that_goes_away_ends_the_command_quietly(tmp_path: Path) -> None:
+    # `comfyfleet run ... | head -0`: stdout's reader is gone before the first line.
+    read, write = os.pipe()
+    os.close(read)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "comfyfleet.cli.main",
+            "run",
+            workflow("r09_batch"),
+            INPUTS[0],
+            f"--out={tmp_path / 'out'}",
+            "--device=cpu",
+        ],
+        stdout=write,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=REPO_ROOT,
+        timeout=120,
+    )
+    os.close(write)
+    assert done.returncode == 141, done.stderr
+    # It stopped at its first line, as a tool killed by SIGPIPE would, and said nothing.
+    assert "Traceback" not in done.stderr and "BrokenPipeError" not in done.stderr

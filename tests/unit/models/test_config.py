@@ -51,3 +51,36 @@ def test_bad_values(monkeypatch: pytest.MonkeyPatch, name: str, value: str) -> N
     monkeypatch.setenv(f"COMFYFLEET_{name}", value)
     with pytest.raises(ConfigError, match=name):
         Config.from_env()
+
+
+def test_multipart_upload_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COMFYFLEET_MODELS_UPLOAD_TTL_S", "7200")
+    monkeypatch.setenv("COMFYFLEET_MODELS_UPLOAD_SWEEP_INTERVAL_S", "5")
+    monkeypatch.setenv("COMFYFLEET_MODELS_UPLOAD_STUCK_AFTER_S", "600")
+    monkeypatch.setenv("COMFYFLEET_MODELS_UPLOAD_RETENTION_S", "86400")
+    cfg = Config.from_env()
+    assert (
+        cfg.upload_ttl_s,
+        cfg.upload_sweep_interval_s,
+        cfg.upload_stuck_after_s,
+        cfg.upload_retention_s,
+    ) == (7200.0, 5.0, 600.0, 86400.0)
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("MODELS_UPLOAD_TTL_S", "0"),
+        # Presigned part URLs live at most 7 days.
+        ("MODELS_UPLOAD_TTL_S", "604801"),
+        ("MODELS_UPLOAD_SWEEP_INTERVAL_S", "0"),
+        ("MODELS_UPLOAD_STUCK_AFTER_S", "-1"),
+        ("MODELS_UPLOAD_RETENTION_S", "0"),
+    ],
+)
+def test_bad_multipart_upload_settings(
+    monkeypatch: pytest.MonkeyPatch, name: str, value: str
+) -> None:
+    monkeypatch.setenv(f"COMFYFLEET_{name}", value)
+    with pytest.raises(ConfigError, match=name):
+        Config.from_env()

@@ -12,6 +12,7 @@ from comfyfleet.tenants.v1 import tenants_pb2
 from comfyfleet.webhooks.v1 import webhooks_pb2
 from services.gateway.rest.docs import render_docs
 from services.gateway.rest.openapi import ERROR_SCHEMA, openapi_document
+from services.gateway.rest.protodocs import load_comments
 from services.gateway.rest.routing import resolve_services, routes_of
 from tests.unit.rest import kitchen
 
@@ -92,8 +93,20 @@ def test_query_parameters_are_every_field_the_path_and_body_leave() -> None:
     assert params["whenTime"]["schema"]["format"] == "date-time"
     assert params["maybeCount"]["schema"]["nullable"] is True
     assert "nested.inner.leaf" in params and "nested.name" in params
-    # Maps and repeated messages cannot be written as query parameters.
-    assert "labels" not in params and "nesteds" not in params
+    # A map of scalars is one `labels[key]=value` parameter per entry (deepObject); repeated
+    # messages cannot be written as query parameters.
+    assert params["labels"] == {
+        "name": "labels",
+        "in": "query",
+        "schema": {"type": "object", "additionalProperties": {"type": "string"}},
+        "style": "deepObject",
+        "explode": True,
+    }
+    assert params["counts"]["schema"]["additionalProperties"] == {
+        "type": "integer",
+        "format": "int32",
+    }
+    assert "nesteds" not in params
     shelf = _params(doc["paths"]["/v1/shelves/{nested.name}/items/{id}"]["get"])
     assert shelf["nested.name"]["in"] == "path"
     assert "nested.inner.leaf" in shelf
@@ -184,3 +197,12 @@ def test_docs_page_links_operations_and_schemas_and_escapes_text() -> None:
     assert "<b>hot" not in page
     assert 'href="openapi.json"' in page
     assert "<script" not in page
+
+
+def test_the_execution_list_documents_its_label_filter() -> None:
+    doc = openapi_document(routes_of(resolve_services(PUBLIC)), load_comments())
+    params = _params(doc["paths"]["/v1/executions"]["get"])
+    labels = params["labels"]
+    assert (labels["in"], labels["style"], labels["explode"]) == ("query", "deepObject", True)
+    assert "labels[env]=prod" in labels["description"]
+    assert {"pageSize", "pageToken", "state"} <= set(params)

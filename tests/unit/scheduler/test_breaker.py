@@ -235,6 +235,23 @@ def test_an_attempt_broken_after_it_started_turns_its_call_into_a_failure() -> N
     assert breaker.state is OPEN, "2 failed of 4 calls"
 
 
+def test_a_call_that_turns_bad_after_it_left_the_window_counts_for_nothing() -> None:
+    h = Harness()
+    breaker = h.breaker()
+    started = permit(breaker)
+    started.success(0.1)
+    h.clock.advance(POLICY.window_s + 0.1)
+    calls(breaker, "ok", "slow", "fail")
+    started.failure(POLICY.window_s + 1)
+    snap = breaker.snapshot()
+    assert (snap.calls, snap.failures, snap.slow) == (3, 1, 1)
+    calls(breaker, "ok")
+    assert breaker.state is CLOSED, "1 failed of 4 calls"
+    h.clock.advance(POLICY.window_s + 0.1)
+    snap = breaker.snapshot()
+    assert (snap.calls, snap.failures, snap.slow) == (0, 0, 0)
+
+
 def test_a_call_that_turns_bad_after_the_breaker_moved_on_is_news() -> None:
     h = Harness()
     breaker = open_breaker(h)

@@ -60,6 +60,9 @@ def test_breakers_and_prices_come_from_the_environment(
     assert s.provider_breaker.failure_rate == SchedulerSettings().provider_breaker.failure_rate
     assert s.executor_breaker.half_open_probes == 2
     assert s.prices.cost_usd("ecs", "A10G", 1) == pytest.approx(60 * 2.5 / 3600)
+    # Providers the table leaves out keep their default prices.
+    default = SchedulerSettings().prices
+    assert s.prices.hourly("runpod", "H100") == default.hourly("runpod", "H100") > 0
 
 
 @pytest.mark.parametrize(

@@ -14,6 +14,7 @@ from services.scheduler.requests import (
     URL_INPUTS_DISABLED,
     integral_floats_to_ints,
     parse_create_request,
+    parse_label_selector,
 )
 
 SETTINGS = SchedulerSettings()
@@ -155,3 +156,44 @@ def test_an_overall_timeout_is_taken_and_fingerprinted() -> None:
     new = parse_create_request(request(timeout=duration_pb2.Duration(seconds=90)), SETTINGS)
     assert new.timeout_s == 90.0
     assert new.fingerprint() != parse_create_request(request(), SETTINGS).fingerprint()
+
+
+def test_webhook_events_take_the_subscription_filter_syntax_for_execution_events() -> None:
+    patterns = ["execution.succeeded", "execution.*"]
+    assert parse_create_request(request(webhook_events=patterns), SETTINGS).webhook_events == (
+        patterns
+    )
+    found = violations(
+        request(
+            webhook_events=[
+                "execution.failed",
+                "execution.finished",
+                "webhook.*",
+                "execution.failed",
+            ]
+        )
+    )
+    assert set(found) == {"webhook_events[1]", "webhook_events[2]", "webhook_events[3]"}
+    assert "execution.finished" in found["webhook_events[1]"]
+    assert "twice" in found["webhook_events[3]"]
+    assert set(violations(request(webhook_events=["execution.failed"] * 33))) == {"webhook_events"}
+
+
+def test_the_fingerprint_covers_the_webhook_events_but_not_their_order() -> None:
+    def digest(events: list[str]) -> str:
+        return parse_create_request(request(webhook_events=events), SETTINGS).fingerprint()
+
+    both = digest(["execution.failed", "execution.succeeded"])
+    assert both == digest(["execution.succeeded", "execution.failed"])
+    assert both != digest(["execution.failed"])
+    assert digest([]) != digest(["execution.*"])
+
+
+def test_a_label_selector_is_checked_like_labels() -> None:
+    assert parse_label_selector({"env": "prod", "empty": ""}) == {"env": "prod", "empty": ""}
+    with pytest.raises(InvalidArgument) as caught:
+        parse_label_selector({"": "a", "k": "v" * 257})
+    assert [v.field for v in caught.value.violations] == ['labels[""]', 'labels["k"]']
+    with pytest.raises(InvalidArgument) as caught:
+        parse_label_selector({f"k{i}": "" for i in range(65)})
+    assert [v.field for v in caught.value.violations] == ["labels"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -9,7 +10,7 @@ from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
 from comfyfleet.scheduler.v1 import scheduler_pb2
-from services.scheduler.breaker import BreakerPolicy, Breakers, BreakerState, Transition
+from services.scheduler.breaker import BreakerPolicy, Breakers, BreakerState, Scope, Transition
 from services.scheduler.telemetry import BreakerTelemetry, event_of
 
 POLICY = BreakerPolicy(minimum_calls=1, open_wait_s=60)
@@ -86,3 +87,41 @@ async def test_a_failing_publish_costs_nothing_but_a_log_line() -> None:
         Transition("provider/ecs", BreakerState.CLOSED, BreakerState.OPEN, "x", 0.0)
     )
     await telemetry.aclose()
+
+
+async def test_collecting_metrics_on_another_thread_never_moves_a_breaker() -> None:
+    """A half-open breaker whose probes are overdue opens when the event loop next looks,
+    never from the exporter's thread, which reads what the loop last published."""
+    now = [0.0]
+    policy = BreakerPolicy(minimum_calls=1, open_wait_s=1, half_open_max_s=5)
+    reader = InMemoryMetricReader()
+    telemetry = BreakerTelemetry("r", MeterProvider(metric_readers=[reader]).get_meter("t"))
+    moves: list[Transition] = []
+
+    def on_transition(t: Transition) -> None:
+        moves.append(t)
+        telemetry.on_transition(t)
+
+    breakers = Breakers(policy, policy, clock=lambda: now[0], on_transition=on_transition)
+    telemetry.observe(breakers)
+    first = breakers.acquire("ecs", "ex-1")
+    assert first is not None
+    first.failure(0.1)
+    now[0] = 2.0
+    probe = breakers.acquire("ecs", "ex-1")
+    assert probe is not None, "a probe goes through once the open wait is over"
+    assert breakers.get(Scope.PROVIDER, "ecs").state is BreakerState.HALF_OPEN
+    now[0] = 10.0  # the probe is overdue: the next look at the breaker opens it again
+    seen = len(moves)
+
+    def collect() -> dict[str, float]:
+        found = points(reader)
+        return {p.attributes["target"]: p.value for p in found["circuit_breaker_state"]}
+
+    assert await asyncio.to_thread(collect) == {"ecs": 1, "ex-1": 1}
+    assert len(moves) == seen, "the exporter's thread moved a breaker"
+    assert breakers.get(Scope.PROVIDER, "ecs").state is BreakerState.HALF_OPEN
+
+    breakers.prune()  # the dispatcher's round, on the event loop
+    assert [t.target for t in moves[seen:]] == [BreakerState.OPEN] * 2
+    assert await asyncio.to_thread(collect) == {"ecs": 2, "ex-1": 2}

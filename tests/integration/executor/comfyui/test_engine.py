@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import time
 from pathlib import Path
@@ -14,6 +15,7 @@ from comfyfleet.common.errors import Unavailable
 from comfyfleet.workflow.runner import CancelToken
 from services.executor.attempt import failure_of
 from services.executor.comfyui import ComfyUIEngine, ComfyUIUnavailable
+from services.executor.comfyui.engine import _names_restored, _renamed
 from services.executor.engine import NodeRaised, NodeState, RunInterrupted, WorkflowRejected
 from tests.integration.executor.comfyui.conftest import (
     Run,
@@ -30,6 +32,11 @@ from tests.support.fake_comfyui.reference import object_info
 from tests.support.paths import comfyui_ref
 
 SHAPES = (comfyui_ref() / "inputs" / "shapes.png").read_bytes()
+
+
+def uploaded_as(data: bytes, name: str) -> str:
+    """Where the engine puts an input in a ComfyUI it shares: a folder named by its digest."""
+    return f"comfyfleet-{hashlib.sha256(data).hexdigest()[:32]}/{name}"
 
 
 def steps(run: Run) -> list[tuple[NodeState, str]]:
@@ -49,7 +56,8 @@ async def test_r01_uploads_its_input_and_returns_comfyuis_output(
 
     run = await run_engine(engine, job)
 
-    assert (fake.fake.input_dir / "shapes.png").read_bytes() == SHAPES
+    assert (fake.fake.input_dir / uploaded_as(SHAPES, "shapes.png")).read_bytes() == SHAPES
+    assert not (fake.fake.input_dir / "shapes.png").exists()
     assert run.result is not None
     [file] = run.result.files
     assert (file.node_id, file.kind, file.filename, file.subfolder) == (
@@ -74,6 +82,7 @@ async def test_r01_uploads_its_input_and_returns_comfyuis_output(
     # The prompt went out under the client id of the socket the engine listened on.
     [submitted] = fake.fake.submissions
     assert submitted["client_id"] and submitted["prompt"]["3"]["class_type"] == "SaveImage"
+    assert submitted["prompt"]["1"]["inputs"]["image"] == uploaded_as(SHAPES, "shapes.png")
 
 
 async def test_inputs_in_subfolders_keep_their_place(
@@ -83,7 +92,45 @@ async def test_inputs_in_subfolders_keep_their_place(
 
     await run_engine(engine, make_job(tmp_path, text, {"sub/shapes.png": SHAPES}))
 
-    assert (fake.fake.input_dir / "sub" / "shapes.png").read_bytes() == SHAPES
+    assert (fake.fake.input_dir / uploaded_as(SHAPES, "sub/shapes.png")).read_bytes() == SHAPES
+
+
+async def test_runs_sharing_a_comfyui_never_see_each_others_inputs(
+    engine: ComfyUIEngine, fake: RunningFake, tmp_path: Path
+) -> None:
+    # Two tenants' runs name different files alike: each loads its own, neither overwrites.
+    other = SHAPES[:-16] + bytes(16)
+    text = workflow_text("r01_invert")
+    await run_engine(engine, make_job(tmp_path / "a", text, {"shapes.png": SHAPES}))
+    await run_engine(engine, make_job(tmp_path / "b", text, {"shapes.png": other}))
+
+    first, second = (s["prompt"]["1"]["inputs"]["image"] for s in fake.fake.submissions)
+    assert first != second
+    assert (fake.fake.input_dir / first).read_bytes() == SHAPES
+    assert (fake.fake.input_dir / second).read_bytes() == other
+    # A run that names a file without sending it does not get what another run uploaded.
+    await run_engine(engine, make_job(tmp_path / "c", text, {}))
+    assert fake.fake.submissions[-1]["prompt"]["1"]["inputs"]["image"] == "shapes.png"
+    assert not (fake.fake.input_dir / "shapes.png").exists()
+
+
+def test_only_literals_naming_inputs_are_renamed_and_errors_name_them_back() -> None:
+    names = {"cat.png": "comfyfleet-00/cat.png", 'we"ird.png': 'comfyfleet-11/we"ird.png'}
+    prompt = {
+        "1": {"class_type": "LoadImage", "inputs": {"image": "cat.png"}},
+        "2": {"class_type": "LoadImage", "inputs": {"image": 'we"ird.png'}},
+        "3": {"class_type": "X", "inputs": {"text": "dog.png", "link": ["1", 0], "n": 3}},
+    }
+    moved = _renamed(prompt, names)
+    assert moved["1"]["inputs"]["image"] == "comfyfleet-00/cat.png"
+    assert moved["2"]["inputs"]["image"] == 'comfyfleet-11/we"ird.png'
+    assert moved["3"] == prompt["3"]
+    assert _renamed(prompt, {}) is prompt
+    body = {"error": {"message": "Invalid image file: comfyfleet-00/cat.png"}, "node_errors": {}}
+    assert _names_restored(body, names) == {
+        "error": {"message": "Invalid image file: cat.png"},
+        "node_errors": {},
+    }
 
 
 async def test_an_identical_resubmission_comes_from_comfyuis_cache(
