@@ -27,8 +27,30 @@ def migration_files(directory: Path) -> list[tuple[int, Path]]:
     return found
 
 
+NO_TRANSACTION = "-- migrate: no-transaction"
+"""First line of a migration that must run outside a transaction (``CREATE INDEX
+CONCURRENTLY`` on a table that may already be large): its statements, each ending a line
+with ``;``, run one at a time, so each must be safe to run again after a crash part way."""
+
+
+def statements(sql: str) -> list[str]:
+    """The statements of a no-transaction migration: the text split after lines ending ``;``."""
+    found: list[str] = []
+    current: list[str] = []
+    for line in sql.splitlines():
+        current.append(line)
+        if line.rstrip().endswith(";"):
+            found.append("\n".join(current).strip())
+            current = []
+    rest = "\n".join(current).strip()
+    if any(not ln.strip().startswith("--") for ln in rest.splitlines() if ln.strip()):
+        raise RuntimeError("a no-transaction migration's last statement must end with ';'")
+    return [s for s in found if s]
+
+
 async def migrate(conn: asyncpg.Connection, schema: str, directory: Path) -> list[int]:
-    """Applies the migrations not yet applied, each in its own transaction.
+    """Applies the migrations not yet applied, each in its own transaction, or statement by
+    statement where the file starts with ``-- migrate: no-transaction``.
 
     An advisory lock keyed on the schema lets several replicas start at once.
     """
@@ -46,20 +68,34 @@ async def migrate(conn: asyncpg.Connection, schema: str, directory: Path) -> lis
             r["version"]
             for r in await conn.fetch(f"SELECT version FROM {schema}.schema_migrations")
         }
+        record = f"INSERT INTO {schema}.schema_migrations (version) VALUES ($1)"
         for version, path in migration_files(directory):
             if version in done:
                 continue
-            async with conn.transaction():
-                await conn.execute(f"SET LOCAL search_path TO {schema}")
-                await conn.execute(path.read_text())
-                await conn.execute(
-                    f"INSERT INTO {schema}.schema_migrations (version) VALUES ($1)", version
-                )
+            sql = path.read_text()
+            if sql.startswith(NO_TRANSACTION):
+                await _run_outside_transaction(conn, schema, statements(sql))
+                await conn.execute(record, version)
+            else:
+                async with conn.transaction():
+                    await conn.execute(f"SET LOCAL search_path TO {schema}")
+                    await conn.execute(sql)
+                    await conn.execute(record, version)
             log.info("applied migration %s.%s", schema, path.name)
             applied.append(version)
     finally:
         await conn.execute("SELECT pg_advisory_unlock(hashtext($1))", schema)
     return applied
+
+
+async def _run_outside_transaction(conn: asyncpg.Connection, schema: str, sqls: list[str]) -> None:
+    previous = await conn.fetchval("SHOW search_path")
+    await conn.execute(f"SET search_path TO {schema}")
+    try:
+        for sql in sqls:
+            await conn.execute(sql)
+    finally:
+        await conn.execute("SELECT set_config('search_path', $1, false)", previous)
 
 
 @asynccontextmanager
