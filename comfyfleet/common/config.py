@@ -49,10 +49,16 @@ def env_bool(name: str, default: bool) -> bool:
 @dataclass(frozen=True)
 class DatabaseConfig:
     url: str
+    # False: a service finding migrations not yet applied refuses to start, and an operator
+    # applies them first with ``python -m services.migrate`` (a deploy job, say).
+    migrate_on_start: bool = True
 
     @classmethod
     def from_env(cls) -> DatabaseConfig:
-        return cls(url=env_str("DATABASE_URL", "postgresql://postgres@127.0.0.1:55432/comfyfleet"))
+        return cls(
+            url=env_str("DATABASE_URL", "postgresql://postgres@127.0.0.1:55432/comfyfleet"),
+            migrate_on_start=env_bool("MIGRATE_ON_START", True),
+        )
 
 
 @dataclass(frozen=True)

@@ -64,10 +64,7 @@ async def migrate(conn: asyncpg.Connection, schema: str, directory: Path) -> lis
             f"CREATE TABLE IF NOT EXISTS {schema}.schema_migrations ("
             " version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
         )
-        done = {
-            r["version"]
-            for r in await conn.fetch(f"SELECT version FROM {schema}.schema_migrations")
-        }
+        done = await applied_versions(conn, schema)
         record = f"INSERT INTO {schema}.schema_migrations (version) VALUES ($1)"
         for version, path in migration_files(directory):
             if version in done:
@@ -88,6 +85,35 @@ async def migrate(conn: asyncpg.Connection, schema: str, directory: Path) -> lis
     return applied
 
 
+class SchemaBehind(RuntimeError):
+    """Migrations this build needs are not applied, and the service may not apply them."""
+
+    def __init__(self, schema: str, missing: list[str]) -> None:
+        super().__init__(
+            f"schema {schema!r} lacks migrations {', '.join(missing)}: apply them with"
+            " `python -m services.migrate`, or set COMFYFLEET_MIGRATE_ON_START=true"
+        )
+        self.schema = schema
+        self.missing = missing
+
+
+async def applied_versions(conn: asyncpg.Connection, schema: str) -> set[int]:
+    """The versions recorded in the schema's ``schema_migrations``; none when it has none."""
+    if not _SCHEMA_NAME.match(schema):
+        raise ValueError(f"bad schema name {schema!r}")
+    exists = await conn.fetchval("SELECT to_regclass($1)", f"{schema}.schema_migrations")
+    if exists is None:
+        return set()
+    rows = await conn.fetch(f"SELECT version FROM {schema}.schema_migrations")
+    return {r["version"] for r in rows}
+
+
+async def pending(conn: asyncpg.Connection, schema: str, directory: Path) -> list[tuple[int, Path]]:
+    """The migration files of ``directory`` not yet applied to ``schema``, in order."""
+    done = await applied_versions(conn, schema)
+    return [(v, p) for v, p in migration_files(directory) if v not in done]
+
+
 async def _run_outside_transaction(conn: asyncpg.Connection, schema: str, sqls: list[str]) -> None:
     previous = await conn.fetchval("SHOW search_path")
     await conn.execute(f"SET search_path TO {schema}")
@@ -100,12 +126,22 @@ async def _run_outside_transaction(conn: asyncpg.Connection, schema: str, sqls: 
 
 @asynccontextmanager
 async def open_pool(
-    url: str, schema: str, migrations: Path, *, min_size: int = 1, max_size: int = 10
+    url: str,
+    schema: str,
+    migrations: Path,
+    *,
+    min_size: int = 1,
+    max_size: int = 10,
+    apply: bool = True,
 ) -> AsyncIterator[asyncpg.Pool]:
-    """A pool whose connections use ``schema``, after applying its migrations."""
+    """A pool whose connections use ``schema``, after applying its migrations; with
+    ``apply`` false, after checking that none is left to apply (else `SchemaBehind`)."""
     conn = await asyncpg.connect(url)
     try:
-        await migrate(conn, schema, migrations)
+        if apply:
+            await migrate(conn, schema, migrations)
+        elif missing := await pending(conn, schema, migrations):
+            raise SchemaBehind(schema, [path.name for _, path in missing])
     finally:
         await conn.close()
     pool = await asyncpg.create_pool(

@@ -72,7 +72,9 @@ class Gateway:
 @asynccontextmanager
 async def build_gateway(cfg: Config) -> AsyncIterator[Gateway]:
     async with AsyncExitStack() as stack:
-        pool = await stack.enter_async_context(open_pool(cfg.database.url, "gateway", MIGRATIONS))
+        pool = await stack.enter_async_context(
+            open_pool(cfg.database.url, "gateway", MIGRATIONS, apply=cfg.database.migrate_on_start)
+        )
         store = TenantStore(pool)
         if cfg.admin_key_file:
             await ensure_admin_key(store, Path(cfg.admin_key_file), cfg.bootstrap_tenant)

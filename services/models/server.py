@@ -27,7 +27,9 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 @asynccontextmanager
 async def run_server(cfg: Config) -> AsyncIterator[RunningServer]:
     """Serves ModelService on cfg.grpc_addr until the context exits."""
-    async with open_pool(cfg.database.url, SCHEMA, MIGRATIONS) as pool:
+    async with open_pool(
+        cfg.database.url, SCHEMA, MIGRATIONS, apply=cfg.database.migrate_on_start
+    ) as pool:
         store = ObjectStore.from_config(cfg.s3)
         await store.ensure_bucket()
         limits = RegistryLimits(

@@ -126,7 +126,13 @@ async def running_scheduler(cfg: Config) -> AsyncIterator[Scheduler]:
     if not resolver.enabled:
         log.warning("COMFYFLEET_MODELS_ADDR is not set: workflows are queued without models")
     async with (
-        open_pool(cfg.database.url, cfg.schema, MIGRATIONS, max_size=20) as pool,
+        open_pool(
+            cfg.database.url,
+            cfg.schema,
+            MIGRATIONS,
+            max_size=20,
+            apply=cfg.database.migrate_on_start,
+        ) as pool,
         connect_bus(cfg.nats, name=cfg.replica) as bus,
         notifier.listening(cfg.database.url),
         contextlib.aclosing(providers),

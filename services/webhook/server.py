@@ -43,7 +43,13 @@ async def build_service(cfg: Config) -> AsyncIterator[WebhookService]:
     settings = cfg.delivery
     async with AsyncExitStack() as stack:
         pool = await stack.enter_async_context(
-            open_pool(cfg.database.url, SCHEMA, MIGRATIONS, max_size=cfg.db_pool_size)
+            open_pool(
+                cfg.database.url,
+                SCHEMA,
+                MIGRATIONS,
+                max_size=cfg.db_pool_size,
+                apply=cfg.database.migrate_on_start,
+            )
         )
         bus = await stack.enter_async_context(connect_bus(cfg.nats, name="webhook"))
         sender = await stack.enter_async_context(
