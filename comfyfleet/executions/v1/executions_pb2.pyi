@@ -101,7 +101,7 @@ class NodeProgress(_message.Message):
     def __init__(self, node_id: _Optional[str] = ..., class_type: _Optional[str] = ..., value: _Optional[int] = ..., max: _Optional[int] = ..., nodes_done: _Optional[int] = ..., nodes_total: _Optional[int] = ...) -> None: ...
 
 class Execution(_message.Message):
-    __slots__ = ("id", "tenant", "state", "workflow", "input_names", "priority", "labels", "outputs", "metrics", "error", "attempt", "max_attempts", "provider", "executor_id", "progress", "create_time", "start_time", "end_time", "update_time", "last_sequence", "request_id", "webhook_events")
+    __slots__ = ("id", "tenant", "state", "workflow", "input_names", "priority", "labels", "outputs", "metrics", "error", "attempt", "max_attempts", "provider", "executor_id", "progress", "create_time", "start_time", "end_time", "update_time", "last_sequence", "request_id", "webhook_events", "environment")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -131,6 +131,7 @@ class Execution(_message.Message):
     LAST_SEQUENCE_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     WEBHOOK_EVENTS_FIELD_NUMBER: _ClassVar[int]
+    ENVIRONMENT_FIELD_NUMBER: _ClassVar[int]
     id: str
     tenant: str
     state: ExecutionState
@@ -153,10 +154,11 @@ class Execution(_message.Message):
     last_sequence: int
     request_id: str
     webhook_events: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, id: _Optional[str] = ..., tenant: _Optional[str] = ..., state: _Optional[_Union[ExecutionState, str]] = ..., workflow: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., input_names: _Optional[_Iterable[str]] = ..., priority: _Optional[int] = ..., labels: _Optional[_Mapping[str, str]] = ..., outputs: _Optional[_Iterable[_Union[Output, _Mapping]]] = ..., metrics: _Optional[_Union[ExecutionMetrics, _Mapping]] = ..., error: _Optional[_Union[_status_pb2.Status, _Mapping]] = ..., attempt: _Optional[int] = ..., max_attempts: _Optional[int] = ..., provider: _Optional[str] = ..., executor_id: _Optional[str] = ..., progress: _Optional[_Union[NodeProgress, _Mapping]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_sequence: _Optional[int] = ..., request_id: _Optional[str] = ..., webhook_events: _Optional[_Iterable[str]] = ...) -> None: ...
+    environment: str
+    def __init__(self, id: _Optional[str] = ..., tenant: _Optional[str] = ..., state: _Optional[_Union[ExecutionState, str]] = ..., workflow: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., input_names: _Optional[_Iterable[str]] = ..., priority: _Optional[int] = ..., labels: _Optional[_Mapping[str, str]] = ..., outputs: _Optional[_Iterable[_Union[Output, _Mapping]]] = ..., metrics: _Optional[_Union[ExecutionMetrics, _Mapping]] = ..., error: _Optional[_Union[_status_pb2.Status, _Mapping]] = ..., attempt: _Optional[int] = ..., max_attempts: _Optional[int] = ..., provider: _Optional[str] = ..., executor_id: _Optional[str] = ..., progress: _Optional[_Union[NodeProgress, _Mapping]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_sequence: _Optional[int] = ..., request_id: _Optional[str] = ..., webhook_events: _Optional[_Iterable[str]] = ..., environment: _Optional[str] = ...) -> None: ...
 
 class CreateExecutionRequest(_message.Message):
-    __slots__ = ("workflow", "workflow_json", "inputs", "priority", "labels", "request_id", "max_attempts", "queue_timeout", "run_timeout", "timeout", "webhook_events")
+    __slots__ = ("workflow", "workflow_json", "inputs", "priority", "labels", "request_id", "max_attempts", "queue_timeout", "run_timeout", "timeout", "webhook_events", "environment")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -175,6 +177,7 @@ class CreateExecutionRequest(_message.Message):
     RUN_TIMEOUT_FIELD_NUMBER: _ClassVar[int]
     TIMEOUT_FIELD_NUMBER: _ClassVar[int]
     WEBHOOK_EVENTS_FIELD_NUMBER: _ClassVar[int]
+    ENVIRONMENT_FIELD_NUMBER: _ClassVar[int]
     workflow: _struct_pb2.Struct
     workflow_json: str
     inputs: _containers.RepeatedCompositeFieldContainer[InputFile]
@@ -186,7 +189,8 @@ class CreateExecutionRequest(_message.Message):
     run_timeout: _duration_pb2.Duration
     timeout: _duration_pb2.Duration
     webhook_events: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, workflow: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., workflow_json: _Optional[str] = ..., inputs: _Optional[_Iterable[_Union[InputFile, _Mapping]]] = ..., priority: _Optional[int] = ..., labels: _Optional[_Mapping[str, str]] = ..., request_id: _Optional[str] = ..., max_attempts: _Optional[int] = ..., queue_timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., run_timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., webhook_events: _Optional[_Iterable[str]] = ...) -> None: ...
+    environment: str
+    def __init__(self, workflow: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., workflow_json: _Optional[str] = ..., inputs: _Optional[_Iterable[_Union[InputFile, _Mapping]]] = ..., priority: _Optional[int] = ..., labels: _Optional[_Mapping[str, str]] = ..., request_id: _Optional[str] = ..., max_attempts: _Optional[int] = ..., queue_timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., run_timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., webhook_events: _Optional[_Iterable[str]] = ..., environment: _Optional[str] = ...) -> None: ...
 
 class GetExecutionRequest(_message.Message):
     __slots__ = ("id",)

@@ -22,68 +22,69 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from comfyfleet.environments.v1 import environments_pb2 as comfyfleet_dot_environments_dot_v1_dot_environments__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\'comfyfleet/scheduler/v1/scheduler.proto\x12\x17\x63omfyfleet.scheduler.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"N\n\x07GpuInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x1a\n\x12total_memory_bytes\x18\x02 \x01(\x03\x12\x19\n\x11\x66ree_memory_bytes\x18\x03 \x01(\x03\"{\n\x10\x45xecutorCapacity\x12-\n\x03gpu\x18\x01 \x01(\x0b\x32 .comfyfleet.scheduler.v1.GpuInfo\x12\r\n\x05slots\x18\x02 \x01(\x05\x12\x12\n\nbusy_slots\x18\x03 \x01(\x05\x12\x15\n\rcached_models\x18\x04 \x03(\t\"\xce\x01\n\x08\x45xecutor\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12\x10\n\x08provider\x18\x03 \x01(\t\x12\x0e\n\x06\x65ngine\x18\x04 \x01(\t\x12\x12\n\nnode_types\x18\x05 \x03(\t\x12;\n\x08\x63\x61pacity\x18\x06 \x01(\x0b\x32).comfyfleet.scheduler.v1.ExecutorCapacity\x12\x32\n\x0elast_seen_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"N\n\x17RegisterExecutorRequest\x12\x33\n\x08\x65xecutor\x18\x01 \x01(\x0b\x32!.comfyfleet.scheduler.v1.Executor\">\n\x18RegisterExecutorResponse\x12\"\n\x1aheartbeat_interval_seconds\x18\x01 \x01(\x01\"d\n\x10HeartbeatRequest\x12\x13\n\x0b\x65xecutor_id\x18\x01 \x01(\t\x12;\n\x08\x63\x61pacity\x18\x02 \x01(\x0b\x32).comfyfleet.scheduler.v1.ExecutorCapacity\"\'\n\x11HeartbeatResponse\x12\x12\n\nreregister\x18\x01 \x01(\x08\"0\n\x19\x44\x65registerExecutorRequest\x12\x13\n\x0b\x65xecutor_id\x18\x01 \x01(\t\"\x1c\n\x1a\x44\x65registerExecutorResponse\"\x16\n\x14ListExecutorsRequest\"M\n\x15ListExecutorsResponse\x12\x34\n\texecutors\x18\x01 \x03(\x0b\x32!.comfyfleet.scheduler.v1.Executor\"\x16\n\x14GetQueueStatsRequest\"l\n\nQueueStats\x12\x10\n\x08priority\x18\x01 \x01(\x05\x12\x0e\n\x06tenant\x18\x02 \x01(\t\x12\r\n\x05\x64\x65pth\x18\x03 \x01(\x03\x12\x1b\n\x13oldest_wait_seconds\x18\x04 \x01(\x01\x12\x10\n\x08provider\x18\x05 \x01(\t\"\x9c\x01\n\rProviderStats\x12\x10\n\x08provider\x18\x01 \x01(\t\x12\x11\n\texecutors\x18\x02 \x01(\x05\x12\r\n\x05slots\x18\x03 \x01(\x05\x12\x12\n\nbusy_slots\x18\x04 \x01(\x05\x12\x43\n\rbreaker_state\x18\x05 \x01(\x0e\x32,.comfyfleet.scheduler.v1.CircuitBreakerState\"\xc4\x01\n\x15GetQueueStatsResponse\x12\r\n\x05\x64\x65pth\x18\x01 \x01(\x03\x12\x1b\n\x13oldest_wait_seconds\x18\x02 \x01(\x01\x12\x0f\n\x07running\x18\x03 \x01(\x03\x12\x33\n\x06slices\x18\x04 \x03(\x0b\x32#.comfyfleet.scheduler.v1.QueueStats\x12\x39\n\tproviders\x18\x05 \x03(\x0b\x32&.comfyfleet.scheduler.v1.ProviderStats\"\xde\x02\n\x0e\x43ircuitBreaker\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05scope\x18\x02 \x01(\t\x12\x0e\n\x06target\x18\x03 \x01(\t\x12;\n\x05state\x18\x04 \x01(\x0e\x32,.comfyfleet.scheduler.v1.CircuitBreakerState\x12\r\n\x05\x63\x61lls\x18\x05 \x01(\x05\x12\x14\n\x0c\x66\x61iled_calls\x18\x06 \x01(\x05\x12\x12\n\nslow_calls\x18\x07 \x01(\x05\x12\x14\n\x0c\x66\x61ilure_rate\x18\x08 \x01(\x01\x12\x16\n\x0eslow_call_rate\x18\t \x01(\x01\x12\x35\n\x11state_change_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0btransitions\x18\x0b \x01(\x03\x12\x16\n\x0erejected_calls\x18\x0c \x01(\x03\x12\x17\n\x0f\x63\x61lls_in_flight\x18\r \x01(\x05\"\x97\x02\n\x13\x43ircuitBreakerEvent\x12\x0f\n\x07\x62reaker\x18\x01 \x01(\t\x12\r\n\x05scope\x18\x02 \x01(\t\x12\x0e\n\x06target\x18\x03 \x01(\t\x12@\n\nfrom_state\x18\x04 \x01(\x0e\x32,.comfyfleet.scheduler.v1.CircuitBreakerState\x12>\n\x08to_state\x18\x05 \x01(\x0e\x32,.comfyfleet.scheduler.v1.CircuitBreakerState\x12\x0e\n\x06reason\x18\x06 \x01(\t\x12-\n\ttimestamp\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07replica\x18\x08 \x01(\t\"\x1c\n\x1aListCircuitBreakersRequest\"q\n\x1bListCircuitBreakersResponse\x12\x41\n\x10\x63ircuit_breakers\x18\x01 \x03(\x0b\x32\'.comfyfleet.scheduler.v1.CircuitBreaker\x12\x0f\n\x07replica\x18\x02 \x01(\t\"\xb0\x01\n\x0cTenantBudget\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x11\n\tlimit_usd\x18\x02 \x01(\x01\x12\x11\n\tspent_usd\x18\x03 \x01(\x01\x12\x35\n\x11period_start_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x33\n\x0fperiod_end_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\";\n\x16SetTenantBudgetRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x11\n\tlimit_usd\x18\x02 \x01(\x01\"(\n\x16GetTenantBudgetRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\"\xfe\x01\n\x0fScalingDecision\x12\x10\n\x08provider\x18\x01 \x01(\t\x12\x18\n\x10\x63urrent_replicas\x18\x02 \x01(\x05\x12\x18\n\x10\x64\x65sired_replicas\x18\x03 \x01(\x05\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12\x0f\n\x07\x61pplied\x18\x05 \x01(\x08\x12\x0c\n\x04note\x18\x06 \x01(\t\x12/\n\x0b\x64\x65\x63ide_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0bqueue_depth\x18\x08 \x01(\x03\x12\x1b\n\x13oldest_wait_seconds\x18\t \x01(\x01\x12\x13\n\x0butilization\x18\n \x01(\x01\"B\n\x1bListScalingDecisionsRequest\x12\x10\n\x08provider\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\"[\n\x1cListScalingDecisionsResponse\x12;\n\tdecisions\x18\x01 \x03(\x0b\x32(.comfyfleet.scheduler.v1.ScalingDecision*\xa3\x01\n\x13\x43ircuitBreakerState\x12%\n!CIRCUIT_BREAKER_STATE_UNSPECIFIED\x10\x00\x12 \n\x1c\x43IRCUIT_BREAKER_STATE_CLOSED\x10\x01\x12\x1e\n\x1a\x43IRCUIT_BREAKER_STATE_OPEN\x10\x02\x12#\n\x1f\x43IRCUIT_BREAKER_STATE_HALF_OPEN\x10\x03\x32\xad\x08\n\x10SchedulerService\x12w\n\x10RegisterExecutor\x12\x30.comfyfleet.scheduler.v1.RegisterExecutorRequest\x1a\x31.comfyfleet.scheduler.v1.RegisterExecutorResponse\x12\x62\n\tHeartbeat\x12).comfyfleet.scheduler.v1.HeartbeatRequest\x1a*.comfyfleet.scheduler.v1.HeartbeatResponse\x12}\n\x12\x44\x65registerExecutor\x12\x32.comfyfleet.scheduler.v1.DeregisterExecutorRequest\x1a\x33.comfyfleet.scheduler.v1.DeregisterExecutorResponse\x12n\n\rListExecutors\x12-.comfyfleet.scheduler.v1.ListExecutorsRequest\x1a..comfyfleet.scheduler.v1.ListExecutorsResponse\x12n\n\rGetQueueStats\x12-.comfyfleet.scheduler.v1.GetQueueStatsRequest\x1a..comfyfleet.scheduler.v1.GetQueueStatsResponse\x12\x80\x01\n\x13ListCircuitBreakers\x12\x33.comfyfleet.scheduler.v1.ListCircuitBreakersRequest\x1a\x34.comfyfleet.scheduler.v1.ListCircuitBreakersResponse\x12i\n\x0fSetTenantBudget\x12/.comfyfleet.scheduler.v1.SetTenantBudgetRequest\x1a%.comfyfleet.scheduler.v1.TenantBudget\x12i\n\x0fGetTenantBudget\x12/.comfyfleet.scheduler.v1.GetTenantBudgetRequest\x1a%.comfyfleet.scheduler.v1.TenantBudget\x12\x83\x01\n\x14ListScalingDecisions\x12\x34.comfyfleet.scheduler.v1.ListScalingDecisionsRequest\x1a\x35.comfyfleet.scheduler.v1.ListScalingDecisionsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\'comfyfleet/scheduler/v1/scheduler.proto\x12\x17\x63omfyfleet.scheduler.v1\x1a-comfyfleet/environments/v1/environments.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"N\n\x07GpuInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x1a\n\x12total_memory_bytes\x18\x02 \x01(\x03\x12\x19\n\x11\x66ree_memory_bytes\x18\x03 \x01(\x03\"{\n\x10\x45xecutorCapacity\x12-\n\x03gpu\x18\x01 \x01(\x0b\x32 .comfyfleet.scheduler.v1.GpuInfo\x12\r\n\x05slots\x18\x02 \x01(\x05\x12\x12\n\nbusy_slots\x18\x03 \x01(\x05\x12\x15\n\rcached_models\x18\x04 \x03(\t\"\xe3\x01\n\x08\x45xecutor\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12\x10\n\x08provider\x18\x03 \x01(\t\x12\x0e\n\x06\x65ngine\x18\x04 \x01(\t\x12\x12\n\nnode_types\x18\x05 \x03(\t\x12;\n\x08\x63\x61pacity\x18\x06 \x01(\x0b\x32).comfyfleet.scheduler.v1.ExecutorCapacity\x12\x32\n\x0elast_seen_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0b\x65nvironment\x18\x08 \x01(\t\"\xa6\x01\n\x17RegisterExecutorRequest\x12\x33\n\x08\x65xecutor\x18\x01 \x01(\x0b\x32!.comfyfleet.scheduler.v1.Executor\x12<\n\x0b\x65nvironment\x18\x02 \x01(\x0b\x32\'.comfyfleet.environments.v1.Environment\x12\x18\n\x10object_info_json\x18\x03 \x01(\t\">\n\x18RegisterExecutorResponse\x12\"\n\x1aheartbeat_interval_seconds\x18\x01 \x01(\x01\"d\n\x10HeartbeatRequest\x12\x13\n\x0b\x65xecutor_id\x18\x01 \x01(\t\x12;\n\x08\x63\x61pacity\x18\x02 \x01(\x0b\x32).comfyfleet.scheduler.v1.ExecutorCapacity\"\'\n\x11HeartbeatResponse\x12\x12\n\nreregister\x18\x01 \x01(\x08\"0\n\x19\x44\x65registerExecutorRequest\x12\x13\n\x0b\x65xecutor_id\x18\x01 \x01(\t\"\x1c\n\x1a\x44\x65registerExecutorResponse\"\x16\n\x14ListExecutorsRequest\"M\n\x15ListExecutorsResponse\x12\x34\n\texecutors\x18\x01 \x03(\x0b\x32!.comfyfleet.scheduler.v1.Executor\"\x16\n\x14GetQueueStatsRequest\"l\n\nQueueStats\x12\x10\n\x08priority\x18\x01 \x01(\x05\x12\x0e\n\x06tenant\x18\x02 \x01(\t\x12\r\n\x05\x64\x65pth\x18\x03 \x01(\x03\x12\x1b\n\x13oldest_wait_seconds\x18\x04 \x01(\x01\x12\x10\n\x08provider\x18\x05 \x01(\t\"\x9c\x01\n\rProviderStats\x12\x10\n\x08provider\x18\x01 \x01(\t\x12\x11\n\texecutors\x18\x02 \x01(\x05\x12\r\n\x05slots\x18\x03 \x01(\x05\x12\x12\n\nbusy_slots\x18\x04 \x01(\x05\x12\x43\n\rbreaker_state\x18\x05 \x01(\x0e\x32,.comfyfleet.scheduler.v1.CircuitBreakerState\"\xc4\x01\n\x15GetQueueStatsResponse\x12\r\n\x05\x64\x65pth\x18\x01 \x01(\x03\x12\x1b\n\x13oldest_wait_seconds\x18\x02 \x01(\x01\x12\x0f\n\x07running\x18\x03 \x01(\x03\x12\x33\n\x06slices\x18\x04 \x03(\x0b\x32#.comfyfleet.scheduler.v1.QueueStats\x12\x39\n\tproviders\x18\x05 \x03(\x0b\x32&.comfyfleet.scheduler.v1.ProviderStats\"\xde\x02\n\x0e\x43ircuitBreaker\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05scope\x18\x02 \x01(\t\x12\x0e\n\x06target\x18\x03 \x01(\t\x12;\n\x05state\x18\x04 \x01(\x0e\x32,.comfyfleet.scheduler.v1.CircuitBreakerState\x12\r\n\x05\x63\x61lls\x18\x05 \x01(\x05\x12\x14\n\x0c\x66\x61iled_calls\x18\x06 \x01(\x05\x12\x12\n\nslow_calls\x18\x07 \x01(\x05\x12\x14\n\x0c\x66\x61ilure_rate\x18\x08 \x01(\x01\x12\x16\n\x0eslow_call_rate\x18\t \x01(\x01\x12\x35\n\x11state_change_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0btransitions\x18\x0b \x01(\x03\x12\x16\n\x0erejected_calls\x18\x0c \x01(\x03\x12\x17\n\x0f\x63\x61lls_in_flight\x18\r \x01(\x05\"\x97\x02\n\x13\x43ircuitBreakerEvent\x12\x0f\n\x07\x62reaker\x18\x01 \x01(\t\x12\r\n\x05scope\x18\x02 \x01(\t\x12\x0e\n\x06target\x18\x03 \x01(\t\x12@\n\nfrom_state\x18\x04 \x01(\x0e\x32,.comfyfleet.scheduler.v1.CircuitBreakerState\x12>\n\x08to_state\x18\x05 \x01(\x0e\x32,.comfyfleet.scheduler.v1.CircuitBreakerState\x12\x0e\n\x06reason\x18\x06 \x01(\t\x12-\n\ttimestamp\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07replica\x18\x08 \x01(\t\"\x1c\n\x1aListCircuitBreakersRequest\"q\n\x1bListCircuitBreakersResponse\x12\x41\n\x10\x63ircuit_breakers\x18\x01 \x03(\x0b\x32\'.comfyfleet.scheduler.v1.CircuitBreaker\x12\x0f\n\x07replica\x18\x02 \x01(\t\"\xb0\x01\n\x0cTenantBudget\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x11\n\tlimit_usd\x18\x02 \x01(\x01\x12\x11\n\tspent_usd\x18\x03 \x01(\x01\x12\x35\n\x11period_start_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x33\n\x0fperiod_end_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\";\n\x16SetTenantBudgetRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x11\n\tlimit_usd\x18\x02 \x01(\x01\"(\n\x16GetTenantBudgetRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\"\xfe\x01\n\x0fScalingDecision\x12\x10\n\x08provider\x18\x01 \x01(\t\x12\x18\n\x10\x63urrent_replicas\x18\x02 \x01(\x05\x12\x18\n\x10\x64\x65sired_replicas\x18\x03 \x01(\x05\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12\x0f\n\x07\x61pplied\x18\x05 \x01(\x08\x12\x0c\n\x04note\x18\x06 \x01(\t\x12/\n\x0b\x64\x65\x63ide_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0bqueue_depth\x18\x08 \x01(\x03\x12\x1b\n\x13oldest_wait_seconds\x18\t \x01(\x01\x12\x13\n\x0butilization\x18\n \x01(\x01\"B\n\x1bListScalingDecisionsRequest\x12\x10\n\x08provider\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\"[\n\x1cListScalingDecisionsResponse\x12;\n\tdecisions\x18\x01 \x03(\x0b\x32(.comfyfleet.scheduler.v1.ScalingDecision*\xa3\x01\n\x13\x43ircuitBreakerState\x12%\n!CIRCUIT_BREAKER_STATE_UNSPECIFIED\x10\x00\x12 \n\x1c\x43IRCUIT_BREAKER_STATE_CLOSED\x10\x01\x12\x1e\n\x1a\x43IRCUIT_BREAKER_STATE_OPEN\x10\x02\x12#\n\x1f\x43IRCUIT_BREAKER_STATE_HALF_OPEN\x10\x03\x32\xad\x08\n\x10SchedulerService\x12w\n\x10RegisterExecutor\x12\x30.comfyfleet.scheduler.v1.RegisterExecutorRequest\x1a\x31.comfyfleet.scheduler.v1.RegisterExecutorResponse\x12\x62\n\tHeartbeat\x12).comfyfleet.scheduler.v1.HeartbeatRequest\x1a*.comfyfleet.scheduler.v1.HeartbeatResponse\x12}\n\x12\x44\x65registerExecutor\x12\x32.comfyfleet.scheduler.v1.DeregisterExecutorRequest\x1a\x33.comfyfleet.scheduler.v1.DeregisterExecutorResponse\x12n\n\rListExecutors\x12-.comfyfleet.scheduler.v1.ListExecutorsRequest\x1a..comfyfleet.scheduler.v1.ListExecutorsResponse\x12n\n\rGetQueueStats\x12-.comfyfleet.scheduler.v1.GetQueueStatsRequest\x1a..comfyfleet.scheduler.v1.GetQueueStatsResponse\x12\x80\x01\n\x13ListCircuitBreakers\x12\x33.comfyfleet.scheduler.v1.ListCircuitBreakersRequest\x1a\x34.comfyfleet.scheduler.v1.ListCircuitBreakersResponse\x12i\n\x0fSetTenantBudget\x12/.comfyfleet.scheduler.v1.SetTenantBudgetRequest\x1a%.comfyfleet.scheduler.v1.TenantBudget\x12i\n\x0fGetTenantBudget\x12/.comfyfleet.scheduler.v1.GetTenantBudgetRequest\x1a%.comfyfleet.scheduler.v1.TenantBudget\x12\x83\x01\n\x14ListScalingDecisions\x12\x34.comfyfleet.scheduler.v1.ListScalingDecisionsRequest\x1a\x35.comfyfleet.scheduler.v1.ListScalingDecisionsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'comfyfleet.scheduler.v1.scheduler_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_CIRCUITBREAKERSTATE']._serialized_start=2958
-  _globals['_CIRCUITBREAKERSTATE']._serialized_end=3121
-  _globals['_GPUINFO']._serialized_start=101
-  _globals['_GPUINFO']._serialized_end=179
-  _globals['_EXECUTORCAPACITY']._serialized_start=181
-  _globals['_EXECUTORCAPACITY']._serialized_end=304
-  _globals['_EXECUTOR']._serialized_start=307
-  _globals['_EXECUTOR']._serialized_end=513
-  _globals['_REGISTEREXECUTORREQUEST']._serialized_start=515
-  _globals['_REGISTEREXECUTORREQUEST']._serialized_end=593
-  _globals['_REGISTEREXECUTORRESPONSE']._serialized_start=595
-  _globals['_REGISTEREXECUTORRESPONSE']._serialized_end=657
-  _globals['_HEARTBEATREQUEST']._serialized_start=659
-  _globals['_HEARTBEATREQUEST']._serialized_end=759
-  _globals['_HEARTBEATRESPONSE']._serialized_start=761
-  _globals['_HEARTBEATRESPONSE']._serialized_end=800
-  _globals['_DEREGISTEREXECUTORREQUEST']._serialized_start=802
-  _globals['_DEREGISTEREXECUTORREQUEST']._serialized_end=850
-  _globals['_DEREGISTEREXECUTORRESPONSE']._serialized_start=852
-  _globals['_DEREGISTEREXECUTORRESPONSE']._serialized_end=880
-  _globals['_LISTEXECUTORSREQUEST']._serialized_start=882
-  _globals['_LISTEXECUTORSREQUEST']._serialized_end=904
-  _globals['_LISTEXECUTORSRESPONSE']._serialized_start=906
-  _globals['_LISTEXECUTORSRESPONSE']._serialized_end=983
-  _globals['_GETQUEUESTATSREQUEST']._serialized_start=985
-  _globals['_GETQUEUESTATSREQUEST']._serialized_end=1007
-  _globals['_QUEUESTATS']._serialized_start=1009
-  _globals['_QUEUESTATS']._serialized_end=1117
-  _globals['_PROVIDERSTATS']._serialized_start=1120
-  _globals['_PROVIDERSTATS']._serialized_end=1276
-  _globals['_GETQUEUESTATSRESPONSE']._serialized_start=1279
-  _globals['_GETQUEUESTATSRESPONSE']._serialized_end=1475
-  _globals['_CIRCUITBREAKER']._serialized_start=1478
-  _globals['_CIRCUITBREAKER']._serialized_end=1828
-  _globals['_CIRCUITBREAKEREVENT']._serialized_start=1831
-  _globals['_CIRCUITBREAKEREVENT']._serialized_end=2110
-  _globals['_LISTCIRCUITBREAKERSREQUEST']._serialized_start=2112
-  _globals['_LISTCIRCUITBREAKERSREQUEST']._serialized_end=2140
-  _globals['_LISTCIRCUITBREAKERSRESPONSE']._serialized_start=2142
-  _globals['_LISTCIRCUITBREAKERSRESPONSE']._serialized_end=2255
-  _globals['_TENANTBUDGET']._serialized_start=2258
-  _globals['_TENANTBUDGET']._serialized_end=2434
-  _globals['_SETTENANTBUDGETREQUEST']._serialized_start=2436
-  _globals['_SETTENANTBUDGETREQUEST']._serialized_end=2495
-  _globals['_GETTENANTBUDGETREQUEST']._serialized_start=2497
-  _globals['_GETTENANTBUDGETREQUEST']._serialized_end=2537
-  _globals['_SCALINGDECISION']._serialized_start=2540
-  _globals['_SCALINGDECISION']._serialized_end=2794
-  _globals['_LISTSCALINGDECISIONSREQUEST']._serialized_start=2796
-  _globals['_LISTSCALINGDECISIONSREQUEST']._serialized_end=2862
-  _globals['_LISTSCALINGDECISIONSRESPONSE']._serialized_start=2864
-  _globals['_LISTSCALINGDECISIONSRESPONSE']._serialized_end=2955
-  _globals['_SCHEDULERSERVICE']._serialized_start=3124
-  _globals['_SCHEDULERSERVICE']._serialized_end=4193
+  _globals['_CIRCUITBREAKERSTATE']._serialized_start=3115
+  _globals['_CIRCUITBREAKERSTATE']._serialized_end=3278
+  _globals['_GPUINFO']._serialized_start=148
+  _globals['_GPUINFO']._serialized_end=226
+  _globals['_EXECUTORCAPACITY']._serialized_start=228
+  _globals['_EXECUTORCAPACITY']._serialized_end=351
+  _globals['_EXECUTOR']._serialized_start=354
+  _globals['_EXECUTOR']._serialized_end=581
+  _globals['_REGISTEREXECUTORREQUEST']._serialized_start=584
+  _globals['_REGISTEREXECUTORREQUEST']._serialized_end=750
+  _globals['_REGISTEREXECUTORRESPONSE']._serialized_start=752
+  _globals['_REGISTEREXECUTORRESPONSE']._serialized_end=814
+  _globals['_HEARTBEATREQUEST']._serialized_start=816
+  _globals['_HEARTBEATREQUEST']._serialized_end=916
+  _globals['_HEARTBEATRESPONSE']._serialized_start=918
+  _globals['_HEARTBEATRESPONSE']._serialized_end=957
+  _globals['_DEREGISTEREXECUTORREQUEST']._serialized_start=959
+  _globals['_DEREGISTEREXECUTORREQUEST']._serialized_end=1007
+  _globals['_DEREGISTEREXECUTORRESPONSE']._serialized_start=1009
+  _globals['_DEREGISTEREXECUTORRESPONSE']._serialized_end=1037
+  _globals['_LISTEXECUTORSREQUEST']._serialized_start=1039
+  _globals['_LISTEXECUTORSREQUEST']._serialized_end=1061
+  _globals['_LISTEXECUTORSRESPONSE']._serialized_start=1063
+  _globals['_LISTEXECUTORSRESPONSE']._serialized_end=1140
+  _globals['_GETQUEUESTATSREQUEST']._serialized_start=1142
+  _globals['_GETQUEUESTATSREQUEST']._serialized_end=1164
+  _globals['_QUEUESTATS']._serialized_start=1166
+  _globals['_QUEUESTATS']._serialized_end=1274
+  _globals['_PROVIDERSTATS']._serialized_start=1277
+  _globals['_PROVIDERSTATS']._serialized_end=1433
+  _globals['_GETQUEUESTATSRESPONSE']._serialized_start=1436
+  _globals['_GETQUEUESTATSRESPONSE']._serialized_end=1632
+  _globals['_CIRCUITBREAKER']._serialized_start=1635
+  _globals['_CIRCUITBREAKER']._serialized_end=1985
+  _globals['_CIRCUITBREAKEREVENT']._serialized_start=1988
+  _globals['_CIRCUITBREAKEREVENT']._serialized_end=2267
+  _globals['_LISTCIRCUITBREAKERSREQUEST']._serialized_start=2269
+  _globals['_LISTCIRCUITBREAKERSREQUEST']._serialized_end=2297
+  _globals['_LISTCIRCUITBREAKERSRESPONSE']._serialized_start=2299
+  _globals['_LISTCIRCUITBREAKERSRESPONSE']._serialized_end=2412
+  _globals['_TENANTBUDGET']._serialized_start=2415
+  _globals['_TENANTBUDGET']._serialized_end=2591
+  _globals['_SETTENANTBUDGETREQUEST']._serialized_start=2593
+  _globals['_SETTENANTBUDGETREQUEST']._serialized_end=2652
+  _globals['_GETTENANTBUDGETREQUEST']._serialized_start=2654
+  _globals['_GETTENANTBUDGETREQUEST']._serialized_end=2694
+  _globals['_SCALINGDECISION']._serialized_start=2697
+  _globals['_SCALINGDECISION']._serialized_end=2951
+  _globals['_LISTSCALINGDECISIONSREQUEST']._serialized_start=2953
+  _globals['_LISTSCALINGDECISIONSREQUEST']._serialized_end=3019
+  _globals['_LISTSCALINGDECISIONSRESPONSE']._serialized_start=3021
+  _globals['_LISTSCALINGDECISIONSRESPONSE']._serialized_end=3112
+  _globals['_SCHEDULERSERVICE']._serialized_start=3281
+  _globals['_SCHEDULERSERVICE']._serialized_end=4350
 # @@protoc_insertion_point(module_scope)

@@ -1,5 +1,6 @@
 import datetime
 
+from comfyfleet.environments.v1 import environments_pb2 as _environments_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
@@ -44,7 +45,7 @@ class ExecutorCapacity(_message.Message):
     def __init__(self, gpu: _Optional[_Union[GpuInfo, _Mapping]] = ..., slots: _Optional[int] = ..., busy_slots: _Optional[int] = ..., cached_models: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Executor(_message.Message):
-    __slots__ = ("id", "address", "provider", "engine", "node_types", "capacity", "last_seen_time")
+    __slots__ = ("id", "address", "provider", "engine", "node_types", "capacity", "last_seen_time", "environment")
     ID_FIELD_NUMBER: _ClassVar[int]
     ADDRESS_FIELD_NUMBER: _ClassVar[int]
     PROVIDER_FIELD_NUMBER: _ClassVar[int]
@@ -52,6 +53,7 @@ class Executor(_message.Message):
     NODE_TYPES_FIELD_NUMBER: _ClassVar[int]
     CAPACITY_FIELD_NUMBER: _ClassVar[int]
     LAST_SEEN_TIME_FIELD_NUMBER: _ClassVar[int]
+    ENVIRONMENT_FIELD_NUMBER: _ClassVar[int]
     id: str
     address: str
     provider: str
@@ -59,13 +61,18 @@ class Executor(_message.Message):
     node_types: _containers.RepeatedScalarFieldContainer[str]
     capacity: ExecutorCapacity
     last_seen_time: _timestamp_pb2.Timestamp
-    def __init__(self, id: _Optional[str] = ..., address: _Optional[str] = ..., provider: _Optional[str] = ..., engine: _Optional[str] = ..., node_types: _Optional[_Iterable[str]] = ..., capacity: _Optional[_Union[ExecutorCapacity, _Mapping]] = ..., last_seen_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    environment: str
+    def __init__(self, id: _Optional[str] = ..., address: _Optional[str] = ..., provider: _Optional[str] = ..., engine: _Optional[str] = ..., node_types: _Optional[_Iterable[str]] = ..., capacity: _Optional[_Union[ExecutorCapacity, _Mapping]] = ..., last_seen_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., environment: _Optional[str] = ...) -> None: ...
 
 class RegisterExecutorRequest(_message.Message):
-    __slots__ = ("executor",)
+    __slots__ = ("executor", "environment", "object_info_json")
     EXECUTOR_FIELD_NUMBER: _ClassVar[int]
+    ENVIRONMENT_FIELD_NUMBER: _ClassVar[int]
+    OBJECT_INFO_JSON_FIELD_NUMBER: _ClassVar[int]
     executor: Executor
-    def __init__(self, executor: _Optional[_Union[Executor, _Mapping]] = ...) -> None: ...
+    environment: _environments_pb2.Environment
+    object_info_json: str
+    def __init__(self, executor: _Optional[_Union[Executor, _Mapping]] = ..., environment: _Optional[_Union[_environments_pb2.Environment, _Mapping]] = ..., object_info_json: _Optional[str] = ...) -> None: ...
 
 class RegisterExecutorResponse(_message.Message):
     __slots__ = ("heartbeat_interval_seconds",)

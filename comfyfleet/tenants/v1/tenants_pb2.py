@@ -28,7 +28,7 @@ from google.protobuf import field_mask_pb2 as google_dot_protobuf_dot_field__mas
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#comfyfleet/tenants/v1/tenants.proto\x12\x15\x63omfyfleet.tenants.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xb4\x01\n\x06Tenant\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x12\n\x04name\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12\x17\n\x0fmax_concurrency\x18\x03 \x01(\x05\x12\x35\n\x0b\x63reate_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x34\n\nrate_limit\x18\x05 \x01(\x0b\x32 .comfyfleet.tenants.v1.RateLimit\"7\n\tRateLimit\x12\x1b\n\x13requests_per_second\x18\x01 \x01(\x01\x12\r\n\x05\x62urst\x18\x02 \x01(\x05\"\xfc\x01\n\x06\x41piKey\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x17\n\ttenant_id\x18\x02 \x01(\tB\x04\xe2\x41\x01\x03\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\x12\x0e\n\x06scopes\x18\x04 \x03(\t\x12\x35\n\x0b\x63reate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x35\n\x0brevoke_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x34\n\nrate_limit\x18\x07 \x01(\x0b\x32 .comfyfleet.tenants.v1.RateLimit\"^\n\x13\x43reateTenantRequest\x12\x33\n\x06tenant\x18\x01 \x01(\x0b\x32\x1d.comfyfleet.tenants.v1.TenantB\x04\xe2\x41\x01\x02\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"$\n\x10GetTenantRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"{\n\x13UpdateTenantRequest\x12\x33\n\x06tenant\x18\x01 \x01(\x0b\x32\x1d.comfyfleet.tenants.v1.TenantB\x04\xe2\x41\x01\x02\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\";\n\x12ListTenantsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"^\n\x13ListTenantsResponse\x12.\n\x07tenants\x18\x01 \x03(\x0b\x32\x1d.comfyfleet.tenants.v1.Tenant\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"r\n\x13\x43reateApiKeyRequest\x12\x17\n\ttenant_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12.\n\x07\x61pi_key\x18\x02 \x01(\x0b\x32\x1d.comfyfleet.tenants.v1.ApiKey\x12\x12\n\nrequest_id\x18\x03 \x01(\t\"V\n\x14\x43reateApiKeyResponse\x12.\n\x07\x61pi_key\x18\x01 \x01(\x0b\x32\x1d.comfyfleet.tenants.v1.ApiKey\x12\x0e\n\x06secret\x18\x02 \x01(\t\"-\n\x12ListApiKeysRequest\x12\x17\n\ttenant_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"F\n\x13ListApiKeysResponse\x12/\n\x08\x61pi_keys\x18\x01 \x03(\x0b\x32\x1d.comfyfleet.tenants.v1.ApiKey\"@\n\x13RevokeApiKeyRequest\x12\x17\n\ttenant_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x10\n\x02id\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\"\xcb\x01\n\x0cTenantBudget\x12\x17\n\ttenant_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x11\n\tlimit_usd\x18\x02 \x01(\x01\x12\x17\n\tspent_usd\x18\x03 \x01(\x01\x42\x04\xe2\x41\x01\x03\x12;\n\x11period_start_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x39\n\x0fperiod_end_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\"1\n\x16GetTenantBudgetRequest\x12\x17\n\ttenant_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"G\n\x19UpdateTenantBudgetRequest\x12\x17\n\ttenant_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x11\n\tlimit_usd\x18\x02 \x01(\x01\x32\xdf\t\n\rTenantService\x12v\n\x0c\x43reateTenant\x12*.comfyfleet.tenants.v1.CreateTenantRequest\x1a\x1d.comfyfleet.tenants.v1.Tenant\"\x1b\x82\xd3\xe4\x93\x02\x15\"\x0b/v1/tenants:\x06tenant\x12m\n\tGetTenant\x12\'.comfyfleet.tenants.v1.GetTenantRequest\x1a\x1d.comfyfleet.tenants.v1.Tenant\"\x18\x82\xd3\xe4\x93\x02\x12\x12\x10/v1/tenants/{id}\x12y\n\x0bListTenants\x12).comfyfleet.tenants.v1.ListTenantsRequest\x1a*.comfyfleet.tenants.v1.ListTenantsResponse\"\x13\x82\xd3\xe4\x93\x02\r\x12\x0b/v1/tenants\x12\x82\x01\n\x0cUpdateTenant\x12*.comfyfleet.tenants.v1.UpdateTenantRequest\x1a\x1d.comfyfleet.tenants.v1.Tenant\"\'\x82\xd3\xe4\x93\x02!2\x17/v1/tenants/{tenant.id}:\x06tenant\x12\x99\x01\n\x0c\x43reateApiKey\x12*.comfyfleet.tenants.v1.CreateApiKeyRequest\x1a+.comfyfleet.tenants.v1.CreateApiKeyResponse\"0\x82\xd3\xe4\x93\x02*\"\x1f/v1/tenants/{tenant_id}/apiKeys:\x07\x61pi_key\x12\x8d\x01\n\x0bListApiKeys\x12).comfyfleet.tenants.v1.ListApiKeysRequest\x1a*.comfyfleet.tenants.v1.ListApiKeysResponse\"\'\x82\xd3\xe4\x93\x02!\x12\x1f/v1/tenants/{tenant_id}/apiKeys\x12\x91\x01\n\x0cRevokeApiKey\x12*.comfyfleet.tenants.v1.RevokeApiKeyRequest\x1a\x1d.comfyfleet.tenants.v1.ApiKey\"6\x82\xd3\xe4\x93\x02\x30\"+/v1/tenants/{tenant_id}/apiKeys/{id}:revoke:\x01*\x12\x8d\x01\n\x0fGetTenantBudget\x12-.comfyfleet.tenants.v1.GetTenantBudgetRequest\x1a#.comfyfleet.tenants.v1.TenantBudget\"&\x82\xd3\xe4\x93\x02 \x12\x1e/v1/tenants/{tenant_id}/budget\x12\x96\x01\n\x12UpdateTenantBudget\x12\x30.comfyfleet.tenants.v1.UpdateTenantBudgetRequest\x1a#.comfyfleet.tenants.v1.TenantBudget\")\x82\xd3\xe4\x93\x02#2\x1e/v1/tenants/{tenant_id}/budget:\x01*b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#comfyfleet/tenants/v1/tenants.proto\x12\x15\x63omfyfleet.tenants.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xd1\x01\n\x06Tenant\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x12\n\x04name\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12\x17\n\x0fmax_concurrency\x18\x03 \x01(\x05\x12\x35\n\x0b\x63reate_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x34\n\nrate_limit\x18\x05 \x01(\x0b\x32 .comfyfleet.tenants.v1.RateLimit\x12\x1b\n\x13\x64\x65\x66\x61ult_environment\x18\x06 \x01(\t\"7\n\tRateLimit\x12\x1b\n\x13requests_per_second\x18\x01 \x01(\x01\x12\r\n\x05\x62urst\x18\x02 \x01(\x05\"\xfc\x01\n\x06\x41piKey\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x17\n\ttenant_id\x18\x02 \x01(\tB\x04\xe2\x41\x01\x03\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\x12\x0e\n\x06scopes\x18\x04 \x03(\t\x12\x35\n\x0b\x63reate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x35\n\x0brevoke_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x34\n\nrate_limit\x18\x07 \x01(\x0b\x32 .comfyfleet.tenants.v1.RateLimit\"^\n\x13\x43reateTenantRequest\x12\x33\n\x06tenant\x18\x01 \x01(\x0b\x32\x1d.comfyfleet.tenants.v1.TenantB\x04\xe2\x41\x01\x02\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"$\n\x10GetTenantRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"{\n\x13UpdateTenantRequest\x12\x33\n\x06tenant\x18\x01 \x01(\x0b\x32\x1d.comfyfleet.tenants.v1.TenantB\x04\xe2\x41\x01\x02\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\";\n\x12ListTenantsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"^\n\x13ListTenantsResponse\x12.\n\x07tenants\x18\x01 \x03(\x0b\x32\x1d.comfyfleet.tenants.v1.Tenant\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"r\n\x13\x43reateApiKeyRequest\x12\x17\n\ttenant_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12.\n\x07\x61pi_key\x18\x02 \x01(\x0b\x32\x1d.comfyfleet.tenants.v1.ApiKey\x12\x12\n\nrequest_id\x18\x03 \x01(\t\"V\n\x14\x43reateApiKeyResponse\x12.\n\x07\x61pi_key\x18\x01 \x01(\x0b\x32\x1d.comfyfleet.tenants.v1.ApiKey\x12\x0e\n\x06secret\x18\x02 \x01(\t\"-\n\x12ListApiKeysRequest\x12\x17\n\ttenant_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"F\n\x13ListApiKeysResponse\x12/\n\x08\x61pi_keys\x18\x01 \x03(\x0b\x32\x1d.comfyfleet.tenants.v1.ApiKey\"@\n\x13RevokeApiKeyRequest\x12\x17\n\ttenant_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x10\n\x02id\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\"\xcb\x01\n\x0cTenantBudget\x12\x17\n\ttenant_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x11\n\tlimit_usd\x18\x02 \x01(\x01\x12\x17\n\tspent_usd\x18\x03 \x01(\x01\x42\x04\xe2\x41\x01\x03\x12;\n\x11period_start_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x39\n\x0fperiod_end_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\"1\n\x16GetTenantBudgetRequest\x12\x17\n\ttenant_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"G\n\x19UpdateTenantBudgetRequest\x12\x17\n\ttenant_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x11\n\tlimit_usd\x18\x02 \x01(\x01\x32\xdf\t\n\rTenantService\x12v\n\x0c\x43reateTenant\x12*.comfyfleet.tenants.v1.CreateTenantRequest\x1a\x1d.comfyfleet.tenants.v1.Tenant\"\x1b\x82\xd3\xe4\x93\x02\x15\"\x0b/v1/tenants:\x06tenant\x12m\n\tGetTenant\x12\'.comfyfleet.tenants.v1.GetTenantRequest\x1a\x1d.comfyfleet.tenants.v1.Tenant\"\x18\x82\xd3\xe4\x93\x02\x12\x12\x10/v1/tenants/{id}\x12y\n\x0bListTenants\x12).comfyfleet.tenants.v1.ListTenantsRequest\x1a*.comfyfleet.tenants.v1.ListTenantsResponse\"\x13\x82\xd3\xe4\x93\x02\r\x12\x0b/v1/tenants\x12\x82\x01\n\x0cUpdateTenant\x12*.comfyfleet.tenants.v1.UpdateTenantRequest\x1a\x1d.comfyfleet.tenants.v1.Tenant\"\'\x82\xd3\xe4\x93\x02!2\x17/v1/tenants/{tenant.id}:\x06tenant\x12\x99\x01\n\x0c\x43reateApiKey\x12*.comfyfleet.tenants.v1.CreateApiKeyRequest\x1a+.comfyfleet.tenants.v1.CreateApiKeyResponse\"0\x82\xd3\xe4\x93\x02*\"\x1f/v1/tenants/{tenant_id}/apiKeys:\x07\x61pi_key\x12\x8d\x01\n\x0bListApiKeys\x12).comfyfleet.tenants.v1.ListApiKeysRequest\x1a*.comfyfleet.tenants.v1.ListApiKeysResponse\"\'\x82\xd3\xe4\x93\x02!\x12\x1f/v1/tenants/{tenant_id}/apiKeys\x12\x91\x01\n\x0cRevokeApiKey\x12*.comfyfleet.tenants.v1.RevokeApiKeyRequest\x1a\x1d.comfyfleet.tenants.v1.ApiKey\"6\x82\xd3\xe4\x93\x02\x30\"+/v1/tenants/{tenant_id}/apiKeys/{id}:revoke:\x01*\x12\x8d\x01\n\x0fGetTenantBudget\x12-.comfyfleet.tenants.v1.GetTenantBudgetRequest\x1a#.comfyfleet.tenants.v1.TenantBudget\"&\x82\xd3\xe4\x93\x02 \x12\x1e/v1/tenants/{tenant_id}/budget\x12\x96\x01\n\x12UpdateTenantBudget\x12\x30.comfyfleet.tenants.v1.UpdateTenantBudgetRequest\x1a#.comfyfleet.tenants.v1.TenantBudget\")\x82\xd3\xe4\x93\x02#2\x1e/v1/tenants/{tenant_id}/budget:\x01*b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -94,37 +94,37 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_TENANTSERVICE'].methods_by_name['UpdateTenantBudget']._loaded_options = None
   _globals['_TENANTSERVICE'].methods_by_name['UpdateTenantBudget']._serialized_options = b'\202\323\344\223\002#2\036/v1/tenants/{tenant_id}/budget:\001*'
   _globals['_TENANT']._serialized_start=193
-  _globals['_TENANT']._serialized_end=373
-  _globals['_RATELIMIT']._serialized_start=375
-  _globals['_RATELIMIT']._serialized_end=430
-  _globals['_APIKEY']._serialized_start=433
-  _globals['_APIKEY']._serialized_end=685
-  _globals['_CREATETENANTREQUEST']._serialized_start=687
-  _globals['_CREATETENANTREQUEST']._serialized_end=781
-  _globals['_GETTENANTREQUEST']._serialized_start=783
-  _globals['_GETTENANTREQUEST']._serialized_end=819
-  _globals['_UPDATETENANTREQUEST']._serialized_start=821
-  _globals['_UPDATETENANTREQUEST']._serialized_end=944
-  _globals['_LISTTENANTSREQUEST']._serialized_start=946
-  _globals['_LISTTENANTSREQUEST']._serialized_end=1005
-  _globals['_LISTTENANTSRESPONSE']._serialized_start=1007
-  _globals['_LISTTENANTSRESPONSE']._serialized_end=1101
-  _globals['_CREATEAPIKEYREQUEST']._serialized_start=1103
-  _globals['_CREATEAPIKEYREQUEST']._serialized_end=1217
-  _globals['_CREATEAPIKEYRESPONSE']._serialized_start=1219
-  _globals['_CREATEAPIKEYRESPONSE']._serialized_end=1305
-  _globals['_LISTAPIKEYSREQUEST']._serialized_start=1307
-  _globals['_LISTAPIKEYSREQUEST']._serialized_end=1352
-  _globals['_LISTAPIKEYSRESPONSE']._serialized_start=1354
-  _globals['_LISTAPIKEYSRESPONSE']._serialized_end=1424
-  _globals['_REVOKEAPIKEYREQUEST']._serialized_start=1426
-  _globals['_REVOKEAPIKEYREQUEST']._serialized_end=1490
-  _globals['_TENANTBUDGET']._serialized_start=1493
-  _globals['_TENANTBUDGET']._serialized_end=1696
-  _globals['_GETTENANTBUDGETREQUEST']._serialized_start=1698
-  _globals['_GETTENANTBUDGETREQUEST']._serialized_end=1747
-  _globals['_UPDATETENANTBUDGETREQUEST']._serialized_start=1749
-  _globals['_UPDATETENANTBUDGETREQUEST']._serialized_end=1820
-  _globals['_TENANTSERVICE']._serialized_start=1823
-  _globals['_TENANTSERVICE']._serialized_end=3070
+  _globals['_TENANT']._serialized_end=402
+  _globals['_RATELIMIT']._serialized_start=404
+  _globals['_RATELIMIT']._serialized_end=459
+  _globals['_APIKEY']._serialized_start=462
+  _globals['_APIKEY']._serialized_end=714
+  _globals['_CREATETENANTREQUEST']._serialized_start=716
+  _globals['_CREATETENANTREQUEST']._serialized_end=810
+  _globals['_GETTENANTREQUEST']._serialized_start=812
+  _globals['_GETTENANTREQUEST']._serialized_end=848
+  _globals['_UPDATETENANTREQUEST']._serialized_start=850
+  _globals['_UPDATETENANTREQUEST']._serialized_end=973
+  _globals['_LISTTENANTSREQUEST']._serialized_start=975
+  _globals['_LISTTENANTSREQUEST']._serialized_end=1034
+  _globals['_LISTTENANTSRESPONSE']._serialized_start=1036
+  _globals['_LISTTENANTSRESPONSE']._serialized_end=1130
+  _globals['_CREATEAPIKEYREQUEST']._serialized_start=1132
+  _globals['_CREATEAPIKEYREQUEST']._serialized_end=1246
+  _globals['_CREATEAPIKEYRESPONSE']._serialized_start=1248
+  _globals['_CREATEAPIKEYRESPONSE']._serialized_end=1334
+  _globals['_LISTAPIKEYSREQUEST']._serialized_start=1336
+  _globals['_LISTAPIKEYSREQUEST']._serialized_end=1381
+  _globals['_LISTAPIKEYSRESPONSE']._serialized_start=1383
+  _globals['_LISTAPIKEYSRESPONSE']._serialized_end=1453
+  _globals['_REVOKEAPIKEYREQUEST']._serialized_start=1455
+  _globals['_REVOKEAPIKEYREQUEST']._serialized_end=1519
+  _globals['_TENANTBUDGET']._serialized_start=1522
+  _globals['_TENANTBUDGET']._serialized_end=1725
+  _globals['_GETTENANTBUDGETREQUEST']._serialized_start=1727
+  _globals['_GETTENANTBUDGETREQUEST']._serialized_end=1776
+  _globals['_UPDATETENANTBUDGETREQUEST']._serialized_start=1778
+  _globals['_UPDATETENANTBUDGETREQUEST']._serialized_end=1849
+  _globals['_TENANTSERVICE']._serialized_start=1852
+  _globals['_TENANTSERVICE']._serialized_end=3099
 # @@protoc_insertion_point(module_scope)

@@ -13,18 +13,20 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class Tenant(_message.Message):
-    __slots__ = ("id", "name", "max_concurrency", "create_time", "rate_limit")
+    __slots__ = ("id", "name", "max_concurrency", "create_time", "rate_limit", "default_environment")
     ID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     MAX_CONCURRENCY_FIELD_NUMBER: _ClassVar[int]
     CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
     RATE_LIMIT_FIELD_NUMBER: _ClassVar[int]
+    DEFAULT_ENVIRONMENT_FIELD_NUMBER: _ClassVar[int]
     id: str
     name: str
     max_concurrency: int
     create_time: _timestamp_pb2.Timestamp
     rate_limit: RateLimit
-    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., max_concurrency: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., rate_limit: _Optional[_Union[RateLimit, _Mapping]] = ...) -> None: ...
+    default_environment: str
+    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., max_concurrency: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., rate_limit: _Optional[_Union[RateLimit, _Mapping]] = ..., default_environment: _Optional[str] = ...) -> None: ...
 
 class RateLimit(_message.Message):
     __slots__ = ("requests_per_second", "burst")
