@@ -28,7 +28,7 @@ from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!comfyfleet/models/v1/models.proto\x12\x14\x63omfyfleet.models.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xbd\x02\n\x05Model\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x14\n\x06tenant\x18\x02 \x01(\tB\x04\xe2\x41\x01\x03\x12\x12\n\x04name\x18\x03 \x01(\tB\x04\xe2\x41\x01\x02\x12\x33\n\x04type\x18\x04 \x01(\x0e\x32\x1f.comfyfleet.models.v1.ModelTypeB\x04\xe2\x41\x01\x02\x12\x15\n\x07version\x18\x05 \x01(\x05\x42\x04\xe2\x41\x01\x03\x12\x14\n\x06sha256\x18\x06 \x01(\tB\x04\xe2\x41\x01\x03\x12\x18\n\nsize_bytes\x18\x07 \x01(\x03\x42\x04\xe2\x41\x01\x03\x12\x14\n\x06\x66ormat\x18\x08 \x01(\tB\x04\xe2\x41\x01\x03\x12/\n\x08metadata\x18\t \x01(\x0b\x32\x17.google.protobuf.StructB\x04\xe2\x41\x01\x03\x12\x35\n\x0b\x63reate_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\"[\n\x12UploadModelRequest\x12,\n\x05model\x18\x01 \x01(\x0b\x32\x1b.comfyfleet.models.v1.ModelH\x00\x12\x0f\n\x05\x63hunk\x18\x02 \x01(\x0cH\x00\x42\x06\n\x04part\"#\n\x0fGetModelRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"i\n\x11ListModelsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12-\n\x04type\x18\x03 \x01(\x0e\x32\x1f.comfyfleet.models.v1.ModelType\"Z\n\x12ListModelsResponse\x12+\n\x06models\x18\x01 \x03(\x0b\x32\x1b.comfyfleet.models.v1.Model\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"&\n\x12\x44\x65leteModelRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"\x15\n\x13\x44\x65leteModelResponse\"3\n\x14ResolveModelsRequest\x12\x1b\n\rworkflow_json\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"\x86\x01\n\rResolvedModel\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x12\n\ninput_name\x18\x02 \x01(\t\x12*\n\x05model\x18\x03 \x01(\x0b\x32\x1b.comfyfleet.models.v1.Model\x12\x14\n\x0c\x64ownload_url\x18\x04 \x01(\t\x12\x0e\n\x06\x66older\x18\x05 \x01(\t\"L\n\x15ResolveModelsResponse\x12\x33\n\x06models\x18\x01 \x03(\x0b\x32#.comfyfleet.models.v1.ResolvedModel\"\xae\x01\n\x17StartModelUploadRequest\x12\x30\n\x05model\x18\x01 \x01(\x0b\x32\x1b.comfyfleet.models.v1.ModelB\x04\xe2\x41\x01\x02\x12\x18\n\nsize_bytes\x18\x02 \x01(\x03\x42\x04\xe2\x41\x01\x02\x12\x14\n\x06sha256\x18\x03 \x01(\tB\x04\xe2\x41\x01\x01\x12\x17\n\tpart_size\x18\x04 \x01(\x03\x42\x04\xe2\x41\x01\x01\x12\x18\n\nrequest_id\x18\x05 \x01(\tB\x04\xe2\x41\x01\x01\"4\n\x10UploadPartTarget\x12\x13\n\x0bpart_number\x18\x01 \x01(\x05\x12\x0b\n\x03url\x18\x02 \x01(\t\"\xa8\x01\n\x18StartModelUploadResponse\x12\x11\n\tupload_id\x18\x01 \x01(\t\x12\x11\n\tpart_size\x18\x02 \x01(\x03\x12\x35\n\x05parts\x18\x03 \x03(\x0b\x32&.comfyfleet.models.v1.UploadPartTarget\x12/\n\x0b\x65xpire_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\">\n\rCompletedPart\x12\x19\n\x0bpart_number\x18\x01 \x01(\x05\x42\x04\xe2\x41\x01\x02\x12\x12\n\x04\x65tag\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\"o\n\x1a\x43ompleteModelUploadRequest\x12\x17\n\tupload_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x38\n\x05parts\x18\x02 \x03(\x0b\x32#.comfyfleet.models.v1.CompletedPartB\x04\xe2\x41\x01\x02\"2\n\x17\x41\x62ortModelUploadRequest\x12\x17\n\tupload_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"\x1a\n\x18\x41\x62ortModelUploadResponse*\x91\x02\n\tModelType\x12\x1a\n\x16MODEL_TYPE_UNSPECIFIED\x10\x00\x12\x19\n\x15MODEL_TYPE_CHECKPOINT\x10\x01\x12\x13\n\x0fMODEL_TYPE_LORA\x10\x02\x12\x12\n\x0eMODEL_TYPE_VAE\x10\x03\x12\x19\n\x15MODEL_TYPE_CONTROLNET\x10\x04\x12\x16\n\x12MODEL_TYPE_UPSCALE\x10\x05\x12\x18\n\x14MODEL_TYPE_EMBEDDING\x10\x06\x12\x1e\n\x1aMODEL_TYPE_DIFFUSION_MODEL\x10\x07\x12\x1b\n\x17MODEL_TYPE_TEXT_ENCODER\x10\x08\x12\x1a\n\x16MODEL_TYPE_CLIP_VISION\x10\t2\x9e\x08\n\x0cModelService\x12V\n\x0bUploadModel\x12(.comfyfleet.models.v1.UploadModelRequest\x1a\x1b.comfyfleet.models.v1.Model(\x01\x12g\n\x08GetModel\x12%.comfyfleet.models.v1.GetModelRequest\x1a\x1b.comfyfleet.models.v1.Model\"\x17\x82\xd3\xe4\x93\x02\x11\x12\x0f/v1/models/{id}\x12s\n\nListModels\x12\'.comfyfleet.models.v1.ListModelsRequest\x1a(.comfyfleet.models.v1.ListModelsResponse\"\x12\x82\xd3\xe4\x93\x02\x0c\x12\n/v1/models\x12{\n\x0b\x44\x65leteModel\x12(.comfyfleet.models.v1.DeleteModelRequest\x1a).comfyfleet.models.v1.DeleteModelResponse\"\x17\x82\xd3\xe4\x93\x02\x11*\x0f/v1/models/{id}\x12\x87\x01\n\rResolveModels\x12*.comfyfleet.models.v1.ResolveModelsRequest\x1a+.comfyfleet.models.v1.ResolveModelsResponse\"\x1d\x82\xd3\xe4\x93\x02\x17\"\x12/v1/models:resolve:\x01*\x12\x94\x01\n\x10StartModelUpload\x12-.comfyfleet.models.v1.StartModelUploadRequest\x1a..comfyfleet.models.v1.StartModelUploadResponse\"!\x82\xd3\xe4\x93\x02\x1b\"\x16/v1/models:startUpload:\x01*\x12\x96\x01\n\x13\x43ompleteModelUpload\x12\x30.comfyfleet.models.v1.CompleteModelUploadRequest\x1a\x1b.comfyfleet.models.v1.Model\"0\x82\xd3\xe4\x93\x02*\"%/v1/modelUploads/{upload_id}:complete:\x01*\x12\xa0\x01\n\x10\x41\x62ortModelUpload\x12-.comfyfleet.models.v1.AbortModelUploadRequest\x1a..comfyfleet.models.v1.AbortModelUploadResponse\"-\x82\xd3\xe4\x93\x02\'\"\"/v1/modelUploads/{upload_id}:abort:\x01*b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!comfyfleet/models/v1/models.proto\x12\x14\x63omfyfleet.models.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xbd\x02\n\x05Model\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x14\n\x06tenant\x18\x02 \x01(\tB\x04\xe2\x41\x01\x03\x12\x12\n\x04name\x18\x03 \x01(\tB\x04\xe2\x41\x01\x02\x12\x33\n\x04type\x18\x04 \x01(\x0e\x32\x1f.comfyfleet.models.v1.ModelTypeB\x04\xe2\x41\x01\x02\x12\x15\n\x07version\x18\x05 \x01(\x05\x42\x04\xe2\x41\x01\x03\x12\x14\n\x06sha256\x18\x06 \x01(\tB\x04\xe2\x41\x01\x03\x12\x18\n\nsize_bytes\x18\x07 \x01(\x03\x42\x04\xe2\x41\x01\x03\x12\x14\n\x06\x66ormat\x18\x08 \x01(\tB\x04\xe2\x41\x01\x03\x12/\n\x08metadata\x18\t \x01(\x0b\x32\x17.google.protobuf.StructB\x04\xe2\x41\x01\x03\x12\x35\n\x0b\x63reate_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\"[\n\x12UploadModelRequest\x12,\n\x05model\x18\x01 \x01(\x0b\x32\x1b.comfyfleet.models.v1.ModelH\x00\x12\x0f\n\x05\x63hunk\x18\x02 \x01(\x0cH\x00\x42\x06\n\x04part\"#\n\x0fGetModelRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"i\n\x11ListModelsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12-\n\x04type\x18\x03 \x01(\x0e\x32\x1f.comfyfleet.models.v1.ModelType\"Z\n\x12ListModelsResponse\x12+\n\x06models\x18\x01 \x03(\x0b\x32\x1b.comfyfleet.models.v1.Model\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"&\n\x12\x44\x65leteModelRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"\x15\n\x13\x44\x65leteModelResponse\"s\n\x14ResolveModelsRequest\x12\x1b\n\rworkflow_json\x18\x01 \x01(\tB\x04\xe2\x41\x01\x01\x12>\n\nreferences\x18\x02 \x03(\x0b\x32$.comfyfleet.models.v1.ModelReferenceB\x04\xe2\x41\x01\x01\"S\n\x0eModelReference\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x12\n\ninput_name\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x0e\n\x06\x66older\x18\x04 \x01(\t\"\x86\x01\n\rResolvedModel\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x12\n\ninput_name\x18\x02 \x01(\t\x12*\n\x05model\x18\x03 \x01(\x0b\x32\x1b.comfyfleet.models.v1.Model\x12\x14\n\x0c\x64ownload_url\x18\x04 \x01(\t\x12\x0e\n\x06\x66older\x18\x05 \x01(\t\"L\n\x15ResolveModelsResponse\x12\x33\n\x06models\x18\x01 \x03(\x0b\x32#.comfyfleet.models.v1.ResolvedModel\"\xae\x01\n\x17StartModelUploadRequest\x12\x30\n\x05model\x18\x01 \x01(\x0b\x32\x1b.comfyfleet.models.v1.ModelB\x04\xe2\x41\x01\x02\x12\x18\n\nsize_bytes\x18\x02 \x01(\x03\x42\x04\xe2\x41\x01\x02\x12\x14\n\x06sha256\x18\x03 \x01(\tB\x04\xe2\x41\x01\x01\x12\x17\n\tpart_size\x18\x04 \x01(\x03\x42\x04\xe2\x41\x01\x01\x12\x18\n\nrequest_id\x18\x05 \x01(\tB\x04\xe2\x41\x01\x01\"4\n\x10UploadPartTarget\x12\x13\n\x0bpart_number\x18\x01 \x01(\x05\x12\x0b\n\x03url\x18\x02 \x01(\t\"\xa8\x01\n\x18StartModelUploadResponse\x12\x11\n\tupload_id\x18\x01 \x01(\t\x12\x11\n\tpart_size\x18\x02 \x01(\x03\x12\x35\n\x05parts\x18\x03 \x03(\x0b\x32&.comfyfleet.models.v1.UploadPartTarget\x12/\n\x0b\x65xpire_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\">\n\rCompletedPart\x12\x19\n\x0bpart_number\x18\x01 \x01(\x05\x42\x04\xe2\x41\x01\x02\x12\x12\n\x04\x65tag\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\"o\n\x1a\x43ompleteModelUploadRequest\x12\x17\n\tupload_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x38\n\x05parts\x18\x02 \x03(\x0b\x32#.comfyfleet.models.v1.CompletedPartB\x04\xe2\x41\x01\x02\"2\n\x17\x41\x62ortModelUploadRequest\x12\x17\n\tupload_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"\x1a\n\x18\x41\x62ortModelUploadResponse*\x91\x02\n\tModelType\x12\x1a\n\x16MODEL_TYPE_UNSPECIFIED\x10\x00\x12\x19\n\x15MODEL_TYPE_CHECKPOINT\x10\x01\x12\x13\n\x0fMODEL_TYPE_LORA\x10\x02\x12\x12\n\x0eMODEL_TYPE_VAE\x10\x03\x12\x19\n\x15MODEL_TYPE_CONTROLNET\x10\x04\x12\x16\n\x12MODEL_TYPE_UPSCALE\x10\x05\x12\x18\n\x14MODEL_TYPE_EMBEDDING\x10\x06\x12\x1e\n\x1aMODEL_TYPE_DIFFUSION_MODEL\x10\x07\x12\x1b\n\x17MODEL_TYPE_TEXT_ENCODER\x10\x08\x12\x1a\n\x16MODEL_TYPE_CLIP_VISION\x10\t2\x9e\x08\n\x0cModelService\x12V\n\x0bUploadModel\x12(.comfyfleet.models.v1.UploadModelRequest\x1a\x1b.comfyfleet.models.v1.Model(\x01\x12g\n\x08GetModel\x12%.comfyfleet.models.v1.GetModelRequest\x1a\x1b.comfyfleet.models.v1.Model\"\x17\x82\xd3\xe4\x93\x02\x11\x12\x0f/v1/models/{id}\x12s\n\nListModels\x12\'.comfyfleet.models.v1.ListModelsRequest\x1a(.comfyfleet.models.v1.ListModelsResponse\"\x12\x82\xd3\xe4\x93\x02\x0c\x12\n/v1/models\x12{\n\x0b\x44\x65leteModel\x12(.comfyfleet.models.v1.DeleteModelRequest\x1a).comfyfleet.models.v1.DeleteModelResponse\"\x17\x82\xd3\xe4\x93\x02\x11*\x0f/v1/models/{id}\x12\x87\x01\n\rResolveModels\x12*.comfyfleet.models.v1.ResolveModelsRequest\x1a+.comfyfleet.models.v1.ResolveModelsResponse\"\x1d\x82\xd3\xe4\x93\x02\x17\"\x12/v1/models:resolve:\x01*\x12\x94\x01\n\x10StartModelUpload\x12-.comfyfleet.models.v1.StartModelUploadRequest\x1a..comfyfleet.models.v1.StartModelUploadResponse\"!\x82\xd3\xe4\x93\x02\x1b\"\x16/v1/models:startUpload:\x01*\x12\x96\x01\n\x13\x43ompleteModelUpload\x12\x30.comfyfleet.models.v1.CompleteModelUploadRequest\x1a\x1b.comfyfleet.models.v1.Model\"0\x82\xd3\xe4\x93\x02*\"%/v1/modelUploads/{upload_id}:complete:\x01*\x12\xa0\x01\n\x10\x41\x62ortModelUpload\x12-.comfyfleet.models.v1.AbortModelUploadRequest\x1a..comfyfleet.models.v1.AbortModelUploadResponse\"-\x82\xd3\xe4\x93\x02\'\"\"/v1/modelUploads/{upload_id}:abort:\x01*b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -60,7 +60,9 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_DELETEMODELREQUEST'].fields_by_name['id']._loaded_options = None
   _globals['_DELETEMODELREQUEST'].fields_by_name['id']._serialized_options = b'\342A\001\002'
   _globals['_RESOLVEMODELSREQUEST'].fields_by_name['workflow_json']._loaded_options = None
-  _globals['_RESOLVEMODELSREQUEST'].fields_by_name['workflow_json']._serialized_options = b'\342A\001\002'
+  _globals['_RESOLVEMODELSREQUEST'].fields_by_name['workflow_json']._serialized_options = b'\342A\001\001'
+  _globals['_RESOLVEMODELSREQUEST'].fields_by_name['references']._loaded_options = None
+  _globals['_RESOLVEMODELSREQUEST'].fields_by_name['references']._serialized_options = b'\342A\001\001'
   _globals['_STARTMODELUPLOADREQUEST'].fields_by_name['model']._loaded_options = None
   _globals['_STARTMODELUPLOADREQUEST'].fields_by_name['model']._serialized_options = b'\342A\001\002'
   _globals['_STARTMODELUPLOADREQUEST'].fields_by_name['size_bytes']._loaded_options = None
@@ -95,8 +97,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_MODELSERVICE'].methods_by_name['CompleteModelUpload']._serialized_options = b'\202\323\344\223\002*\"%/v1/modelUploads/{upload_id}:complete:\001*'
   _globals['_MODELSERVICE'].methods_by_name['AbortModelUpload']._loaded_options = None
   _globals['_MODELSERVICE'].methods_by_name['AbortModelUpload']._serialized_options = b'\202\323\344\223\002\'\"\"/v1/modelUploads/{upload_id}:abort:\001*'
-  _globals['_MODELTYPE']._serialized_start=1825
-  _globals['_MODELTYPE']._serialized_end=2098
+  _globals['_MODELTYPE']._serialized_start=1974
+  _globals['_MODELTYPE']._serialized_end=2247
   _globals['_MODEL']._serialized_start=186
   _globals['_MODEL']._serialized_end=503
   _globals['_UPLOADMODELREQUEST']._serialized_start=505
@@ -112,25 +114,27 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_DELETEMODELRESPONSE']._serialized_start=874
   _globals['_DELETEMODELRESPONSE']._serialized_end=895
   _globals['_RESOLVEMODELSREQUEST']._serialized_start=897
-  _globals['_RESOLVEMODELSREQUEST']._serialized_end=948
-  _globals['_RESOLVEDMODEL']._serialized_start=951
-  _globals['_RESOLVEDMODEL']._serialized_end=1085
-  _globals['_RESOLVEMODELSRESPONSE']._serialized_start=1087
-  _globals['_RESOLVEMODELSRESPONSE']._serialized_end=1163
-  _globals['_STARTMODELUPLOADREQUEST']._serialized_start=1166
-  _globals['_STARTMODELUPLOADREQUEST']._serialized_end=1340
-  _globals['_UPLOADPARTTARGET']._serialized_start=1342
-  _globals['_UPLOADPARTTARGET']._serialized_end=1394
-  _globals['_STARTMODELUPLOADRESPONSE']._serialized_start=1397
-  _globals['_STARTMODELUPLOADRESPONSE']._serialized_end=1565
-  _globals['_COMPLETEDPART']._serialized_start=1567
-  _globals['_COMPLETEDPART']._serialized_end=1629
-  _globals['_COMPLETEMODELUPLOADREQUEST']._serialized_start=1631
-  _globals['_COMPLETEMODELUPLOADREQUEST']._serialized_end=1742
-  _globals['_ABORTMODELUPLOADREQUEST']._serialized_start=1744
-  _globals['_ABORTMODELUPLOADREQUEST']._serialized_end=1794
-  _globals['_ABORTMODELUPLOADRESPONSE']._serialized_start=1796
-  _globals['_ABORTMODELUPLOADRESPONSE']._serialized_end=1822
-  _globals['_MODELSERVICE']._serialized_start=2101
-  _globals['_MODELSERVICE']._serialized_end=3155
+  _globals['_RESOLVEMODELSREQUEST']._serialized_end=1012
+  _globals['_MODELREFERENCE']._serialized_start=1014
+  _globals['_MODELREFERENCE']._serialized_end=1097
+  _globals['_RESOLVEDMODEL']._serialized_start=1100
+  _globals['_RESOLVEDMODEL']._serialized_end=1234
+  _globals['_RESOLVEMODELSRESPONSE']._serialized_start=1236
+  _globals['_RESOLVEMODELSRESPONSE']._serialized_end=1312
+  _globals['_STARTMODELUPLOADREQUEST']._serialized_start=1315
+  _globals['_STARTMODELUPLOADREQUEST']._serialized_end=1489
+  _globals['_UPLOADPARTTARGET']._serialized_start=1491
+  _globals['_UPLOADPARTTARGET']._serialized_end=1543
+  _globals['_STARTMODELUPLOADRESPONSE']._serialized_start=1546
+  _globals['_STARTMODELUPLOADRESPONSE']._serialized_end=1714
+  _globals['_COMPLETEDPART']._serialized_start=1716
+  _globals['_COMPLETEDPART']._serialized_end=1778
+  _globals['_COMPLETEMODELUPLOADREQUEST']._serialized_start=1780
+  _globals['_COMPLETEMODELUPLOADREQUEST']._serialized_end=1891
+  _globals['_ABORTMODELUPLOADREQUEST']._serialized_start=1893
+  _globals['_ABORTMODELUPLOADREQUEST']._serialized_end=1943
+  _globals['_ABORTMODELUPLOADRESPONSE']._serialized_start=1945
+  _globals['_ABORTMODELUPLOADRESPONSE']._serialized_end=1971
+  _globals['_MODELSERVICE']._serialized_start=2250
+  _globals['_MODELSERVICE']._serialized_end=3304
 # @@protoc_insertion_point(module_scope)

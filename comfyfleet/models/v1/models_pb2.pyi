@@ -103,10 +103,24 @@ class DeleteModelResponse(_message.Message):
     def __init__(self) -> None: ...
 
 class ResolveModelsRequest(_message.Message):
-    __slots__ = ("workflow_json",)
+    __slots__ = ("workflow_json", "references")
     WORKFLOW_JSON_FIELD_NUMBER: _ClassVar[int]
+    REFERENCES_FIELD_NUMBER: _ClassVar[int]
     workflow_json: str
-    def __init__(self, workflow_json: _Optional[str] = ...) -> None: ...
+    references: _containers.RepeatedCompositeFieldContainer[ModelReference]
+    def __init__(self, workflow_json: _Optional[str] = ..., references: _Optional[_Iterable[_Union[ModelReference, _Mapping]]] = ...) -> None: ...
+
+class ModelReference(_message.Message):
+    __slots__ = ("node_id", "input_name", "name", "folder")
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    INPUT_NAME_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    FOLDER_FIELD_NUMBER: _ClassVar[int]
+    node_id: str
+    input_name: str
+    name: str
+    folder: str
+    def __init__(self, node_id: _Optional[str] = ..., input_name: _Optional[str] = ..., name: _Optional[str] = ..., folder: _Optional[str] = ...) -> None: ...
 
 class ResolvedModel(_message.Message):
     __slots__ = ("node_id", "input_name", "model", "download_url", "folder")
