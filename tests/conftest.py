@@ -11,6 +11,9 @@ session, on free ports in a temp dir, and are stopped at the end. Unit tests mus
     nats_names       -> NatsNames     (test)     a stream name and subject prefix of its own
     s3_bucket        -> str           (test)     a new bucket of its own
     infra_env        -> dict[str,str] (test)     COMFYFLEET_* variables for a service process
+
+The real ComfyUI's fixtures (``real_comfyui``, ``comfyui_server``) come from
+tests/support/real_comfyui.py, registered here for every folder.
 """
 
 from __future__ import annotations
@@ -48,8 +51,12 @@ INFRA_FIXTURES = frozenset(
         "nats_names",
         "s3_bucket",
         "infra_env",
+        "real_comfyui",
+        "comfyui_server",
     }
 )
+pytest_plugins = ["tests.support.real_comfyui"]
+
 _MARK_BY_DIR = {"integration": "integration", "e2e": "e2e"}
 
 
