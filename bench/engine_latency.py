@@ -61,12 +61,12 @@ DISCARDED_JOBS = 2
 COMFYUI_REFERENCE = {"a_tiny": (5.0, 175.0), "b_medium": (175.0, None)}
 
 
-def shared_dir() -> Path:
-    return ROOT.parent / "shared" / "comfyui"
+def reference_dir() -> Path:
+    return ROOT / "tests" / "data" / "comfyui"
 
 
 def workflow_file(name: str) -> Path:
-    folder = shared_dir() / "workflows"
+    folder = reference_dir() / "workflows"
     matches = sorted(folder.glob(f"{name}.json")) or sorted(folder.glob(f"{name}_*.json"))
     if not matches:
         raise SystemExit(f"no workflow {name} in {folder}")
@@ -137,7 +137,7 @@ class Bench:
         self.native = NativeEngine(device)
         self.adapter = NativeAdapter(self.native, work / "output")
         self.noop = WorkflowEngine(noop_registry())
-        self.inputs_dir = shared_dir() / "inputs"
+        self.inputs_dir = reference_dir() / "inputs"
         self.budget_s = budget_s
         self.max_jobs = max_jobs
 

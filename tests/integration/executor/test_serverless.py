@@ -33,7 +33,7 @@ from tests.integration.executor.conftest import (
     workflow_text,
 )
 from tests.support.eventually import eventually
-from tests.support.paths import REPO_ROOT
+from tests.support.paths import REPO_ROOT, comfyui_ref
 
 
 async def test_past_its_job_limit_the_executor_refuses_work_and_finishes(
@@ -168,7 +168,7 @@ async def test_a_serverless_process_warms_up_runs_its_jobs_and_leaves(
         tmp_path / "work",
         id="exec-serverless",
         max_jobs="1",
-        warmup_workflow=str(REPO_ROOT.parent / "shared/comfyui/workflows/a_tiny.json"),
+        warmup_workflow=str(comfyui_ref() / "workflows/a_tiny.json"),
     )
     recorder = scheduler.recorder
     async with _process(env) as process:

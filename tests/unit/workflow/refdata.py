@@ -1,19 +1,16 @@
-"""Locating the captured ComfyUI reference material (``shared/comfyui``)."""
+"""Reading the captured ComfyUI reference material (see :mod:`tests.support.paths`)."""
 
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
-REPO_ROOT = Path(__file__).resolve().parents[3]
+from tests.support.paths import comfyui_ref
 
 
 def comfyui_ref_dir() -> Path:
-    """``$COMFYFLEET_COMFYUI_REF``, else ``<repo root>/../shared/comfyui``."""
-    configured = os.environ.get("COMFYFLEET_COMFYUI_REF")
-    return Path(configured) if configured else REPO_ROOT.parent / "shared" / "comfyui"
+    return comfyui_ref()
 
 
 def load_json(*parts: str) -> Any:

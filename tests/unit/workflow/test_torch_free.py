@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from tests.unit.workflow.refdata import REPO_ROOT
+from tests.support.paths import REPO_ROOT
 
 MODULES = ["catalog", "engine", "graph", "io", "runner", "schedule", "specs", "validate"]
 
