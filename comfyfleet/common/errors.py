@@ -149,9 +149,7 @@ class ResourceExhausted(ComfyfleetError):
     def details(self) -> list[any_pb2.Any]:
         out: list[any_pb2.Any] = []
         if self.retry_after_s is not None:
-            delay = duration_pb2.Duration()
-            delay.FromNanoseconds(int(self.retry_after_s * 1e9))
-            out.append(_pack(error_details_pb2.RetryInfo(retry_delay=delay)))
+            out.append(_retry_info(self.retry_after_s))
         if self.quota:
             violations = [
                 error_details_pb2.QuotaFailure.Violation(
@@ -164,9 +162,25 @@ class ResourceExhausted(ComfyfleetError):
 
 
 class Unavailable(ComfyfleetError):
+    """A dependency cannot be reached now; the same call may succeed after ``retry_after_s``."""
+
     code = code_pb2.UNAVAILABLE
     reason = "UNAVAILABLE"
     retryable = True
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        retry_after_s: float | None = None,
+        reason: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(message, reason=reason, metadata=metadata)
+        self.retry_after_s = retry_after_s
+
+    def details(self) -> list[any_pb2.Any]:
+        return [] if self.retry_after_s is None else [_retry_info(self.retry_after_s)]
 
 
 class DeadlineExceeded(ComfyfleetError):
@@ -217,6 +231,89 @@ def _pack(message: object) -> any_pb2.Any:
     return packed
 
 
+def _retry_info(seconds: float) -> any_pb2.Any:
+    delay = duration_pb2.Duration()
+    delay.FromNanoseconds(int(seconds * 1e9))
+    return _pack(error_details_pb2.RetryInfo(retry_delay=delay))
+
+
+# How long a client should wait before retrying a call that met a dependency going away: a
+# restarting PostgreSQL or NATS is usually back within a few seconds.
+TRANSIENT_RETRY_AFTER_S = 1.0
+
+
+def transient_fault(err: BaseException) -> Unavailable | None:
+    """An :class:`Unavailable` for an exception that says a dependency is down or restarting
+    (a refused or dropped connection to PostgreSQL, NATS or a peer); None for anything else.
+
+    Such failures are worth retrying as they are, so clients must see UNAVAILABLE (gRPC's
+    "retry me" code) rather than INTERNAL, which well-behaved clients never retry.
+    """
+    seen: set[int] = set()
+    current: BaseException | None = err
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        what = _transient_kind(current)
+        if what is not None:
+            return Unavailable(
+                f"{what} is unavailable right now; retry the call",
+                retry_after_s=TRANSIENT_RETRY_AFTER_S,
+                reason="DEPENDENCY_UNAVAILABLE",
+            )
+        current = current.__cause__ or current.__context__
+    return None
+
+
+def _transient_kind(err: BaseException) -> str | None:
+    module = type(err).__module__.split(".")[0]
+    name = type(err).__name__
+    if module == "asyncpg":
+        # Connection loss, server shutdown ("57P01"), startup ("57P03"), too many clients,
+        # and a connection reused after it broke ("another operation is in progress").
+        sqlstate = getattr(err, "sqlstate", None) or ""
+        if name in _ASYNCPG_TRANSIENT or sqlstate.startswith(("08", "57P", "53300")):
+            return "the database"
+        # InterfaceError also means misuse (too many arguments ...): only a broken or busy
+        # connection is transient.
+        if name == "InterfaceError" and any(m in str(err) for m in _BROKEN_CONNECTION):
+            return "the database"
+        return None
+    if module == "nats" and name in _NATS_TRANSIENT:
+        return "the event stream"
+    if isinstance(err, ConnectionError | TimeoutError):
+        return "a dependency"
+    return None
+
+
+_ASYNCPG_TRANSIENT = frozenset(
+    {
+        "ConnectionDoesNotExistError",
+        "ConnectionFailureError",
+        "CannotConnectNowError",
+        "PostgresConnectionError",
+        "TooManyConnectionsError",
+        "AdminShutdownError",
+        "CrashShutdownError",
+        "ConnectionRejectionError",
+    }
+)
+_BROKEN_CONNECTION = ("another operation is in progress", "connection is closed", "pool is closing")
+_NATS_TRANSIENT = frozenset(
+    {
+        "ConnectionClosedError",
+        "NoServersError",
+        "TimeoutError",
+        "StaleConnectionError",
+        "OutboundBufferLimitError",
+        "ServiceUnavailableError",
+        "NoRespondersError",
+        "FlushTimeoutError",
+        "ConnectionReconnectingError",
+        "ConnectionDrainingError",
+    }
+)
+
+
 def status_of(err: BaseException) -> status_pb2.Status:
     """The status an exception is answered with; unknown exceptions hide their text."""
     if isinstance(err, ComfyfleetError):
@@ -224,6 +321,9 @@ def status_of(err: BaseException) -> status_pb2.Status:
     if isinstance(err, NotImplementedError):
         # What a generated servicer base raises for a method the service does not implement.
         return Unimplemented("this method is not implemented by this service").to_status()
+    transient = transient_fault(err)
+    if transient is not None:
+        return transient.to_status()
     return Internal("internal error").to_status()
 
 

@@ -14,7 +14,12 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from comfyfleet.common.errors import ComfyfleetError, status_of, to_grpc_status
+from comfyfleet.common.errors import (
+    ComfyfleetError,
+    status_of,
+    to_grpc_status,
+    transient_fault,
+)
 from comfyfleet.common.telemetry import ServerTelemetry, client_interceptors
 
 log = logging.getLogger(__name__)
@@ -50,7 +55,9 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
 
 
 async def _abort(context: grpc.aio.ServicerContext, err: BaseException, method: str) -> None:
-    if not isinstance(err, ComfyfleetError | NotImplementedError):
+    if transient_fault(err) is not None:
+        log.warning("%s met a dependency that is down: %r", method, err)
+    elif not isinstance(err, ComfyfleetError | NotImplementedError):
         log.exception("unhandled error in %s", method, exc_info=err)
     await context.abort_with_status(to_grpc_status(status_of(err)))
 
