@@ -3,6 +3,10 @@
 Ports and names come from the environment (see StackConfig.from_env): COMFYFLEET_HOME,
 COMFYFLEET_PG_PORT (55432), COMFYFLEET_NATS_PORT (54222), COMFYFLEET_S3_PORT (59000),
 COMFYFLEET_S3_BACKEND (s3rver), COMFYFLEET_S3_BUCKET (comfyfleet).
+
+COMFYUI_DIR (a ComfyUI install: ComfyUI/ and venv/) adds an executor of a "comfyui"
+environment that starts and supervises that ComfyUI; COMFYUI_ENVIRONMENT names the
+environment (default "comfyui"), COMFYUI_ENVIRONMENT_SPEC is a JSON file declaring it.
 """
 
 from __future__ import annotations
@@ -14,7 +18,13 @@ from dataclasses import replace
 from pathlib import Path
 
 from comfyfleet.devstack.errors import DevStackError
-from comfyfleet.devstack.launcher import ServiceSpec, platform_services, run_infra, run_up
+from comfyfleet.devstack.launcher import (
+    ComfyUIExecutor,
+    ServiceSpec,
+    platform_services,
+    run_infra,
+    run_up,
+)
 from comfyfleet.devstack.s3 import S3_BACKENDS
 from comfyfleet.devstack.stack import StackConfig
 
@@ -59,7 +69,9 @@ def _config(args: argparse.Namespace) -> StackConfig:
 
 
 def _services(args: argparse.Namespace) -> list[ServiceSpec]:
-    services: list[ServiceSpec] = args.service or platform_services()
+    services: list[ServiceSpec] = args.service or platform_services(
+        comfyui=ComfyUIExecutor.from_env()
+    )
     if args.only:
         wanted = {name.strip() for name in args.only.split(",") if name.strip()}
         unknown = wanted - {s.name for s in services}

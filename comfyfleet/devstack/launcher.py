@@ -59,14 +59,89 @@ class PlatformAddrs:
     metrics_port_base: int = 9101
 
 
-def platform_services(addrs: PlatformAddrs | None = None) -> list[ServiceSpec]:
-    """The platform's services, in start order: dependencies first, the executor last."""
+@dataclass(frozen=True)
+class ComfyUIExecutor:
+    """A second executor, of a "comfyui" environment, driving a real ComfyUI it starts and
+    supervises. ``comfyui_dir`` holds ``ComfyUI/`` (the source) and ``venv/`` (its Python),
+    the layout ComfyUI's install script and our environment install step leave."""
+
+    comfyui_dir: Path
+    environment: str = "comfyui"
+    addr: str = "127.0.0.1:50056"
+    # A JSON file with the environment's declaration (custom nodes, carried models ...).
+    spec_file: Path | None = None
+
+    def command(self) -> str:
+        root = self.comfyui_dir
+        python = root / "venv" / "bin" / "python"
+        return shlex.join([str(python), str(root / "ComfyUI" / "main.py"), "--disable-auto-launch"])
+
+    def check(self) -> None:
+        """Raises DevStackError naming what is missing from ``comfyui_dir``."""
+        wanted = (
+            self.comfyui_dir / "ComfyUI" / "main.py",
+            self.comfyui_dir / "venv" / "bin" / "python",
+        )
+        missing = [str(p) for p in wanted if not p.exists()]
+        if missing:
+            raise DevStackError(
+                f"COMFYUI_DIR={self.comfyui_dir} is not a ComfyUI install (missing "
+                f"{', '.join(missing)}); make one with "
+                "`../shared/comfyui-server/install.sh DIR` or the environment install step"
+            )
+
+    def service(self) -> ServiceSpec:
+        env = {
+            "COMFYFLEET_EXECUTOR_ENGINE": "comfyui",
+            "COMFYFLEET_COMFYUI_COMMAND": self.command(),
+            "COMFYFLEET_ENVIRONMENT": self.environment,
+            "COMFYFLEET_EXECUTOR_ID": f"local-{self.environment}",
+            "COMFYFLEET_EXECUTOR_ADVERTISE_ADDR": self.addr,
+        }
+        if self.spec_file is not None:
+            env["COMFYFLEET_ENVIRONMENT_SPEC"] = str(self.spec_file)
+        # ComfyUI imports torch and its node packages before it answers.
+        return ServiceSpec(
+            "executor-comfyui", self.addr, env, module="services.executor", ready_timeout_s=300.0
+        )
+
+    @classmethod
+    def from_env(cls) -> ComfyUIExecutor | None:
+        """From ``COMFYUI_DIR`` (and ``COMFYUI_ENVIRONMENT``, ``COMFYUI_ENVIRONMENT_SPEC``);
+        None when ``COMFYUI_DIR`` is not set."""
+        root = os.environ.get("COMFYUI_DIR", "").strip()
+        if not root:
+            return None
+        spec = os.environ.get("COMFYUI_ENVIRONMENT_SPEC", "").strip()
+        return cls(
+            Path(root).expanduser().resolve(),
+            environment=os.environ.get("COMFYUI_ENVIRONMENT", "").strip() or "comfyui",
+            spec_file=Path(spec).expanduser().resolve() if spec else None,
+        )
+
+
+def platform_services(
+    addrs: PlatformAddrs | None = None, comfyui: ComfyUIExecutor | None = None
+) -> list[ServiceSpec]:
+    """The platform's services, in start order: dependencies first, the executors last;
+    with ``comfyui``, a ComfyUI executor besides the native one."""
     a = addrs or PlatformAddrs()
-    return [_with_metrics(spec, a.metrics_port_base) for spec in _services(a)]
+    specs = _services(a)
+    if comfyui is not None:
+        comfyui.check()
+        specs.append(comfyui.service())
+    return [_with_metrics(spec, a.metrics_port_base) for spec in specs]
 
 
 # The metrics port of each service, counted from the base: stable whatever the start order.
-_METRICS_OFFSET = {"gateway": 0, "scheduler": 1, "models": 2, "webhook": 3, "executor": 4}
+_METRICS_OFFSET = {
+    "gateway": 0,
+    "scheduler": 1,
+    "models": 2,
+    "webhook": 3,
+    "executor": 4,
+    "executor-comfyui": 5,
+}
 
 
 def _with_metrics(spec: ServiceSpec, base: int) -> ServiceSpec:
@@ -120,6 +195,19 @@ def platform_env(base_dir: Path) -> dict[str, str]:
         "COMFYFLEET_ADMIN_KEY_FILE": str(base_dir / ADMIN_KEY_FILE),
         "COMFYFLEET_EXECUTOR_WORK_DIR": str(base_dir / "executor"),
     }
+
+
+def work_dirs(services: Sequence[ServiceSpec], base_dir: Path) -> list[ServiceSpec]:
+    """Each executor beyond the first gets a work dir of its own under ``base_dir``."""
+    out = []
+    for spec in services:
+        if spec.name.startswith("executor-") and "COMFYFLEET_EXECUTOR_WORK_DIR" not in spec.env:
+            env = {**spec.env, "COMFYFLEET_EXECUTOR_WORK_DIR": str(base_dir / spec.name)}
+            spec = ServiceSpec(
+                spec.name, spec.grpc_addr, env, spec.module, spec.extra_urls, spec.ready_timeout_s
+            )
+        out.append(spec)
+    return out
 
 
 def grpc_serving(addr: str, timeout_s: float = 1.0) -> bool:
@@ -278,7 +366,7 @@ def run_up(
         try:
             stack.start()
             launcher = Launcher(
-                services,
+                work_dirs(services, config.base_dir),
                 base_env={**stack.env(), **platform_env(config.base_dir)},
                 log_dir=stack.log_dir,
                 stop_event=stop,
