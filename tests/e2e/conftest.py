@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from comfyfleet.devstack.launcher import Launcher, PlatformAddrs, platform_services
+from comfyfleet.devstack.launcher import (
+    ComfyUIExecutor,
+    Launcher,
+    PlatformAddrs,
+    platform_services,
+    work_dirs,
+)
 from comfyfleet.devstack.process import free_port
 from tests.support.infra import NatsInfo, PostgresInfo, S3Info
 from tests.support.names import (
@@ -47,6 +54,13 @@ def platform_extra_env() -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
+def platform_comfyui() -> ComfyUIExecutor | None:
+    """A ComfyUI executor to run beside the native one: override this fixture in a module
+    that needs one (its ``addr`` is replaced by a free port)."""
+    return None
+
+
+@pytest.fixture(scope="module")
 def platform(
     postgres_server: PostgresInfo,
     nats_server: NatsInfo,
@@ -54,8 +68,10 @@ def platform(
     tmp_path_factory: pytest.TempPathFactory,
     request: pytest.FixtureRequest,
     platform_extra_env: dict[str, str],
+    platform_comfyui: ComfyUIExecutor | None,
 ) -> Iterator[Platform]:
-    """gateway, scheduler, models, webhook and one native executor, each its own process."""
+    """gateway, scheduler, models, webhook and one native executor, each its own process
+    (and a ComfyUI executor when the module asks for one)."""
     hint = request.module.__name__.rsplit(".", 1)[-1]
     workdir = tmp_path_factory.mktemp(hint)
     env = {
@@ -74,9 +90,11 @@ def platform(
         **platform_extra_env,
     }
     addrs = _free_addrs()
-    launcher = Launcher(
-        platform_services(addrs), base_env=env, log_dir=workdir / "logs", stop_grace_s=10.0
-    )
+    comfyui = platform_comfyui
+    if comfyui is not None:
+        comfyui = dataclasses.replace(comfyui, addr=f"127.0.0.1:{free_port()}")
+    services = work_dirs(platform_services(addrs, comfyui), workdir)
+    launcher = Launcher(services, base_env=env, log_dir=workdir / "logs", stop_grace_s=10.0)
     try:
         launcher.start_all()
         key = (workdir / "admin.key").read_text().strip()
