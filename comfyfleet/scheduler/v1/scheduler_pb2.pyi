@@ -119,18 +119,38 @@ class GetQueueStatsRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class QueueStats(_message.Message):
-    __slots__ = ("priority", "tenant", "depth", "oldest_wait_seconds", "provider")
+    __slots__ = ("priority", "tenant", "depth", "oldest_wait_seconds", "provider", "environment")
     PRIORITY_FIELD_NUMBER: _ClassVar[int]
     TENANT_FIELD_NUMBER: _ClassVar[int]
     DEPTH_FIELD_NUMBER: _ClassVar[int]
     OLDEST_WAIT_SECONDS_FIELD_NUMBER: _ClassVar[int]
     PROVIDER_FIELD_NUMBER: _ClassVar[int]
+    ENVIRONMENT_FIELD_NUMBER: _ClassVar[int]
     priority: int
     tenant: str
     depth: int
     oldest_wait_seconds: float
     provider: str
-    def __init__(self, priority: _Optional[int] = ..., tenant: _Optional[str] = ..., depth: _Optional[int] = ..., oldest_wait_seconds: _Optional[float] = ..., provider: _Optional[str] = ...) -> None: ...
+    environment: str
+    def __init__(self, priority: _Optional[int] = ..., tenant: _Optional[str] = ..., depth: _Optional[int] = ..., oldest_wait_seconds: _Optional[float] = ..., provider: _Optional[str] = ..., environment: _Optional[str] = ...) -> None: ...
+
+class EnvironmentStats(_message.Message):
+    __slots__ = ("environment", "depth", "oldest_wait_seconds", "running", "executors", "slots", "busy_slots")
+    ENVIRONMENT_FIELD_NUMBER: _ClassVar[int]
+    DEPTH_FIELD_NUMBER: _ClassVar[int]
+    OLDEST_WAIT_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    RUNNING_FIELD_NUMBER: _ClassVar[int]
+    EXECUTORS_FIELD_NUMBER: _ClassVar[int]
+    SLOTS_FIELD_NUMBER: _ClassVar[int]
+    BUSY_SLOTS_FIELD_NUMBER: _ClassVar[int]
+    environment: str
+    depth: int
+    oldest_wait_seconds: float
+    running: int
+    executors: int
+    slots: int
+    busy_slots: int
+    def __init__(self, environment: _Optional[str] = ..., depth: _Optional[int] = ..., oldest_wait_seconds: _Optional[float] = ..., running: _Optional[int] = ..., executors: _Optional[int] = ..., slots: _Optional[int] = ..., busy_slots: _Optional[int] = ...) -> None: ...
 
 class ProviderStats(_message.Message):
     __slots__ = ("provider", "executors", "slots", "busy_slots", "breaker_state")
@@ -147,18 +167,20 @@ class ProviderStats(_message.Message):
     def __init__(self, provider: _Optional[str] = ..., executors: _Optional[int] = ..., slots: _Optional[int] = ..., busy_slots: _Optional[int] = ..., breaker_state: _Optional[_Union[CircuitBreakerState, str]] = ...) -> None: ...
 
 class GetQueueStatsResponse(_message.Message):
-    __slots__ = ("depth", "oldest_wait_seconds", "running", "slices", "providers")
+    __slots__ = ("depth", "oldest_wait_seconds", "running", "slices", "providers", "environments")
     DEPTH_FIELD_NUMBER: _ClassVar[int]
     OLDEST_WAIT_SECONDS_FIELD_NUMBER: _ClassVar[int]
     RUNNING_FIELD_NUMBER: _ClassVar[int]
     SLICES_FIELD_NUMBER: _ClassVar[int]
     PROVIDERS_FIELD_NUMBER: _ClassVar[int]
+    ENVIRONMENTS_FIELD_NUMBER: _ClassVar[int]
     depth: int
     oldest_wait_seconds: float
     running: int
     slices: _containers.RepeatedCompositeFieldContainer[QueueStats]
     providers: _containers.RepeatedCompositeFieldContainer[ProviderStats]
-    def __init__(self, depth: _Optional[int] = ..., oldest_wait_seconds: _Optional[float] = ..., running: _Optional[int] = ..., slices: _Optional[_Iterable[_Union[QueueStats, _Mapping]]] = ..., providers: _Optional[_Iterable[_Union[ProviderStats, _Mapping]]] = ...) -> None: ...
+    environments: _containers.RepeatedCompositeFieldContainer[EnvironmentStats]
+    def __init__(self, depth: _Optional[int] = ..., oldest_wait_seconds: _Optional[float] = ..., running: _Optional[int] = ..., slices: _Optional[_Iterable[_Union[QueueStats, _Mapping]]] = ..., providers: _Optional[_Iterable[_Union[ProviderStats, _Mapping]]] = ..., environments: _Optional[_Iterable[_Union[EnvironmentStats, _Mapping]]] = ...) -> None: ...
 
 class CircuitBreaker(_message.Message):
     __slots__ = ("name", "scope", "target", "state", "calls", "failed_calls", "slow_calls", "failure_rate", "slow_call_rate", "state_change_time", "transitions", "rejected_calls", "calls_in_flight")
