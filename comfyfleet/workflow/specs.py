@@ -42,6 +42,9 @@ MISSING: Final = _Missing()
 #: Input types whose literal values ComfyUI converts during validation.
 PRIMITIVE_TYPES: Final = frozenset({"INT", "FLOAT", "STRING", "BOOLEAN"})
 
+OutputType = str | tuple[Any, ...]
+"""An output's type: a type name, or (custom nodes that output a combo value) its choices."""
+
 
 @dataclass(frozen=True, slots=True)
 class InputSpec:
@@ -52,7 +55,8 @@ class InputSpec:
     the type name) instead of ``["COMBO", {"options": [...]}]``. ``bare`` renders the input
     without an options object (``["IMAGE"]``). ``extra`` holds the remaining options
     verbatim (``tooltip``, ``display``, ``multiline`` ...). ``file_input`` marks combos whose
-    choices are the files of the input store (``LoadImage.image``).
+    choices are the files of the input store (``LoadImage.image``). A hidden input renders as
+    its type name, or as ``[type]`` when ``bare`` (nodes of ComfyUI's newer node API).
     """
 
     name: str
@@ -118,8 +122,9 @@ class InputSpec:
 class OutputSpec:
     """One output slot of a node type."""
 
-    type: str
-    name: str
+    type: OutputType
+    #: ComfyUI names an output by its type when the node gives no names.
+    name: OutputType
     is_list: bool = False
     tooltip: str | None = None
 
@@ -130,6 +135,8 @@ class NodeSpec:
 
     ``extra`` holds top-level fields rendered verbatim (``api_node``, ``deprecated``,
     ``experimental`` on newer nodes); ``output_tooltips`` is rendered when declared.
+    ``empty_sections`` are input sections shown although they declare nothing
+    (``"required": {}``).
     """
 
     name: str
@@ -142,6 +149,7 @@ class NodeSpec:
     python_module: str = "nodes"
     output_tooltips: bool = False
     extra: Mapping[str, Any] = field(default_factory=dict)
+    empty_sections: tuple[Section, ...] = ()
     _by_name: dict[str, InputSpec] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -161,7 +169,7 @@ class NodeSpec:
         return (i for i in self.inputs if i.section is Section.HIDDEN)
 
     @property
-    def return_types(self) -> tuple[str, ...]:
+    def return_types(self) -> tuple[OutputType, ...]:
         return tuple(o.type for o in self.outputs)
 
     def render(self, file_choices: Sequence[str] | None = None) -> dict[str, Any]:
@@ -170,23 +178,27 @@ class NodeSpec:
         ``file_choices`` replaces the choices of ``file_input`` combos (ComfyUI lists its input
         folder there).
         """
-        sections: dict[str, dict[str, Any]] = {}
-        order: dict[str, list[str]] = {}
+        # ComfyUI lists the sections in this order; only those declared appear.
+        declared = {i.section for i in self.inputs} | set(self.empty_sections)
+        sections: dict[str, dict[str, Any]] = {s.value: {} for s in Section if s in declared}
+        order: dict[str, list[str]] = {s: [] for s in sections}
         for spec in self.inputs:
             key = spec.section.value
             if spec.section is Section.HIDDEN:
-                value: Any = spec.type
+                value: Any = [spec.type] if spec.bare else spec.type
             else:
                 choices = file_choices if spec.file_input and file_choices is not None else None
                 value = spec.config(choices)
-            sections.setdefault(key, {})[spec.name] = value
-            order.setdefault(key, []).append(spec.name)
+            sections[key][spec.name] = value
+            order[key].append(spec.name)
         out: dict[str, Any] = {
             "input": sections,
             "input_order": order,
-            "output": [o.type for o in self.outputs],
+            "output": [list(o.type) if isinstance(o.type, tuple) else o.type for o in self.outputs],
             "output_is_list": [o.is_list for o in self.outputs],
-            "output_name": [o.name for o in self.outputs],
+            "output_name": [
+                list(o.name) if isinstance(o.name, tuple) else o.name for o in self.outputs
+            ],
             "name": self.name,
             "display_name": self.display_name,
             "description": self.description,

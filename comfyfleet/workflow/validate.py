@@ -38,6 +38,11 @@ from comfyfleet.workflow.specs import InputSpec, NodeCatalog, NodeSpec
 FileExists = Callable[[NodeSpec, InputSpec, str], bool]
 """``file_exists(node_spec, input_spec, name)``: whether a file-backed combo value exists."""
 
+UnlistedOk = Callable[[NodeSpec, InputSpec, Any], bool]
+"""``unlisted_ok(node_spec, input_spec, value)``: whether a combo value that is not among the
+input's choices is left to someone else (model files the scheduler resolves from the tenant's
+registry) rather than being ``value_not_in_list``."""
+
 
 class ErrorType(StrEnum):
     """ComfyUI's error ``type`` strings (plus ``malformed_json`` and ``dependency_cycle``)."""
@@ -214,23 +219,31 @@ class _InnerFailure(Exception):
         self.why = why
 
 
-def _id_order(node_id: str) -> tuple[int, int, str]:
+def id_order(node_id: str) -> tuple[int, int, str]:
+    """Numeric ids in number order ("2" before "10"), then the rest by text."""
     return (0, int(node_id), node_id) if node_id.isdecimal() else (1, 0, node_id)
 
 
-def types_compatible(received: str, expected: str) -> bool:
+def types_compatible(received: Any, expected: Any) -> bool:
     """ComfyUI's rule for linking an output of type ``received`` to an input ``expected``.
 
     Equal names match, ``*`` matches anything, and comma-separated unions match when they
-    share a member.
+    share a member. Types that are not names (a combo's choice list) match only when equal.
     """
-    if received == expected:
+    if _type_json(received) == _type_json(expected):
         return True
+    if not isinstance(received, str) or not isinstance(expected, str):
+        return False
     got = {t.strip() for t in received.split(",")}
     want = {t.strip() for t in expected.split(",")}
     if "*" in got or "*" in want:
         return True
     return bool(got & want)
+
+
+def _type_json(type_: Any) -> Any:
+    """A type as ComfyUI holds it (an output's choices are a list there)."""
+    return list(type_) if isinstance(type_, tuple) else type_
 
 
 def _convert(type_name: str, value: Any) -> Any:
@@ -256,11 +269,16 @@ class _Validator:
     """Validates nodes on demand, remembering each node's outcome (ComfyUI's ``validated``)."""
 
     def __init__(
-        self, workflow: Workflow, catalog: NodeCatalog, file_exists: FileExists | None
+        self,
+        workflow: Workflow,
+        catalog: NodeCatalog,
+        file_exists: FileExists | None,
+        unlisted_ok: UnlistedOk | None = None,
     ) -> None:
         self.workflow = workflow
         self.catalog = catalog
         self.file_exists = file_exists
+        self.unlisted_ok = unlisted_ok
         self.validated: dict[str, _Outcome] = {}
         self.converted: dict[str, dict[str, InputValue]] = {}
         self._in_progress: set[str] = set()
@@ -357,9 +375,9 @@ class _Validator:
                 f"{value.node_id!r} ({upstream.class_type}), which has "
                 f"{len(return_types)} output(s)",
             )
-        received = return_types[value.output_index]
+        received = _type_json(return_types[value.output_index])
         expected = config[0]
-        if not isinstance(expected, str) or not types_compatible(received, expected):
+        if not types_compatible(received, expected):
             issues.append(
                 self._issue(
                     node_id,
@@ -560,6 +578,8 @@ class _Validator:
         choices = list(ispec.choices or ())
         if value in choices:
             return
+        if self.unlisted_ok is not None and self.unlisted_ok(spec, ispec, value):
+            return
         config: list[Any] | None = ispec.error_config()
         if len(choices) > 20:
             listing = f"(list of length {len(choices)})"
@@ -645,7 +665,7 @@ def _find_outputs(
             outputs.append(node_id)
     if not outputs:
         return _prompt_error(ErrorType.PROMPT_NO_OUTPUTS, "Prompt has no outputs")
-    return sorted(outputs, key=_id_order)
+    return sorted(outputs, key=id_order)
 
 
 def validate_workflow(
@@ -654,12 +674,14 @@ def validate_workflow(
     *,
     file_exists: FileExists | None = None,
     outputs: Collection[str] | None = None,
+    unlisted_ok: UnlistedOk | None = None,
 ) -> ValidationResult:
     """Validate a workflow against ``catalog`` the way ComfyUI's ``POST /prompt`` does.
 
     ``file_exists`` checks the files named by loader nodes (skipped when ``None``, e.g. in
     the gateway, which does not hold the input files). ``outputs`` restricts the output
-    nodes to run (ComfyUI's partial execution).
+    nodes to run (ComfyUI's partial execution). ``unlisted_ok`` exempts combo values that
+    are not among the choices but are someone else's to check (see :data:`UnlistedOk`).
     """
     if isinstance(data, Workflow):
         workflow = data
@@ -671,7 +693,7 @@ def validate_workflow(
     found = _find_outputs(workflow, catalog, outputs)
     if isinstance(found, ValidationResult):
         return found
-    validator = _Validator(workflow, catalog, file_exists)
+    validator = _Validator(workflow, catalog, file_exists, unlisted_ok)
     good: list[str] = []
     failed: list[tuple[str, list[ValidationIssue]]] = []
     node_errors: dict[str, tuple[str, list[ValidationIssue], list[str]]] = {}
