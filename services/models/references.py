@@ -1,6 +1,8 @@
 """Finding the models an API-format workflow names.
 
-The tables below are the one place that says which node input names which kind of model.
+Which node input names which model folder is said once, in
+:mod:`comfyfleet.workflow.modelfiles`; the registry's kind of each folder is in
+:mod:`services.models.kinds`.
 """
 
 from __future__ import annotations
@@ -10,31 +12,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from comfyfleet.common.errors import FieldViolation, InvalidArgument
+from comfyfleet.workflow.modelfiles import standard_folder
+from services.models.kinds import FOLDER_OF_KIND
 
-# Inputs that name a model whatever node carries them: custom loaders keep ComfyUI's names.
-KIND_BY_INPUT: dict[str, str] = {
-    "ckpt_name": "checkpoint",
-    "lora_name": "lora",
-    "vae_name": "vae",
-    "control_net_name": "controlnet",
-    "unet_name": "diffusion_model",
-}
-
-# Inputs whose kind depends on the node: `model_name` and `clip_name` mean different things.
-KIND_BY_NODE_INPUT: dict[tuple[str, str], str] = {
-    ("UpscaleModelLoader", "model_name"): "upscale",
-    ("CLIPLoader", "clip_name"): "text_encoder",
-    ("DualCLIPLoader", "clip_name1"): "text_encoder",
-    ("DualCLIPLoader", "clip_name2"): "text_encoder",
-    ("TripleCLIPLoader", "clip_name1"): "text_encoder",
-    ("TripleCLIPLoader", "clip_name2"): "text_encoder",
-    ("TripleCLIPLoader", "clip_name3"): "text_encoder",
-    ("QuadrupleCLIPLoader", "clip_name1"): "text_encoder",
-    ("QuadrupleCLIPLoader", "clip_name2"): "text_encoder",
-    ("QuadrupleCLIPLoader", "clip_name3"): "text_encoder",
-    ("QuadrupleCLIPLoader", "clip_name4"): "text_encoder",
-    ("CLIPVisionLoader", "clip_name"): "clip_vision",
-}
+KIND_OF_FOLDER: dict[str, str] = {folder: kind for kind, folder in FOLDER_OF_KIND.items()}
 
 
 @dataclass(frozen=True)
@@ -53,7 +34,10 @@ class ModelReference:
 
 
 def kind_of_input(class_type: str, input_name: str) -> str | None:
-    return KIND_BY_NODE_INPUT.get((class_type, input_name)) or KIND_BY_INPUT.get(input_name)
+    """The registry kind a standard loader input names; None for other inputs (and for
+    folders the registry has no kind for)."""
+    folder = standard_folder(class_type, input_name)
+    return KIND_OF_FOLDER.get(folder) if folder is not None else None
 
 
 def find_references(workflow_json: str) -> list[ModelReference]:

@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 
 from comfyfleet.models.v1 import models_pb2
+from comfyfleet.workflow.modelfiles import FOLDER_BY_INPUT, FOLDER_BY_NODE_INPUT
 from services.models.kinds import FOLDER_OF_KIND, KINDS
-from services.models.references import KIND_BY_INPUT, KIND_BY_NODE_INPUT
+from services.models.references import kind_of_input
 from services.models.servicer import kind_of_type, type_of_kind
 
 
@@ -23,7 +24,25 @@ def test_unspecified_and_unknown_types_have_no_kind(value: int) -> None:
 
 
 def test_every_reference_kind_is_a_registry_kind() -> None:
-    assert set(KIND_BY_INPUT.values()) | set(KIND_BY_NODE_INPUT.values()) <= KINDS
+    inputs = [("AnyNode", name) for name in FOLDER_BY_INPUT] + list(FOLDER_BY_NODE_INPUT)
+    kinds = {kind_of_input(node, name) for node, name in inputs} - {None}
+    assert kinds == KINDS - {"embedding"}
+
+
+@pytest.mark.parametrize(
+    ("node", "name", "kind"),
+    [
+        ("CheckpointLoaderSimple", "ckpt_name", "checkpoint"),
+        ("MyCustomLoader", "lora_name", "lora"),
+        ("UpscaleModelLoader", "model_name", "upscale"),
+        ("CLIPLoader", "clip_name", "text_encoder"),
+        ("CLIPVisionLoader", "clip_name", "clip_vision"),
+        ("MyCustomLoader", "model_name", None),
+        ("StyleModelLoader", "style_model_name", None),  # a folder the registry does not hold
+    ],
+)
+def test_kinds_of_inputs(node: str, name: str, kind: str | None) -> None:
+    assert kind_of_input(node, name) == kind
 
 
 def test_folders() -> None:
