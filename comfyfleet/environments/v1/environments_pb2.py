@@ -28,7 +28,7 @@ from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n-comfyfleet/environments/v1/environments.proto\x12\x1a\x63omfyfleet.environments.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"O\n\x11\x43ustomNodePackage\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x14\n\x06source\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12\x10\n\x08revision\x18\x03 \x01(\t\"`\n\x10\x45nvironmentModel\x12\x14\n\x06\x66older\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x12\n\x04name\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12\x0e\n\x06sha256\x18\x03 \x01(\t\x12\x12\n\nsize_bytes\x18\x04 \x01(\x03\"\xaf\x04\n\x0b\x45nvironment\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x14\n\x06\x65ngine\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12\x17\n\x0f\x63omfyui_version\x18\x03 \x01(\t\x12\x43\n\x0c\x63ustom_nodes\x18\x04 \x03(\x0b\x32-.comfyfleet.environments.v1.CustomNodePackage\x12\x17\n\x0fpython_packages\x18\x05 \x03(\t\x12\x14\n\x0c\x61pt_packages\x18\x06 \x03(\t\x12<\n\x06models\x18\x07 \x03(\x0b\x32,.comfyfleet.environments.v1.EnvironmentModel\x12\x13\n\x0b\x64\x65scription\x18\x08 \x01(\t\x12\x45\n\rcatalog_state\x18\t \x01(\x0e\x32(.comfyfleet.environments.v1.CatalogStateB\x04\xe2\x41\x01\x03\x12\x1d\n\x0fnode_type_count\x18\n \x01(\x05\x42\x04\xe2\x41\x01\x03\x12\x1c\n\x0e\x63\x61talog_digest\x18\x0b \x01(\tB\x04\xe2\x41\x01\x03\x12=\n\x13\x63\x61talog_update_time\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x1c\n\x0e\x65xecutor_count\x18\r \x01(\x05\x42\x04\xe2\x41\x01\x03\x12\x35\n\x0b\x63reate_time\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\"\x91\x01\n\x12\x45nvironmentCatalog\x12\x0c\n\x04name\x18\x01 \x01(\t\x12,\n\x0bobject_info\x18\x02 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x0e\n\x06\x64igest\x18\x03 \x01(\t\x12/\n\x0bupdate_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"+\n\x15GetEnvironmentRequest\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"@\n\x17ListEnvironmentsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"r\n\x18ListEnvironmentsResponse\x12=\n\x0c\x65nvironments\x18\x01 \x03(\x0b\x32\'.comfyfleet.environments.v1.Environment\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"2\n\x1cGetEnvironmentCatalogRequest\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"r\n\x18\x43reateEnvironmentRequest\x12\x42\n\x0b\x65nvironment\x18\x01 \x01(\x0b\x32\'.comfyfleet.environments.v1.EnvironmentB\x04\xe2\x41\x01\x02\x12\x12\n\nrequest_id\x18\x02 \x01(\t\".\n\x18\x44\x65leteEnvironmentRequest\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"\x1b\n\x19\x44\x65leteEnvironmentResponse*a\n\x0c\x43\x61talogState\x12\x1d\n\x19\x43\x41TALOG_STATE_UNSPECIFIED\x10\x00\x12\x19\n\x15\x43\x41TALOG_STATE_PENDING\x10\x01\x12\x17\n\x13\x43\x41TALOG_STATE_KNOWN\x10\x02\x32\xab\x06\n\x12\x45nvironmentService\x12\x8d\x01\n\x0eGetEnvironment\x12\x31.comfyfleet.environments.v1.GetEnvironmentRequest\x1a\'.comfyfleet.environments.v1.Environment\"\x1f\x82\xd3\xe4\x93\x02\x19\x12\x17/v1/environments/{name}\x12\x97\x01\n\x10ListEnvironments\x12\x33.comfyfleet.environments.v1.ListEnvironmentsRequest\x1a\x34.comfyfleet.environments.v1.ListEnvironmentsResponse\"\x18\x82\xd3\xe4\x93\x02\x12\x12\x10/v1/environments\x12\xaa\x01\n\x15GetEnvironmentCatalog\x12\x38.comfyfleet.environments.v1.GetEnvironmentCatalogRequest\x1a..comfyfleet.environments.v1.EnvironmentCatalog\"\'\x82\xd3\xe4\x93\x02!\x12\x1f/v1/environments/{name}/catalog\x12\x99\x01\n\x11\x43reateEnvironment\x12\x34.comfyfleet.environments.v1.CreateEnvironmentRequest\x1a\'.comfyfleet.environments.v1.Environment\"%\x82\xd3\xe4\x93\x02\x1f\"\x10/v1/environments:\x0b\x65nvironment\x12\xa1\x01\n\x11\x44\x65leteEnvironment\x12\x34.comfyfleet.environments.v1.DeleteEnvironmentRequest\x1a\x35.comfyfleet.environments.v1.DeleteEnvironmentResponse\"\x1f\x82\xd3\xe4\x93\x02\x19*\x17/v1/environments/{name}b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n-comfyfleet/environments/v1/environments.proto\x12\x1a\x63omfyfleet.environments.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"O\n\x11\x43ustomNodePackage\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x14\n\x06source\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12\x10\n\x08revision\x18\x03 \x01(\t\"`\n\x10\x45nvironmentModel\x12\x14\n\x06\x66older\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x12\n\x04name\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12\x0e\n\x06sha256\x18\x03 \x01(\t\x12\x12\n\nsize_bytes\x18\x04 \x01(\x03\"\xaf\x04\n\x0b\x45nvironment\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x14\n\x06\x65ngine\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12\x17\n\x0f\x63omfyui_version\x18\x03 \x01(\t\x12\x43\n\x0c\x63ustom_nodes\x18\x04 \x03(\x0b\x32-.comfyfleet.environments.v1.CustomNodePackage\x12\x17\n\x0fpython_packages\x18\x05 \x03(\t\x12\x14\n\x0c\x61pt_packages\x18\x06 \x03(\t\x12<\n\x06models\x18\x07 \x03(\x0b\x32,.comfyfleet.environments.v1.EnvironmentModel\x12\x13\n\x0b\x64\x65scription\x18\x08 \x01(\t\x12\x45\n\rcatalog_state\x18\t \x01(\x0e\x32(.comfyfleet.environments.v1.CatalogStateB\x04\xe2\x41\x01\x03\x12\x1d\n\x0fnode_type_count\x18\n \x01(\x05\x42\x04\xe2\x41\x01\x03\x12\x1c\n\x0e\x63\x61talog_digest\x18\x0b \x01(\tB\x04\xe2\x41\x01\x03\x12=\n\x13\x63\x61talog_update_time\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x1c\n\x0e\x65xecutor_count\x18\r \x01(\x05\x42\x04\xe2\x41\x01\x03\x12\x35\n\x0b\x63reate_time\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\"\xab\x01\n\x12\x45nvironmentCatalog\x12\x0c\n\x04name\x18\x01 \x01(\t\x12,\n\x0bobject_info\x18\x02 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x0e\n\x06\x64igest\x18\x03 \x01(\t\x12/\n\x0bupdate_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x18\n\x10object_info_json\x18\x05 \x01(\t\"+\n\x15GetEnvironmentRequest\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"@\n\x17ListEnvironmentsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"r\n\x18ListEnvironmentsResponse\x12=\n\x0c\x65nvironments\x18\x01 \x03(\x0b\x32\'.comfyfleet.environments.v1.Environment\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"i\n\x1cGetEnvironmentCatalogRequest\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x35\n\x04view\x18\x02 \x01(\x0e\x32\'.comfyfleet.environments.v1.CatalogView\"r\n\x18\x43reateEnvironmentRequest\x12\x42\n\x0b\x65nvironment\x18\x01 \x01(\x0b\x32\'.comfyfleet.environments.v1.EnvironmentB\x04\xe2\x41\x01\x02\x12\x12\n\nrequest_id\x18\x02 \x01(\t\".\n\x18\x44\x65leteEnvironmentRequest\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"\x1b\n\x19\x44\x65leteEnvironmentResponse*a\n\x0c\x43\x61talogState\x12\x1d\n\x19\x43\x41TALOG_STATE_UNSPECIFIED\x10\x00\x12\x19\n\x15\x43\x41TALOG_STATE_PENDING\x10\x01\x12\x17\n\x13\x43\x41TALOG_STATE_KNOWN\x10\x02*[\n\x0b\x43\x61talogView\x12\x1c\n\x18\x43\x41TALOG_VIEW_UNSPECIFIED\x10\x00\x12\x17\n\x13\x43\x41TALOG_VIEW_STRUCT\x10\x01\x12\x15\n\x11\x43\x41TALOG_VIEW_JSON\x10\x02\x32\xab\x06\n\x12\x45nvironmentService\x12\x8d\x01\n\x0eGetEnvironment\x12\x31.comfyfleet.environments.v1.GetEnvironmentRequest\x1a\'.comfyfleet.environments.v1.Environment\"\x1f\x82\xd3\xe4\x93\x02\x19\x12\x17/v1/environments/{name}\x12\x97\x01\n\x10ListEnvironments\x12\x33.comfyfleet.environments.v1.ListEnvironmentsRequest\x1a\x34.comfyfleet.environments.v1.ListEnvironmentsResponse\"\x18\x82\xd3\xe4\x93\x02\x12\x12\x10/v1/environments\x12\xaa\x01\n\x15GetEnvironmentCatalog\x12\x38.comfyfleet.environments.v1.GetEnvironmentCatalogRequest\x1a..comfyfleet.environments.v1.EnvironmentCatalog\"\'\x82\xd3\xe4\x93\x02!\x12\x1f/v1/environments/{name}/catalog\x12\x99\x01\n\x11\x43reateEnvironment\x12\x34.comfyfleet.environments.v1.CreateEnvironmentRequest\x1a\'.comfyfleet.environments.v1.Environment\"%\x82\xd3\xe4\x93\x02\x1f\"\x10/v1/environments:\x0b\x65nvironment\x12\xa1\x01\n\x11\x44\x65leteEnvironment\x12\x34.comfyfleet.environments.v1.DeleteEnvironmentRequest\x1a\x35.comfyfleet.environments.v1.DeleteEnvironmentResponse\"\x1f\x82\xd3\xe4\x93\x02\x19*\x17/v1/environments/{name}b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -77,8 +77,10 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ENVIRONMENTSERVICE'].methods_by_name['CreateEnvironment']._serialized_options = b'\202\323\344\223\002\037\"\020/v1/environments:\013environment'
   _globals['_ENVIRONMENTSERVICE'].methods_by_name['DeleteEnvironment']._loaded_options = None
   _globals['_ENVIRONMENTSERVICE'].methods_by_name['DeleteEnvironment']._serialized_options = b'\202\323\344\223\002\031*\027/v1/environments/{name}'
-  _globals['_CATALOGSTATE']._serialized_start=1564
-  _globals['_CATALOGSTATE']._serialized_end=1661
+  _globals['_CATALOGSTATE']._serialized_start=1645
+  _globals['_CATALOGSTATE']._serialized_end=1742
+  _globals['_CATALOGVIEW']._serialized_start=1744
+  _globals['_CATALOGVIEW']._serialized_end=1835
   _globals['_CUSTOMNODEPACKAGE']._serialized_start=203
   _globals['_CUSTOMNODEPACKAGE']._serialized_end=282
   _globals['_ENVIRONMENTMODEL']._serialized_start=284
@@ -86,21 +88,21 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ENVIRONMENT']._serialized_start=383
   _globals['_ENVIRONMENT']._serialized_end=942
   _globals['_ENVIRONMENTCATALOG']._serialized_start=945
-  _globals['_ENVIRONMENTCATALOG']._serialized_end=1090
-  _globals['_GETENVIRONMENTREQUEST']._serialized_start=1092
-  _globals['_GETENVIRONMENTREQUEST']._serialized_end=1135
-  _globals['_LISTENVIRONMENTSREQUEST']._serialized_start=1137
-  _globals['_LISTENVIRONMENTSREQUEST']._serialized_end=1201
-  _globals['_LISTENVIRONMENTSRESPONSE']._serialized_start=1203
-  _globals['_LISTENVIRONMENTSRESPONSE']._serialized_end=1317
-  _globals['_GETENVIRONMENTCATALOGREQUEST']._serialized_start=1319
-  _globals['_GETENVIRONMENTCATALOGREQUEST']._serialized_end=1369
-  _globals['_CREATEENVIRONMENTREQUEST']._serialized_start=1371
-  _globals['_CREATEENVIRONMENTREQUEST']._serialized_end=1485
-  _globals['_DELETEENVIRONMENTREQUEST']._serialized_start=1487
-  _globals['_DELETEENVIRONMENTREQUEST']._serialized_end=1533
-  _globals['_DELETEENVIRONMENTRESPONSE']._serialized_start=1535
-  _globals['_DELETEENVIRONMENTRESPONSE']._serialized_end=1562
-  _globals['_ENVIRONMENTSERVICE']._serialized_start=1664
-  _globals['_ENVIRONMENTSERVICE']._serialized_end=2475
+  _globals['_ENVIRONMENTCATALOG']._serialized_end=1116
+  _globals['_GETENVIRONMENTREQUEST']._serialized_start=1118
+  _globals['_GETENVIRONMENTREQUEST']._serialized_end=1161
+  _globals['_LISTENVIRONMENTSREQUEST']._serialized_start=1163
+  _globals['_LISTENVIRONMENTSREQUEST']._serialized_end=1227
+  _globals['_LISTENVIRONMENTSRESPONSE']._serialized_start=1229
+  _globals['_LISTENVIRONMENTSRESPONSE']._serialized_end=1343
+  _globals['_GETENVIRONMENTCATALOGREQUEST']._serialized_start=1345
+  _globals['_GETENVIRONMENTCATALOGREQUEST']._serialized_end=1450
+  _globals['_CREATEENVIRONMENTREQUEST']._serialized_start=1452
+  _globals['_CREATEENVIRONMENTREQUEST']._serialized_end=1566
+  _globals['_DELETEENVIRONMENTREQUEST']._serialized_start=1568
+  _globals['_DELETEENVIRONMENTREQUEST']._serialized_end=1614
+  _globals['_DELETEENVIRONMENTRESPONSE']._serialized_start=1616
+  _globals['_DELETEENVIRONMENTRESPONSE']._serialized_end=1643
+  _globals['_ENVIRONMENTSERVICE']._serialized_start=1838
+  _globals['_ENVIRONMENTSERVICE']._serialized_end=2649
 # @@protoc_insertion_point(module_scope)

@@ -18,9 +18,18 @@ class CatalogState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     CATALOG_STATE_UNSPECIFIED: _ClassVar[CatalogState]
     CATALOG_STATE_PENDING: _ClassVar[CatalogState]
     CATALOG_STATE_KNOWN: _ClassVar[CatalogState]
+
+class CatalogView(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    CATALOG_VIEW_UNSPECIFIED: _ClassVar[CatalogView]
+    CATALOG_VIEW_STRUCT: _ClassVar[CatalogView]
+    CATALOG_VIEW_JSON: _ClassVar[CatalogView]
 CATALOG_STATE_UNSPECIFIED: CatalogState
 CATALOG_STATE_PENDING: CatalogState
 CATALOG_STATE_KNOWN: CatalogState
+CATALOG_VIEW_UNSPECIFIED: CatalogView
+CATALOG_VIEW_STRUCT: CatalogView
+CATALOG_VIEW_JSON: CatalogView
 
 class CustomNodePackage(_message.Message):
     __slots__ = ("name", "source", "revision")
@@ -77,16 +86,18 @@ class Environment(_message.Message):
     def __init__(self, name: _Optional[str] = ..., engine: _Optional[str] = ..., comfyui_version: _Optional[str] = ..., custom_nodes: _Optional[_Iterable[_Union[CustomNodePackage, _Mapping]]] = ..., python_packages: _Optional[_Iterable[str]] = ..., apt_packages: _Optional[_Iterable[str]] = ..., models: _Optional[_Iterable[_Union[EnvironmentModel, _Mapping]]] = ..., description: _Optional[str] = ..., catalog_state: _Optional[_Union[CatalogState, str]] = ..., node_type_count: _Optional[int] = ..., catalog_digest: _Optional[str] = ..., catalog_update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., executor_count: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class EnvironmentCatalog(_message.Message):
-    __slots__ = ("name", "object_info", "digest", "update_time")
+    __slots__ = ("name", "object_info", "digest", "update_time", "object_info_json")
     NAME_FIELD_NUMBER: _ClassVar[int]
     OBJECT_INFO_FIELD_NUMBER: _ClassVar[int]
     DIGEST_FIELD_NUMBER: _ClassVar[int]
     UPDATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    OBJECT_INFO_JSON_FIELD_NUMBER: _ClassVar[int]
     name: str
     object_info: _struct_pb2.Struct
     digest: str
     update_time: _timestamp_pb2.Timestamp
-    def __init__(self, name: _Optional[str] = ..., object_info: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., digest: _Optional[str] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    object_info_json: str
+    def __init__(self, name: _Optional[str] = ..., object_info: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., digest: _Optional[str] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., object_info_json: _Optional[str] = ...) -> None: ...
 
 class GetEnvironmentRequest(_message.Message):
     __slots__ = ("name",)
@@ -111,10 +122,12 @@ class ListEnvironmentsResponse(_message.Message):
     def __init__(self, environments: _Optional[_Iterable[_Union[Environment, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class GetEnvironmentCatalogRequest(_message.Message):
-    __slots__ = ("name",)
+    __slots__ = ("name", "view")
     NAME_FIELD_NUMBER: _ClassVar[int]
+    VIEW_FIELD_NUMBER: _ClassVar[int]
     name: str
-    def __init__(self, name: _Optional[str] = ...) -> None: ...
+    view: CatalogView
+    def __init__(self, name: _Optional[str] = ..., view: _Optional[_Union[CatalogView, str]] = ...) -> None: ...
 
 class CreateEnvironmentRequest(_message.Message):
     __slots__ = ("environment", "request_id")
