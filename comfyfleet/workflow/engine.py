@@ -11,6 +11,7 @@ from typing import Any
 from comfyfleet.workflow.graph import Workflow
 from comfyfleet.workflow.io import InputStore, OutputSink
 from comfyfleet.workflow.runner import (
+    SHARED_SCOPE,
     CancelToken,
     EventCallback,
     NodeError,
@@ -88,12 +89,13 @@ class WorkflowEngine:
         use_cache: bool = True,
         fresh_outputs: bool = False,
         validated: ValidationResult | None = None,
+        cache_scope: str = SHARED_SCOPE,
     ) -> RunResult:
         """Validate ``workflow`` and, when it is acceptable, run its valid outputs.
 
         An invalid workflow gives ``RunStatus.INVALID`` with the ``validation`` result set.
         ``validated`` passes the result of an earlier :meth:`validate` of the same workflow
-        (and inputs) to skip validating it again.
+        (and inputs) to skip validating it again. ``cache_scope``: see :meth:`Runner.run`.
         """
         started = time.perf_counter()
         if validated is not None:
@@ -116,6 +118,7 @@ class WorkflowEngine:
                 resources=resources,
                 use_cache=use_cache,
                 fresh_outputs=fresh_outputs,
+                cache_scope=cache_scope,
             )
         except GraphError as exc:
             return _graph_failure(validation, exc, started)

@@ -5,6 +5,13 @@ from an :class:`OutputCache` (ComfyUI's semantics: a node is reused when its cla
 inputs and its upstream signatures are unchanged), reports progress as typed events, and
 checks a :class:`CancelToken` between nodes (node implementations poll it inside long loops).
 
+One cache serves many requesters, so every signature also holds the run's *cache scope* (the
+executor passes one per tenant): a run never reuses what a run of another scope computed.
+Only what :data:`SHARED_SCOPE` runs cached (an operator's warmup, which holds no tenant's data)
+is reused by every scope, and then only for nodes that are not output nodes. An output node's
+signature also holds the whole prompt it embeds in its files, so a file it hands back always
+carries the prompt of the run that asks for it: only an identical resubmission reuses it.
+
 Node implementations are plain callables ``fn(ctx, **inputs)`` returning a
 :class:`NodeOutput` (or a tuple of output values), or :class:`Pending` to ask for lazy inputs.
 Every output slot holds a list of values (ComfyUI's list semantics): a node fed lists is called
@@ -294,6 +301,10 @@ EventCallback = Callable[[ExecutionEvent], None]
 
 # --------------------------------------------------------------------------- cache
 
+# The cache scope of runs no tenant asked for (an operator's warmup, a local run): what they
+# cache every scope may reuse, output nodes excepted.
+SHARED_SCOPE = ""
+
 
 @dataclass(frozen=True, slots=True)
 class CachedOutput:
@@ -363,8 +374,14 @@ class _Run:
     on_event: EventCallback | None
     cancel: CancelToken
     started: float
+    cache_scope: str = SHARED_SCOPE
     prompt: Mapping[str, Any] = field(default_factory=dict)
+    # Each node's cache key in the run's scope; and in the shared scope, which a scoped run
+    # may read (never write) for nodes other than outputs.
     signatures: dict[str, bytes] = field(default_factory=dict)
+    shared_signatures: dict[str, bytes] = field(default_factory=dict)
+    # The shared entries the run reused, kept in the cache with its own.
+    reused_shared: list[bytes] = field(default_factory=list)
     values: dict[str, tuple[list[Any], ...]] = field(default_factory=dict)
     ui: dict[str, Mapping[str, list[Any]]] = field(default_factory=dict)
     reports: dict[str, NodeReport] = field(default_factory=dict)
@@ -417,13 +434,16 @@ class Runner:
         resources: Any = None,
         use_cache: bool = True,
         fresh_outputs: bool = False,
+        cache_scope: str = SHARED_SCOPE,
     ) -> RunResult:
         """Execute ``workflow`` (already validated) for ``targets`` (default: every output).
 
         ``use_cache=False`` neither reads nor updates the output cache. ``fresh_outputs``
         always runs output nodes (their inputs may still come from the cache), so every
-        execution writes its own files; by default an unchanged output node is served from
-        the cache and only its ui is replayed, as ComfyUI does.
+        execution writes its own files; by default an output node of an identical earlier
+        prompt is served from the cache and only its ui is replayed, as ComfyUI does.
+        ``cache_scope`` keeps runs of different scopes (tenants) from reusing each other's
+        node outputs.
 
         Graph problems (cycles, links to missing nodes, unknown types) raise
         :class:`GraphError`; a node that raises makes a ``FAILED`` result.
@@ -441,6 +461,7 @@ class Runner:
             on_event=on_event,
             cancel=cancel if cancel is not None else CancelToken(),
             started=started,
+            cache_scope=cache_scope,
         )
         try:
             fingerprints = self._fingerprints(run, order)
@@ -454,9 +475,13 @@ class Runner:
         run.emit(NodesCached(tuple(cached)))
         for node_id in cached:
             self._report_cached(run, node_id)
-        status, error = self._execute(run, goal, cached, use_cache)
-        if use_cache:
-            self.cache.retain(run.signatures.values())
+        try:
+            status, error = self._execute(run, goal, cached, use_cache)
+        finally:
+            # Even after a graph error: entries of earlier runs must not outlive the files
+            # their output nodes name, which the next run's sink no longer keeps.
+            if use_cache:
+                self.cache.retain([*run.signatures.values(), *run.reused_shared])
         return self._finish(run, status, error)
 
     # -- preparation ---------------------------------------------------------------
@@ -482,31 +507,59 @@ class Runner:
         return found
 
     def _sign(self, run: _Run, order: Sequence[str], fingerprints: Mapping[str, Any]) -> None:
-        """Compute each node's signature: its class, literals and upstream signatures."""
+        """Compute each node's signature in the run's scope (and in the shared scope)."""
+        embedded = _literal_key([run.prompt, run.extra_pnginfo]).encode()
+        prompt_digest = hashlib.blake2b(embedded, digest_size=20).digest()
+        run.signatures = self._signatures(run, order, fingerprints, run.cache_scope, prompt_digest)
+        if run.cache_scope != SHARED_SCOPE:
+            run.shared_signatures = self._signatures(
+                run, order, fingerprints, SHARED_SCOPE, prompt_digest
+            )
+
+    @staticmethod
+    def _signatures(
+        run: _Run,
+        order: Sequence[str],
+        fingerprints: Mapping[str, Any],
+        scope: str,
+        prompt_digest: bytes,
+    ) -> dict[str, bytes]:
+        """A node's signature: the scope, its class, literals and upstream signatures; for an
+        output node also the prompt its files embed."""
+        signatures: dict[str, bytes] = {}
         for node_id in order:
             node = run.workflow[node_id]
             definition = run.definitions[node_id]
             digest = hashlib.blake2b(digest_size=20)
+            digest.update(_literal_key(scope).encode() + b"\0")
             digest.update(definition.class_type.encode())
             digest.update(b"\0" + _literal_key(fingerprints.get(node_id)).encode())
             if definition.not_idempotent:
                 digest.update(b"\0id:" + node_id.encode())
+            if definition.spec.output_node:
+                digest.update(b"\0prompt:" + prompt_digest)
             for name in sorted(node.inputs):
                 value = node.inputs[name]
                 digest.update(b"\0" + name.encode() + b"=")
                 if isinstance(value, Link):
-                    digest.update(run.signatures[value.node_id])
+                    digest.update(signatures[value.node_id])
                     digest.update(b":%d" % value.output_index)
                 else:
                     digest.update(_literal_key(value).encode())
-            run.signatures[node_id] = digest.digest()
+            signatures[node_id] = digest.digest()
+        return signatures
 
     def _take_cached(self, run: _Run, order: Sequence[str], fresh_outputs: bool) -> list[str]:
         cached: list[str] = []
         for node_id in order:
-            if fresh_outputs and run.definitions[node_id].spec.output_node:
+            output_node = run.definitions[node_id].spec.output_node
+            if fresh_outputs and output_node:
                 continue
             entry = self.cache.get(run.signatures[node_id])
+            if entry is None and not output_node and node_id in run.shared_signatures:
+                entry = self.cache.get(run.shared_signatures[node_id])
+                if entry is not None:
+                    run.reused_shared.append(run.shared_signatures[node_id])
             if entry is None:
                 continue
             run.values[node_id] = entry.values

@@ -46,6 +46,7 @@ from services.executor.engine import (
     ProducedFile,
     RunInterrupted,
     WorkflowRejected,
+    tenant_scope,
 )
 from services.executor.models import ModelCache, ModelSpec
 from services.executor.resources import RunUsage, UsageMeter
@@ -274,7 +275,15 @@ class Attempt:
             self._loaded(models) as weights,
         ):
             self._telemetry.models_ready(time.perf_counter() - loading, len(spec.models))
-            job = EngineJob(spec.workflow_json, input_dir, models, weights)
+            # The engine's caches are per tenant: nothing one tenant's run computed or saved
+            # may come back to another tenant.
+            job = EngineJob(
+                spec.workflow_json,
+                input_dir,
+                models,
+                weights,
+                cache_scope=tenant_scope(spec.tenant),
+            )
             started = time.perf_counter()
             # A comfyui engine runs the workflow in ComfyUI's process, not this one.
             in_process = deps.engine.name == "native"

@@ -7,6 +7,7 @@ plugs in here; a ComfyUI engine can plug in behind the same interface later.
 
 from __future__ import annotations
 
+import hashlib
 import mimetypes
 import os
 import shutil
@@ -20,6 +21,7 @@ from comfyfleet.common.errors import FieldViolation
 from comfyfleet.workflow.graph import Workflow
 from comfyfleet.workflow.io import DirectoryInputStore, OutputFile, counter_after, safe_relative
 from comfyfleet.workflow.runner import (
+    SHARED_SCOPE,
     CancelToken,
     ExecutionEvent,
     NodeFinished,
@@ -74,6 +76,11 @@ class ProducedFile:
     data: bytes
 
 
+def tenant_scope(tenant: str) -> str:
+    """The cache scope of a tenant's jobs (never the shared scope, whatever the name)."""
+    return f"tenant:{tenant}"
+
+
 @dataclass(frozen=True)
 class EngineJob:
     """What one run needs: the workflow text, its input files and its model files."""
@@ -85,6 +92,11 @@ class EngineJob:
     # The same models' weights, already loaded on the engine's device (native engine only),
     # by "<folder>/<name>"; held from eviction while the run lasts.
     weights: Mapping[str, LoadedWeights] = field(default_factory=dict)
+    # Whose run this is, for the engine's caches: a job never gets anything a job of another
+    # scope computed or saved (loaded model weights aside). A tenant's jobs take
+    # tenant_scope(tenant); SHARED_SCOPE is for work no tenant asked for (an operator's
+    # warmup, a local run), whose intermediate results every scope may reuse.
+    cache_scope: str = SHARED_SCOPE
 
 
 @dataclass(frozen=True)
@@ -191,20 +203,27 @@ def build_engine(
 
 
 class OutputFolder:
-    """ComfyUI's output folder, kept between runs.
+    """ComfyUI's output folder, kept between runs, with a folder of its own per cache scope.
 
     A resubmission answered from the node cache writes no files, yet its output nodes report
     the files of the run that filled the cache; keeping that run's files here lets the
-    executor upload them again. After each run only the files it reported are kept.
+    executor upload them again. After each run only the files it reported are kept. Each
+    scope saves into its own folder, so file counters never show what another scope saved.
     """
 
     def __init__(self, root: Path) -> None:
         self.root = root
+        self.scope = SHARED_SCOPE
         self._content_types: dict[str, str] = {}
         shutil.rmtree(root, ignore_errors=True)
 
+    def enter(self, scope: str) -> None:
+        """Later writes and lookups are the ``scope``'s (set before each run)."""
+        self.scope = scope
+
     def _folder(self, type_: str, subfolder: str) -> Path:
-        base = self.root / ("_temp" if type_ == "temp" else "output")
+        scope_dir = hashlib.sha256(self.scope.encode()).hexdigest()[:32]
+        base = self.root / scope_dir / ("_temp" if type_ == "temp" else "output")
         return base / safe_relative(subfolder) if subfolder else base
 
     def next_counter(self, type: str, subfolder: str, prefix: str) -> int:
@@ -231,6 +250,7 @@ class OutputFolder:
         )
 
     def keep_only(self, records: Sequence[OutputRecord]) -> None:
+        """Deletes every file, of any scope, but ``records`` (of the current scope)."""
         keep = {str(self._folder(r.type, r.subfolder) / safe_relative(r.filename)) for r in records}
         if not self.root.is_dir():
             return
@@ -301,6 +321,7 @@ class NativeAdapter:
             raise _rejected(validation)
         total = len(execution_order(validation.workflow, validation.outputs))
         progress = _Progress(validation.workflow, total, on_event)
+        self._outputs.enter(job.cache_scope)
         result = self._engine.run(
             job.workflow_json,
             inputs,
@@ -309,6 +330,7 @@ class NativeAdapter:
             cancel=cancel,
             validated=validation,
             weights=job.weights,
+            cache_scope=job.cache_scope,
         )
         return self._result(result)
 

@@ -12,6 +12,7 @@ from comfyfleet.workflow.engine import WorkflowEngine
 from comfyfleet.workflow.graph import Workflow
 from comfyfleet.workflow.io import InputStore, OutputSink
 from comfyfleet.workflow.runner import (
+    SHARED_SCOPE,
     CancelToken,
     EventCallback,
     NodeRegistry,
@@ -84,6 +85,7 @@ class NativeEngine:
         fresh_outputs: bool = False,
         validated: ValidationResult | None = None,
         weights: Mapping[str, LoadedWeights] | None = None,
+        cache_scope: str = SHARED_SCOPE,
     ) -> RunResult:
         """Validate and run ``workflow``; see :class:`comfyfleet.workflow.runner.RunResult`.
 
@@ -92,7 +94,8 @@ class NativeEngine:
         ``fresh_outputs`` always runs output nodes, so every run writes its own files;
         ``validated`` reuses an earlier :meth:`validate` result of the same workflow.
         ``weights`` are the run's loaded models by ``"<folder>/<name>"``, which nodes reach
-        through ``ctx.resources`` (``nodes.base.model_weights``).
+        through ``ctx.resources`` (``nodes.base.model_weights``). Runs of different
+        ``cache_scope``s (tenants) never reuse each other's node outputs.
         """
         resources = NativeResources(self.device, weights) if weights else self._resources
         on_cuda = self.device.type == "cuda"
@@ -111,6 +114,7 @@ class NativeEngine:
                 use_cache=use_cache,
                 fresh_outputs=fresh_outputs,
                 validated=validated,
+                cache_scope=cache_scope,
             )
         if on_cuda:
             peak = torch.cuda.max_memory_allocated(self.device)

@@ -185,8 +185,9 @@ async def test_a_serverless_process_warms_up_runs_its_jobs_and_leaves(
         assert process.stderr is not None
         logs = (await process.stderr.read()).decode()
 
-    # The warmup ran the same workflow: the job is answered from the node cache.
-    assert sorted(updates[-1].completed.cached_nodes) == ["1", "2", "3"]
+    # The warmup ran the same workflow: the job takes its nodes from the node cache, but its
+    # output node saves the job's own file (issue 11: files embed their own run's prompt).
+    assert sorted(updates[-1].completed.cached_nodes) == ["1", "2"]
     assert len(updates[-1].completed.outputs) == 1
     assert code == 0, logs
     assert "warmup workflow ran in" in logs

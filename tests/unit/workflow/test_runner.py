@@ -194,8 +194,79 @@ def test_cache_ignores_node_ids(stubs: Stubs) -> None:
         "d": _node("Out", a=["c", 0]),
     }
     result, _ = _run(engine, renamed)
+    # The output node's files would embed the other prompt (other node ids): it runs again.
+    assert stubs.calls == ["d"]
+    assert sorted(result.cached_nodes) == ["a", "b", "c"]
+
+
+def test_runs_of_another_scope_reuse_nothing(stubs: Stubs) -> None:
+    engine = WorkflowEngine(stubs.registry)
+    _run(engine, CHAIN, cache_scope="tenant:a")
+    stubs.calls.clear()
+    result, sink = _run(engine, CHAIN, cache_scope="tenant:b")
+    assert sorted(stubs.calls) == ["1", "2", "3", "4"]
+    assert result.cached_nodes == ()
+    assert [f.path for f in sink.files] == ["out_4.txt"]
+
+
+def test_a_scope_reuses_its_own_outputs(stubs: Stubs) -> None:
+    engine = WorkflowEngine(stubs.registry)
+    _run(engine, CHAIN, cache_scope="tenant:a")
+    stubs.calls.clear()
+    result, _ = _run(engine, CHAIN, cache_scope="tenant:a")
     assert stubs.calls == []
-    assert len(result.cached_nodes) == 4
+    assert sorted(result.cached_nodes) == ["1", "2", "3", "4"]
+
+
+def test_a_scope_switch_drops_the_other_scopes_entries(stubs: Stubs) -> None:
+    # One cache holds the last run's entries, as ComfyUI's does: a->b->a runs a afresh.
+    engine = WorkflowEngine(stubs.registry)
+    for scope in ("tenant:a", "tenant:b"):
+        _run(engine, CHAIN, cache_scope=scope)
+    stubs.calls.clear()
+    result, _ = _run(engine, CHAIN, cache_scope="tenant:a")
+    assert sorted(stubs.calls) == ["1", "2", "3", "4"] and result.cached_nodes == ()
+
+
+def test_shared_runs_serve_every_scope_but_not_its_output_nodes(stubs: Stubs) -> None:
+    engine = WorkflowEngine(stubs.registry)
+    _run(engine, CHAIN)  # SHARED_SCOPE: an operator's warmup
+    stubs.calls.clear()
+    result, sink = _run(engine, CHAIN, cache_scope="tenant:a")
+    assert stubs.calls == ["4"]
+    assert sorted(result.cached_nodes) == ["1", "2", "3"]
+    assert [f.path for f in sink.files] == ["out_4.txt"]
+    # The shared entries it reused stay for the next scope; its own entries serve only it.
+    stubs.calls.clear()
+    other, _ = _run(engine, CHAIN, cache_scope="tenant:b")
+    assert stubs.calls == ["4"] and sorted(other.cached_nodes) == ["1", "2", "3"]
+
+
+def test_a_scoped_run_fills_nothing_the_shared_scope_reuses(stubs: Stubs) -> None:
+    engine = WorkflowEngine(stubs.registry)
+    _run(engine, CHAIN, cache_scope="tenant:a")
+    stubs.calls.clear()
+    result, _ = _run(engine, CHAIN)
+    assert sorted(stubs.calls) == ["1", "2", "3", "4"] and result.cached_nodes == ()
+
+
+def test_an_output_node_reruns_when_the_prompt_it_embeds_changed(stubs: Stubs) -> None:
+    engine = WorkflowEngine(stubs.registry)
+    _run(engine, CHAIN, cache_scope="tenant:a")
+    stubs.calls.clear()
+    # Node 9 feeds no output, but the files of node 4 embed the whole prompt.
+    changed = dict(CHAIN, **{"9": _node("Num", value=100)})
+    result, sink = _run(engine, changed, cache_scope="tenant:a")
+    assert stubs.calls == ["4"]
+    assert sorted(result.cached_nodes) == ["1", "2", "3"]
+    assert len(sink.files) == 1
+    titled = {**CHAIN, "9": {**CHAIN["9"], "_meta": {"title": "private"}}}
+    stubs.calls.clear()
+    _run(engine, titled, cache_scope="tenant:a")
+    assert stubs.calls == ["4"]
+    stubs.calls.clear()
+    _run(engine, CHAIN, cache_scope="tenant:a", extra_pnginfo={"workflow": {"nodes": []}})
+    assert stubs.calls == ["4"]
 
 
 def test_use_cache_false_runs_everything(stubs: Stubs) -> None:
