@@ -94,6 +94,10 @@ class ComfyUIEngine:
     def node_types(self) -> Sequence[str]:
         return sorted(self._object_info)
 
+    def object_info(self) -> Mapping[str, Any]:
+        """What ComfyUI answered ``GET /object_info`` with at start: its node catalog."""
+        return self._object_info
+
     def start(self) -> None:
         """Starts (or reaches) ComfyUI, waits until it answers and reads its node types.
 
