@@ -7,7 +7,7 @@ import base64
 import binascii
 import json
 import re
-from collections.abc import AsyncIterable, Awaitable, Callable
+from collections.abc import AsyncIterable, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,7 +22,7 @@ from comfyfleet.common.errors import (
 from comfyfleet.common.storage import ObjectStore, model_key
 from services.models import repository
 from services.models.inspection import FORMAT, inspect_file, name_violations
-from services.models.kinds import KINDS, folder_of
+from services.models.kinds import FOLDER_OF_KIND, KINDS, folder_of
 from services.models.references import ModelReference, find_references
 from services.models.repository import ModelRecord, NewModel
 from services.models.spool import SpooledFile, spool
@@ -32,6 +32,8 @@ DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 1000
 _TOKEN_PREFIX = "after:"
 _ID = re.compile(rf"{repository.ID_PREFIX}_[0-9a-z]{{26}}")
+# Folder names ComfyUI still accepts for the ones that replaced them.
+FOLDER_ALIASES = {"clip": "text_encoders", "unet": "diffusion_models"}
 
 
 @dataclass(frozen=True)
@@ -183,9 +185,82 @@ class ModelRegistry:
             )
         return [self._resolved(r, found[(r.name, r.kind)]) for r in refs]
 
+    async def resolve_references(
+        self, tenant: str, refs: Sequence[FolderReference]
+    ) -> list[ResolvedModel]:
+        """Each reference (found by the caller from an environment's catalog) with the
+        newest registered version and a download URL: a reference with a folder takes the
+        model whose type lives in that folder, one without takes the name's model of any
+        type (the newest upload when several types share the name).
+
+        Every reference to a model that is not registered is reported at once.
+        """
+        violations = reference_violations(refs)
+        if violations:
+            raise InvalidArgument("the model references are invalid", violations)
+        names = {r.name for r in refs if not name_violations(r.name)}
+        found = await repository.latest_by_name(self.pool, tenant, names)
+        picked = [(r, _pick(found.get(r.name, []), r.folder)) for r in refs]
+        missing = [r for r, record in picked if record is None]
+        if missing:
+            raise InvalidArgument(
+                "the workflow names models that are not registered",
+                [_unregistered_in_folder(r) for r in missing],
+                reason="MODEL_NOT_REGISTERED",
+            )
+        return [self._resolved(r.reference, record) for r, record in picked if record]
+
     def _resolved(self, ref: ModelReference, record: ModelRecord) -> ResolvedModel:
         url = self.store.presign_get(record.storage_key, self.limits.presign_ttl_s)
         return ResolvedModel(ref, record, url, folder_of(record.kind))
+
+
+@dataclass(frozen=True)
+class FolderReference:
+    """A model reference as ResolveModelsRequest.references gives it: by ComfyUI folder."""
+
+    node_id: str
+    input_name: str
+    name: str
+    # "" when the caller's catalog did not say.
+    folder: str
+
+    @property
+    def field(self) -> str:
+        return f'workflow["{self.node_id}"].inputs.{self.input_name}'
+
+    @property
+    def reference(self) -> ModelReference:
+        return ModelReference(self.node_id, self.input_name, self.name, kind_in(self.folder))
+
+
+def kind_in(folder: str) -> str:
+    """The kind of model ComfyUI keeps in ``folder``; "" when none (or no folder)."""
+    folder = FOLDER_ALIASES.get(folder, folder)
+    return next((k for k, f in FOLDER_OF_KIND.items() if f == folder), "")
+
+
+def reference_violations(refs: Sequence[FolderReference]) -> list[FieldViolation]:
+    out = []
+    for i, ref in enumerate(refs):
+        for name in ("node_id", "input_name", "name"):
+            if not getattr(ref, name):
+                out.append(FieldViolation(f"references[{i}].{name}", f"{name} is required"))
+    return out
+
+
+def _pick(records: Sequence[ModelRecord], folder: str) -> ModelRecord | None:
+    if folder:
+        kind = kind_in(folder)
+        records = [r for r in records if r.kind == kind]
+    return max(records, key=lambda r: (r.created_at, r.id), default=None)
+
+
+def _unregistered_in_folder(ref: FolderReference) -> FieldViolation:
+    where = f" in {ref.folder}" if ref.folder else ""
+    return FieldViolation(
+        ref.field, f"the model {ref.name!r}{where} is not registered", "MODEL_NOT_REGISTERED"
+    )
 
 
 def check_description(name: str, kind: str) -> None:

@@ -158,6 +158,25 @@ async def latest(
     return {(r.name, r.kind): r for r in records}
 
 
+async def latest_by_name(db: DB, tenant: str, names: Iterable[str]) -> dict[str, list[ModelRecord]]:
+    """The newest version of each type of model registered under each of ``names``."""
+    wanted = sorted(set(names))
+    if not wanted:
+        return {}
+    rows = await db.fetch(
+        f"SELECT DISTINCT ON (name, type) {_COLUMNS} FROM models"
+        " WHERE tenant = $1 AND name = ANY($2::text[])"
+        " ORDER BY name, type, version DESC",
+        tenant,
+        wanted,
+    )
+    out: dict[str, list[ModelRecord]] = {}
+    for row in rows:
+        record = _record(row)
+        out.setdefault(record.name, []).append(record)
+    return out
+
+
 async def delete(db: DB, tenant: str, model_id: str) -> ModelRecord | None:
     row = await db.fetchrow(
         f"DELETE FROM models WHERE tenant = $1 AND id = $2 RETURNING {_COLUMNS}",

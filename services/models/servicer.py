@@ -12,7 +12,7 @@ from comfyfleet.common.tenancy import tenant_of
 from comfyfleet.common.timeutil import to_timestamp
 from comfyfleet.models.v1 import models_pb2, models_pb2_grpc
 from services.models.multipart import UploadedPart
-from services.models.registry import ModelRegistry, ResolvedModel
+from services.models.registry import FolderReference, ModelRegistry, ResolvedModel
 from services.models.repository import ModelRecord
 from services.models.uploads import ModelUploads, UploadRequest
 
@@ -143,7 +143,15 @@ class ModelServicer(models_pb2_grpc.ModelServiceServicer):
     async def ResolveModels(
         self, request: models_pb2.ResolveModelsRequest, context: grpc.aio.ServicerContext
     ) -> models_pb2.ResolveModelsResponse:
-        resolved = await self.registry.resolve(tenant_of(context), request.workflow_json)
+        tenant = tenant_of(context)
+        if request.references:
+            refs = [
+                FolderReference(r.node_id, r.input_name, r.name, r.folder)
+                for r in request.references
+            ]
+            resolved = await self.registry.resolve_references(tenant, refs)
+        else:
+            resolved = await self.registry.resolve(tenant, request.workflow_json)
         return models_pb2.ResolveModelsResponse(models=[_resolved_message(r) for r in resolved])
 
 

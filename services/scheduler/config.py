@@ -15,6 +15,7 @@ from comfyfleet.common.config import (
     env_int,
     env_str,
 )
+from comfyfleet.common.environments import NATIVE, name_problem
 from services.scheduler.autoscale import ScalePolicy
 from services.scheduler.breaker import BreakerPolicy
 from services.scheduler.cost import DEFAULT_PRICES, PriceTable
@@ -150,6 +151,8 @@ class SchedulerSettings:
     upload_ttl_s: float = 24 * 3600.0
     upload_max_bytes: int = 5 << 30
     upload_sweep_interval_s: float = 60.0
+    # The environment of executions that name none (the gateway sends the tenant's default).
+    default_environment: str = NATIVE
 
     def __post_init__(self) -> None:
         if self.max_attempts < 1 or self.max_attempts > self.max_attempts_limit:
@@ -170,6 +173,9 @@ class SchedulerSettings:
             raise ConfigError("upload_url_ttl_s must be positive and at most upload_ttl_s")
         if not 0 < self.upload_max_bytes <= 5 << 30:
             raise ConfigError("upload_max_bytes must be between 1 and 5 GiB (one S3 PUT)")
+        problem = name_problem(self.default_environment)
+        if problem:
+            raise ConfigError(f"COMFYFLEET_DEFAULT_ENVIRONMENT: {problem}")
 
     @property
     def executor_lapse_s(self) -> float:
@@ -220,6 +226,7 @@ class SchedulerSettings:
             upload_sweep_interval_s=env_float(
                 "SCHEDULER_UPLOAD_SWEEP_INTERVAL_S", d.upload_sweep_interval_s
             ),
+            default_environment=env_str("DEFAULT_ENVIRONMENT", d.default_environment),
         )
 
 

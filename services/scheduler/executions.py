@@ -15,9 +15,11 @@ from comfyfleet.common.errors import FieldViolation, InvalidArgument, Unavailabl
 from comfyfleet.common.ids import new_id
 from comfyfleet.common.storage import ObjectStore, input_key
 from comfyfleet.executions.v1 import executions_pb2
+from comfyfleet.workflow.objectinfo import model_references
 from services.scheduler.budgets import Budgets
 from services.scheduler.config import SchedulerSettings
 from services.scheduler.dispatcher import Dispatcher
+from services.scheduler.environments import Environments
 from services.scheduler.lifecycle import State
 from services.scheduler.models import ModelResolver
 from services.scheduler.notify import Notifier, wait_any
@@ -55,6 +57,7 @@ class Executions:
         resolver: ModelResolver,
         budgets: Budgets,
         uploads: Uploads,
+        environments: Environments,
     ) -> None:
         self.store = store
         self.objects = objects
@@ -64,6 +67,7 @@ class Executions:
         self.resolver = resolver
         self.budgets = budgets
         self.uploads = uploads
+        self.environments = environments
 
     async def create(
         self,
@@ -71,16 +75,21 @@ class Executions:
         request: executions_pb2.CreateExecutionRequest,
         tenant_cap: int | None = None,
     ) -> ExecutionView:
-        """Validates, checks the tenant's budget, resolves the workflow's models, stores the
-        inputs, and queues; a retried request_id returns the first. Nothing is stored when the
-        request or a model is bad, or the budget is spent."""
+        """Validates, checks the tenant's budget and the environment, resolves the workflow's
+        models, stores the inputs, and queues; a retried request_id returns the first. Nothing
+        is stored when the request, the environment or a model is bad, or the budget is
+        spent.
+
+        The models are those the environment's catalog shows the workflow names without the
+        environment carrying them: each must be in the tenant's registry."""
         new = parse_create_request(request, self.settings)
         if new.request_id:
             existing = await self.store.find_by_request_id(tenant, new.request_id)
             if existing is not None:
                 return await self._replay(existing, new)
         await self.budgets.check(tenant)
-        models = await self.resolver.resolve(tenant, new.workflow_json)
+        _, catalog = await self.environments.for_submission(new.environment)
+        models = await self.resolver.resolve(tenant, model_references(new.workflow, catalog))
         execution_id = new_id("exe")
         stored = await self._store_inputs(tenant, execution_id, new.inputs)
         try:

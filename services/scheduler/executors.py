@@ -7,8 +7,11 @@ import logging
 
 import asyncpg
 
+from comfyfleet.common.environments import ENGINES, NATIVE, name_problem, spec_violations
 from comfyfleet.common.errors import FieldViolation, InvalidArgument
+from comfyfleet.environments.v1 import environments_pb2
 from comfyfleet.scheduler.v1 import scheduler_pb2
+from services.scheduler.environments import Environments
 from services.scheduler.journal import DISPATCH_KEY, Journal
 from services.scheduler.notify import wait_any
 from services.scheduler.records import ExecutorRecord
@@ -19,13 +22,13 @@ PROVIDERS = ("local", "ecs", "runpod")
 
 _UPSERT = """
 INSERT INTO executors (id, address, provider, engine, node_types, slots, busy_slots, gpu_name,
-    gpu_total_memory_bytes, gpu_free_memory_bytes, cached_models, transport, registered_at,
-    last_seen)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, now(), now())
+    gpu_total_memory_bytes, gpu_free_memory_bytes, cached_models, transport, environment,
+    registered_at, last_seen)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, now(), now())
 ON CONFLICT (id) DO UPDATE SET address = $2, provider = $3, engine = $4, node_types = $5,
     slots = $6, busy_slots = $7, gpu_name = $8, gpu_total_memory_bytes = $9,
-    gpu_free_memory_bytes = $10, cached_models = $11, transport = $12, registered_at = now(),
-    last_seen = now()
+    gpu_free_memory_bytes = $10, cached_models = $11, transport = $12, environment = $13,
+    registered_at = now(), last_seen = now()
 """
 
 _HEARTBEAT = """
@@ -43,10 +46,43 @@ def check_registration(executor: scheduler_pb2.Executor) -> None:
         violations.append(FieldViolation("executor.address", "the executor's address is required"))
     if executor.provider and executor.provider not in PROVIDERS:
         violations.append(FieldViolation("executor.provider", f"one of {', '.join(PROVIDERS)}"))
+    if executor.engine and executor.engine not in ENGINES:
+        violations.append(FieldViolation("executor.engine", f"one of {', '.join(ENGINES)}"))
     if executor.capacity.slots < 0 or executor.capacity.busy_slots < 0:
         violations.append(FieldViolation("executor.capacity", "slot counts cannot be negative"))
     if violations:
         raise InvalidArgument("the executor registration is invalid", violations)
+
+
+def environment_of_registration(
+    executor: scheduler_pb2.Executor, declared: environments_pb2.Environment | None
+) -> environments_pb2.Environment:
+    """The environment an executor registers with, as it would declare it: named by
+    ``executor.environment`` (or the declared environment's name). An executor that names
+    none predates environments: it runs "native" when its engine is native."""
+    engine = executor.engine or NATIVE
+    env = environments_pb2.Environment()
+    if declared is not None:
+        env.CopyFrom(declared)
+    name = executor.environment or env.name
+    violations = []
+    if not name and engine != NATIVE:
+        violations.append(
+            FieldViolation("executor.environment", f"required for the {engine} engine")
+        )
+    name = name or NATIVE
+    problem = name_problem(name)
+    if problem:
+        violations.append(FieldViolation("executor.environment", problem))
+    if env.name and env.name != name:
+        violations.append(FieldViolation("environment.name", "must be executor.environment"))
+    if env.engine and env.engine != engine:
+        violations.append(FieldViolation("environment.engine", f"the executor runs {engine}"))
+    env.name, env.engine = name, engine
+    violations += spec_violations(env, "environment") if declared is not None else []
+    if violations:
+        raise InvalidArgument("the executor registration is invalid", violations)
+    return env
 
 
 def _capacity(capacity: scheduler_pb2.ExecutorCapacity) -> tuple[object, ...]:
@@ -62,25 +98,44 @@ def _capacity(capacity: scheduler_pb2.ExecutorCapacity) -> tuple[object, ...]:
 
 
 class ExecutorRegistry:
-    def __init__(self, pool: asyncpg.Pool, journal: Journal) -> None:
+    def __init__(self, pool: asyncpg.Pool, journal: Journal, environments: Environments) -> None:
         self.pool = pool
         self.journal = journal
+        self.environments = environments
 
-    async def register(self, executor: scheduler_pb2.Executor, transport: str = "grpc") -> None:
+    async def register(
+        self,
+        executor: scheduler_pb2.Executor,
+        transport: str = "grpc",
+        *,
+        environment: environments_pb2.Environment | None = None,
+        object_info_json: str = "",
+    ) -> None:
         """Adds or refreshes an executor and wakes the dispatchers: it has free slots.
         Executors that register over the API are reached over gRPC; the scheduler registers
-        the RunPod endpoints it is configured with itself."""
+        the RunPod endpoints it is configured with itself.
+
+        Its environment is declared when nobody did (from ``environment``, the spec the
+        executor was built with), and ``object_info_json``, its engine's catalog, becomes
+        the environment's when it differs from the recorded one.
+        """
         check_registration(executor)
+        env = environment_of_registration(executor, environment)
+        catalog = await self.environments.incoming_catalog(env.name, object_info_json)
         async with self.pool.acquire() as conn, conn.transaction():
+            await self.environments.declare(conn, env, "executor.environment")
+            if catalog is not None:
+                await self.environments.record_catalog(conn, env.name, catalog)
             await conn.execute(
                 _UPSERT,
                 executor.id,
                 executor.address,
                 executor.provider or "local",
-                executor.engine or "native",
+                env.engine,
                 sorted(set(executor.node_types)),
                 *_capacity(executor.capacity),
                 transport,
+                env.name,
             )
             await self.journal.notify(conn, DISPATCH_KEY)
 

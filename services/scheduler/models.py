@@ -1,10 +1,12 @@
 """The models a workflow needs, resolved by the models service when the execution is
-submitted, so an unknown model is refused before anything is stored."""
+submitted, so an unknown model is refused before anything is stored. Which inputs name
+models, and which of those the environment carries, its node catalog says
+(``comfyfleet.workflow.objectinfo.model_references``)."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,6 +16,7 @@ from comfyfleet.common.errors import from_rpc_error
 from comfyfleet.common.grpcserver import channel
 from comfyfleet.common.tenancy import tenant_metadata
 from comfyfleet.models.v1 import models_pb2, models_pb2_grpc
+from comfyfleet.workflow.objectinfo import ModelReference
 
 log = logging.getLogger(__name__)
 
@@ -62,19 +65,27 @@ class ModelResolver:
     def enabled(self) -> bool:
         return bool(self.address)
 
-    async def resolve(self, tenant: str, workflow_json: str) -> list[ModelNeed]:
-        """The workflow's models; the models service's error (INVALID_ARGUMENT naming every
-        unregistered model, UNAVAILABLE, ...) is passed on unchanged."""
-        if not self.address:
+    async def resolve(self, tenant: str, references: Sequence[ModelReference]) -> list[ModelNeed]:
+        """The registered models the references name, pinned; the models service's error
+        (INVALID_ARGUMENT naming every unregistered model, UNAVAILABLE, ...) is passed on
+        unchanged. No references (every model the workflow names is one its environment
+        carries) asks nothing."""
+        if not self.address or not references:
             return []
         if self._channel is None:
             self._channel = channel(self.address)
         stub = models_pb2_grpc.ModelServiceStub(self._channel)
+        request = models_pb2.ResolveModelsRequest(
+            references=[
+                models_pb2.ModelReference(
+                    node_id=r.node_id, input_name=r.input_name, name=r.name, folder=r.folder or ""
+                )
+                for r in references
+            ]
+        )
         try:
             response = await stub.ResolveModels(
-                models_pb2.ResolveModelsRequest(workflow_json=workflow_json),
-                metadata=tenant_metadata(tenant),
-                timeout=self.timeout_s,
+                request, metadata=tenant_metadata(tenant), timeout=self.timeout_s
             )
         except grpc.aio.AioRpcError as err:
             raise from_rpc_error(err) from err

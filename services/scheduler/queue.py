@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+import json
+from dataclasses import dataclass, field, replace
 
 import asyncpg
 
@@ -14,30 +15,39 @@ from services.scheduler.routing import FreeExecutor, Job, Router
 from services.scheduler.store import ACTIVE, WAITING
 from services.scheduler.views import EventType, build_event
 
-# Candidates are locked a batch at a time: replicas skip each other's. Only executions whose
-# node types some free executor has ($3: one runs anything; $4: the types they have), so a
-# head of the queue nobody can serve now does not block the ones behind it; for the same
-# reason, only those of tenants below their concurrency cap. Each tenant's running count is
-# taken once per claim, not once per candidate: counting walks the index of active
-# executions, which under churn holds many entries not yet vacuumed.
+# Candidates are locked a batch at a time: replicas skip each other's. Each environment with
+# a free executor (the pools: $3 its name, $4 whether one of them runs anything, $5 the node
+# types they have as a JSON array) is read on its own, in queue order along its own index, so
+# executions no free executor can take (another environment's, or needing node types none
+# has) never fill the batch: a head of the queue nobody can serve now does not block the ones
+# behind it. For the same reason, only those of tenants below their concurrency cap. Each
+# tenant's running count is taken once per claim, not once per candidate: counting walks the
+# index of active executions, which under churn holds many entries not yet vacuumed.
 _CANDIDATES = f"""
 WITH running AS (
     SELECT tenant, count(*) AS n FROM executions WHERE state IN {ACTIVE} GROUP BY tenant
+), pools AS (
+    SELECT p.environment, p.anything,
+           ARRAY(SELECT jsonb_array_elements_text(p.types::jsonb)) AS types
+    FROM unnest($3::text[], $4::bool[], $5::text[]) AS p(environment, anything, types)
 )
-SELECT e.* FROM executions e LEFT JOIN running r ON r.tenant = e.tenant
-WHERE e.state IN {WAITING} AND e.not_before <= now()
-  AND ($3 OR e.node_types <@ $4::text[])
-  AND coalesce(r.n, 0) < coalesce(e.tenant_cap, $1)
-ORDER BY e.priority DESC, e.created_at, e.id
-LIMIT $2
-FOR UPDATE OF e SKIP LOCKED
+SELECT c.* FROM pools p CROSS JOIN LATERAL (
+    SELECT e.* FROM executions e LEFT JOIN running r ON r.tenant = e.tenant
+    WHERE e.environment = p.environment AND e.state IN {WAITING} AND e.not_before <= now()
+      AND (p.anything OR e.node_types <@ p.types)
+      AND coalesce(r.n, 0) < coalesce(e.tenant_cap, $1)
+    ORDER BY e.priority DESC, e.created_at, e.id
+    LIMIT $2
+    FOR UPDATE OF e SKIP LOCKED
+) c
+ORDER BY c.priority DESC, c.created_at, c.id
 """
 
 # Live executors with a free slot. Read before the queue: a claim then never sees an executor
 # that registered after work it does not see yet, so priority order holds.
 _FREE_EXECUTORS = f"""
 SELECT x.id, x.address, x.provider, x.transport, x.node_types, x.slots, x.gpu_name,
-       x.gpu_free_memory_bytes, x.cached_models, b.busy
+       x.gpu_free_memory_bytes, x.cached_models, x.environment, b.busy
 FROM executors x
 CROSS JOIN LATERAL (SELECT count(*) AS busy FROM attempts a
                     WHERE a.executor_id = x.id AND a.state IN {ACTIVE}) b
@@ -73,6 +83,7 @@ class QueueSlice:
     provider: str
     depth: int
     oldest_wait_s: float
+    environment: str = "native"
 
 
 @dataclass(frozen=True)
@@ -84,12 +95,35 @@ class ProviderLoad:
 
 
 @dataclass(frozen=True)
+class EnvironmentLoad:
+    """One environment's queue and executors: what its pool's autoscaling reads."""
+
+    environment: str
+    depth: int = 0
+    oldest_wait_s: float = 0.0
+    running: int = 0
+    executors: int = 0
+    slots: int = 0
+    busy_slots: int = 0
+    # The live executors of each provider in the environment, with their busy slots.
+    providers: tuple[ProviderLoad, ...] = ()
+
+    def provider(self, name: str) -> ProviderLoad | None:
+        return next((p for p in self.providers if p.provider == name), None)
+
+
+@dataclass(frozen=True)
 class QueueStats:
     depth: int
     oldest_wait_s: float
     running: int
     slices: list[QueueSlice]
     providers: list[ProviderLoad]
+    environments: list[EnvironmentLoad] = field(default_factory=list)
+
+    def environment(self, name: str) -> EnvironmentLoad:
+        found = next((e for e in self.environments if e.environment == name), None)
+        return found or EnvironmentLoad(name)
 
 
 class Queue:
@@ -187,48 +221,63 @@ class Queue:
         ]
 
     async def stats(self, executor_lapse_s: float) -> QueueStats:
-        """Waiting executions by priority, tenant and provider; live executors' slots by
-        provider."""
+        """Waiting executions by priority, tenant, provider and environment; running ones and
+        live executors' slots by environment and provider."""
         rows = await self.pool.fetch(
-            f"SELECT priority, tenant, coalesce(provider, '') AS provider, count(*) AS depth,"
-            f" extract(epoch FROM now() - min(queued_since)) AS oldest"
+            f"SELECT priority, tenant, coalesce(provider, '') AS provider, environment,"
+            f" count(*) AS depth, extract(epoch FROM now() - min(queued_since)) AS oldest"
             f" FROM executions WHERE state IN {WAITING}"
-            f" GROUP BY priority, tenant, provider ORDER BY priority DESC, tenant, provider"
+            f" GROUP BY priority, tenant, provider, environment"
+            f" ORDER BY priority DESC, tenant, provider, environment"
         )
-        running = await self.pool.fetchval(
-            f"SELECT count(*) FROM executions WHERE state IN {ACTIVE}"
-        )
+        running = {
+            r["environment"]: r["n"]
+            for r in await self.pool.fetch(
+                f"SELECT environment, count(*) AS n FROM executions WHERE state IN {ACTIVE}"
+                f" GROUP BY environment"
+            )
+        }
         slices = [
             QueueSlice(
-                r["priority"], r["tenant"], r["provider"], r["depth"], max(0.0, float(r["oldest"]))
+                r["priority"],
+                r["tenant"],
+                r["provider"],
+                r["depth"],
+                max(0.0, float(r["oldest"])),
+                r["environment"],
             )
             for r in rows
         ]
+        loads = await self._loads(executor_lapse_s)
         return QueueStats(
             depth=sum(s.depth for s in slices),
             oldest_wait_s=max((s.oldest_wait_s for s in slices), default=0.0),
-            running=running,
+            running=sum(running.values()),
             slices=slices,
-            providers=await self._provider_loads(executor_lapse_s),
+            providers=_by_provider(loads),
+            environments=_by_environment(slices, running, loads),
         )
 
-    async def _provider_loads(self, executor_lapse_s: float) -> list[ProviderLoad]:
+    async def _loads(self, executor_lapse_s: float) -> dict[tuple[str, str], ProviderLoad]:
+        """Live executors' slots by (environment, provider)."""
         rows = await self.pool.fetch(
             f"""
-            SELECT x.provider, count(*) AS executors, sum(x.slots) AS slots,
+            SELECT x.environment, x.provider, count(*) AS executors, sum(x.slots) AS slots,
                    sum(b.busy) AS busy
             FROM executors x
             CROSS JOIN LATERAL (SELECT count(*) AS busy FROM attempts a
                                 WHERE a.executor_id = x.id AND a.state IN {ACTIVE}) b
             WHERE x.last_seen > now() - make_interval(secs => $1)
-            GROUP BY x.provider ORDER BY x.provider
+            GROUP BY x.environment, x.provider ORDER BY x.environment, x.provider
             """,
             executor_lapse_s,
         )
-        return [
-            ProviderLoad(r["provider"], r["executors"], int(r["slots"]), int(r["busy"]))
+        return {
+            (r["environment"], r["provider"]): ProviderLoad(
+                r["provider"], r["executors"], int(r["slots"]), int(r["busy"])
+            )
             for r in rows
-        ]
+        }
 
     async def next_wakeup_s(self) -> float | None:
         """Seconds until the earliest retry backoff ends, so the dispatcher sleeps no longer."""
@@ -237,6 +286,44 @@ class Queue:
             f" WHERE state IN {WAITING} AND not_before > now()"
         )
         return None if value is None else max(0.0, float(value))
+
+
+def _by_provider(loads: dict[tuple[str, str], ProviderLoad]) -> list[ProviderLoad]:
+    out: dict[str, ProviderLoad] = {}
+    for (_env, provider), load in sorted(loads.items(), key=lambda kv: kv[0][1]):
+        was = out.get(provider, ProviderLoad(provider, 0, 0, 0))
+        out[provider] = ProviderLoad(
+            provider,
+            was.executors + load.executors,
+            was.slots + load.slots,
+            was.busy_slots + load.busy_slots,
+        )
+    return list(out.values())
+
+
+def _by_environment(
+    slices: list[QueueSlice],
+    running: dict[str, int],
+    loads: dict[tuple[str, str], ProviderLoad],
+) -> list[EnvironmentLoad]:
+    names = {s.environment for s in slices} | set(running) | {env for env, _ in loads}
+    out = []
+    for name in sorted(names):
+        mine = [s for s in slices if s.environment == name]
+        providers = tuple(load for (env, _), load in sorted(loads.items()) if env == name)
+        out.append(
+            EnvironmentLoad(
+                environment=name,
+                depth=sum(s.depth for s in mine),
+                oldest_wait_s=max((s.oldest_wait_s for s in mine), default=0.0),
+                running=running.get(name, 0),
+                executors=sum(p.executors for p in providers),
+                slots=sum(p.slots for p in providers),
+                busy_slots=sum(p.busy_slots for p in providers),
+                providers=providers,
+            )
+        )
+    return out
 
 
 def _free(row: asyncpg.Record) -> FreeExecutor:
@@ -250,7 +337,20 @@ def _free(row: asyncpg.Record) -> FreeExecutor:
         gpu_name=row["gpu_name"],
         gpu_free_memory_bytes=row["gpu_free_memory_bytes"],
         cached_models=frozenset(row["cached_models"]),
+        environment=row["environment"],
     )
+
+
+def pools_of(executors: list[FreeExecutor]) -> tuple[list[str], list[bool], list[str]]:
+    """The claim's pools: each environment with free executors, whether one of them runs
+    anything, and the node types they have (a JSON array)."""
+    anything: dict[str, bool] = {}
+    types: dict[str, set[str]] = {}
+    for x in executors:
+        anything[x.environment] = anything.get(x.environment, False) or not x.node_types
+        types.setdefault(x.environment, set()).update(x.node_types)
+    envs = sorted(anything)
+    return envs, [anything[e] for e in envs], [json.dumps(sorted(types[e])) for e in envs]
 
 
 class _Claim:
@@ -273,9 +373,7 @@ class _Claim:
         want = min(limit, sum(x.free_slots for x in executors))
         if want == 0:
             return
-        runs_anything = any(not x.node_types for x in executors)
-        types = sorted(set().union(*(x.node_types for x in executors)))
-        rows = await conn.fetch(_CANDIDATES, self.tenant_cap, 2 * want + 8, runs_anything, types)
+        rows = await conn.fetch(_CANDIDATES, self.tenant_cap, 2 * want + 8, *pools_of(executors))
         for row in rows:
             if len(self.placed) >= want:
                 break
@@ -317,6 +415,7 @@ class _Claim:
                 record.id,
             )
         job = Job(
+            environment=record.environment,
             node_types=frozenset(record.node_types),
             models=frozenset(m.sha256 for m in record.models),
             failed_on=frozenset(failed_on),

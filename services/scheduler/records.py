@@ -81,6 +81,8 @@ class ExecutionRecord:
     traceparent: str = ""
     # Which of its events go to the tenant's webhooks (event type patterns); empty: all.
     webhook_events: list[str] = field(default_factory=list)
+    # The environment it runs in: only that environment's executors take it.
+    environment: str = "native"
 
     @property
     def measured(self) -> executions_pb2.ExecutionMetrics:
@@ -192,6 +194,7 @@ class ExecutorRecord:
     cached_models: list[str]
     registered_at: datetime
     last_seen: datetime
+    environment: str = "native"
 
     @classmethod
     def from_row(cls, row: asyncpg.Record) -> ExecutorRecord:

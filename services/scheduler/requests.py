@@ -12,6 +12,7 @@ from typing import Any
 
 from google.protobuf import json_format, struct_pb2
 
+from comfyfleet.common.environments import NATIVE, name_problem
 from comfyfleet.common.errors import FieldViolation, InvalidArgument
 from comfyfleet.common.eventtypes import EXECUTION_EVENT_TYPES, pattern_violations
 from comfyfleet.common.jsonvalues import integral_floats_to_ints
@@ -64,6 +65,8 @@ class NewExecution:
     timeout_s: float
     # Which of its events go to the tenant's webhooks (event type patterns); empty: all.
     webhook_events: list[str] = field(default_factory=list)
+    # The environment it runs in: the request's, else the platform default.
+    environment: str = NATIVE
     node_types: list[str] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -89,6 +92,8 @@ class NewExecution:
         # Only when given, so executions made before the field existed keep their digest.
         if self.webhook_events:
             doc["webhook_events"] = sorted(self.webhook_events)
+        if self.environment != NATIVE:
+            doc["environment"] = self.environment
         return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
 
 
@@ -106,6 +111,10 @@ def parse_create_request(
     violations += pattern_violations(
         request.webhook_events, "webhook_events", EXECUTION_EVENT_TYPES
     )
+    environment = request.environment or settings.default_environment
+    problem = name_problem(environment)
+    if problem:
+        violations.append(FieldViolation("environment", problem))
     queue_timeout = _timeout(request, "queue_timeout", settings.queue_timeout_s, settings)
     run_timeout = _timeout(request, "run_timeout", settings.run_timeout_s, settings)
     timeout = _timeout(request, "timeout", settings.execution_timeout_s, settings)
@@ -127,6 +136,7 @@ def parse_create_request(
         run_timeout_s=run_timeout,
         timeout_s=timeout,
         webhook_events=list(request.webhook_events),
+        environment=environment,
     )
 
 

@@ -3,7 +3,6 @@ through, cheaper providers first, then the best-scored executor. Pure logic, no 
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from services.scheduler.breaker import AttemptPermit, Breakers
@@ -32,10 +31,14 @@ class FreeExecutor:
     gpu_name: str = ""
     gpu_free_memory_bytes: int = 0
     cached_models: frozenset[str] = frozenset()
+    environment: str = "native"
 
-    def can_run(self, node_types: Iterable[str]) -> bool:
-        """An executor that lists no node types runs anything."""
-        return not self.node_types or self.node_types.issuperset(node_types)
+    def can_run(self, job: Job) -> bool:
+        """An executor runs only its environment's work; one that lists no node types runs
+        any of it."""
+        if self.environment != job.environment:
+            return False
+        return not self.node_types or self.node_types.issuperset(job.node_types)
 
     @property
     def id(self) -> str:
@@ -51,6 +54,8 @@ class Job:
     models: frozenset[str] = frozenset()
     # Executors where an earlier attempt of it failed: a retry lands elsewhere when it can.
     failed_on: frozenset[str] = frozenset()
+    # The environment it runs in.
+    environment: str = "native"
 
 
 @dataclass
@@ -108,7 +113,7 @@ def rank(
 ) -> list[FreeExecutor]:
     """The executors that can run the job, best first: not one that failed it before, then
     the cheapest provider, then the highest score."""
-    able = [x for x in executors if x.can_run(job.node_types)]
+    able = [x for x in executors if x.can_run(job)]
     score = scores(able, job, run_times or RunTimes(), weights)
     return sorted(
         able,

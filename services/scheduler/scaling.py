@@ -24,9 +24,10 @@ log = logging.getLogger(__name__)
 
 
 class Scaler(Protocol):
-    """A provider whose replicas the scheduler can set."""
+    """A provider whose replicas the scheduler can set, running one environment."""
 
     provider: str
+    environment: str
 
     async def replicas(self) -> int | None:
         """The replicas the provider has now; None when it cannot say."""
@@ -107,21 +108,24 @@ class Autoscaler:
 
     async def _round(self, conn: asyncpg.Connection) -> list[DecisionRecord]:
         stats = await self.queue.stats(self.executor_lapse_s)
-        loads = {p.provider: p for p in stats.providers}
         states = await self._states(conn)
         now = datetime.fromtimestamp(self.clock(), UTC)
-        views = [await self._view(s, loads.get(s.provider), states) for s in self.scalers]
-        decisions = plan(views, stats.depth, stats.oldest_wait_s, now.timestamp())
         records = []
-        for view, scaler in zip(views, self.scalers, strict=True):
-            decision = decisions[view.name]
-            await self._save_state(conn, view.name, decision.state)
-            if decision.desired != view.replicas:
-                record = await self._apply(
-                    scaler, view, decision, (stats.depth, stats.oldest_wait_s), now
-                )
-                await self._record(conn, record)
-                records.append(record)
+        # Each environment's queue is served by its own providers only: they scale on it.
+        for env in sorted({s.environment for s in self.scalers}):
+            load = stats.environment(env)
+            scalers = [s for s in self.scalers if s.environment == env]
+            views = [await self._view(s, load.provider(s.provider), states) for s in scalers]
+            decisions = plan(views, load.depth, load.oldest_wait_s, now.timestamp())
+            for view, scaler in zip(views, scalers, strict=True):
+                decision = decisions[view.name]
+                await self._save_state(conn, view.name, decision.state)
+                if decision.desired != view.replicas:
+                    record = await self._apply(
+                        scaler, view, decision, (load.depth, load.oldest_wait_s), now
+                    )
+                    await self._record(conn, record)
+                    records.append(record)
         # Kept for a month: enough to see how the fleet followed its load.
         await conn.execute(
             "DELETE FROM scaling_decisions WHERE decided_at < now() - interval '30 days'"

@@ -15,6 +15,7 @@ from comfyfleet.common.db import open_pool
 from comfyfleet.common.events import connect_bus
 from comfyfleet.common.grpcserver import RunningServer, registration, serve
 from comfyfleet.common.storage import ObjectStore
+from comfyfleet.environments.v1 import environments_pb2_grpc
 from comfyfleet.executions.v1 import executions_pb2_grpc
 from comfyfleet.scheduler.v1 import scheduler_pb2_grpc
 from services.scheduler.attempt import AttemptRunner
@@ -22,6 +23,7 @@ from services.scheduler.breaker import Breakers
 from services.scheduler.budgets import Budgets
 from services.scheduler.config import Config
 from services.scheduler.dispatcher import Dispatcher
+from services.scheduler.environments import Environments
 from services.scheduler.executions import Executions
 from services.scheduler.executors import ExecutorRegistry, keep_registered
 from services.scheduler.journal import Journal
@@ -39,7 +41,11 @@ from services.scheduler.queue_metrics import QueueDepthReporter
 from services.scheduler.reaper import Reaper
 from services.scheduler.routing import Router
 from services.scheduler.scaling import Autoscaler, Scaler
-from services.scheduler.servicer import ExecutionServicer, SchedulerServicer
+from services.scheduler.servicer import (
+    EnvironmentServicer,
+    ExecutionServicer,
+    SchedulerServicer,
+)
 from services.scheduler.store import ExecutionStore
 from services.scheduler.telemetry import BreakerTelemetry
 from services.scheduler.uploads import Uploads
@@ -153,11 +159,15 @@ async def running_scheduler(cfg: Config) -> AsyncIterator[Scheduler]:
         )
         budgets = Budgets(pool)
         queue = Queue(pool, journal, cfg.schema, router)
-        registry = ExecutorRegistry(pool, journal)
+        environments = Environments(pool, s.executor_lapse_s)
+        await environments.seed_native()
+        registry = ExecutorRegistry(pool, journal, environments)
         runner = AttemptRunner(store, registry, providers, objects, s, router.run_times)
         dispatcher = Dispatcher(queue, runner, providers, notifier, s, breakers)
         uploads = Uploads(pool, objects, s)
-        executions = Executions(store, objects, dispatcher, notifier, s, resolver, budgets, uploads)
+        executions = Executions(
+            store, objects, dispatcher, notifier, s, resolver, budgets, uploads, environments
+        )
         servicers = [
             registration(
                 ExecutionServicer(executions, OutputLinks(objects, s.output_url_ttl_s), uploads),
@@ -168,6 +178,9 @@ async def running_scheduler(cfg: Config) -> AsyncIterator[Scheduler]:
                 SchedulerServicer(registry, queue, s, breakers, cfg.replica, budgets, pool),
                 scheduler_pb2_grpc,
                 "SchedulerService",
+            ),
+            registration(
+                EnvironmentServicer(environments), environments_pb2_grpc, "EnvironmentService"
             ),
         ]
         autoscaler = Autoscaler(

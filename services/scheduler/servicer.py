@@ -13,11 +13,13 @@ import grpc
 from comfyfleet.common.errors import FieldViolation, InvalidArgument
 from comfyfleet.common.tenancy import max_concurrency_of, tenant_of
 from comfyfleet.common.timeutil import to_timestamp
+from comfyfleet.environments.v1 import environments_pb2, environments_pb2_grpc
 from comfyfleet.executions.v1 import executions_pb2, executions_pb2_grpc
 from comfyfleet.scheduler.v1 import scheduler_pb2, scheduler_pb2_grpc
 from services.scheduler.breaker import Breakers, Scope, Snapshot
 from services.scheduler.budgets import Budget, Budgets, check_budget_request
 from services.scheduler.config import SchedulerSettings
+from services.scheduler.environments import Environments, environment_proto
 from services.scheduler.executions import Executions
 from services.scheduler.executors import ExecutorRegistry
 from services.scheduler.lifecycle import State
@@ -100,6 +102,44 @@ class ExecutionServicer(executions_pb2_grpc.ExecutionServiceServicer):
         return upload_proto(await self.uploads.create(tenant_of(context), request))
 
 
+class EnvironmentServicer(environments_pb2_grpc.EnvironmentServiceServicer):
+    """The EnvironmentService the gateway forwards to: every tenant reads environments; the
+    gateway lets only admin keys create or delete them."""
+
+    def __init__(self, environments: Environments) -> None:
+        self.environments = environments
+
+    async def GetEnvironment(
+        self, request: environments_pb2.GetEnvironmentRequest, context: Context
+    ) -> environments_pb2.Environment:
+        return environment_proto(await self.environments.get(request.name))
+
+    async def ListEnvironments(
+        self, request: environments_pb2.ListEnvironmentsRequest, context: Context
+    ) -> environments_pb2.ListEnvironmentsResponse:
+        records, token = await self.environments.page(request.page_size, request.page_token)
+        return environments_pb2.ListEnvironmentsResponse(
+            environments=[environment_proto(r) for r in records], next_page_token=token
+        )
+
+    async def GetEnvironmentCatalog(
+        self, request: environments_pb2.GetEnvironmentCatalogRequest, context: Context
+    ) -> environments_pb2.EnvironmentCatalog:
+        return await self.environments.catalog(request.name, request.view)
+
+    async def CreateEnvironment(
+        self, request: environments_pb2.CreateEnvironmentRequest, context: Context
+    ) -> environments_pb2.Environment:
+        record = await self.environments.create(request.environment, request.request_id)
+        return environment_proto(record)
+
+    async def DeleteEnvironment(
+        self, request: environments_pb2.DeleteEnvironmentRequest, context: Context
+    ) -> environments_pb2.DeleteEnvironmentResponse:
+        await self.environments.delete(request.name)
+        return environments_pb2.DeleteEnvironmentResponse()
+
+
 class SchedulerServicer(scheduler_pb2_grpc.SchedulerServiceServicer):
     """Executor registration, queue statistics and circuit breakers."""
 
@@ -124,7 +164,11 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServiceServicer):
     async def RegisterExecutor(
         self, request: scheduler_pb2.RegisterExecutorRequest, context: Context
     ) -> scheduler_pb2.RegisterExecutorResponse:
-        await self.registry.register(request.executor)
+        await self.registry.register(
+            request.executor,
+            environment=request.environment if request.HasField("environment") else None,
+            object_info_json=request.object_info_json,
+        )
         return scheduler_pb2.RegisterExecutorResponse(
             heartbeat_interval_seconds=self.settings.heartbeat_interval_s
         )
@@ -171,10 +215,23 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServiceServicer):
                     provider=s.provider,
                     depth=s.depth,
                     oldest_wait_seconds=s.oldest_wait_s,
+                    environment=s.environment,
                 )
                 for s in stats.slices
             ],
             providers=self._providers(stats),
+            environments=[
+                scheduler_pb2.EnvironmentStats(
+                    environment=e.environment,
+                    depth=e.depth,
+                    oldest_wait_seconds=e.oldest_wait_s,
+                    running=e.running,
+                    executors=e.executors,
+                    slots=e.slots,
+                    busy_slots=e.busy_slots,
+                )
+                for e in stats.environments
+            ],
         )
 
     def _providers(self, stats: QueueStats) -> list[scheduler_pb2.ProviderStats]:

@@ -11,7 +11,13 @@ from decimal import Decimal
 import asyncpg
 from google.rpc import status_pb2
 
-from comfyfleet.common.errors import Cancelled, DeadlineExceeded, NotFound
+from comfyfleet.common.errors import (
+    Cancelled,
+    DeadlineExceeded,
+    FieldViolation,
+    InvalidArgument,
+    NotFound,
+)
 from comfyfleet.common.telemetry import current_traceparent
 from comfyfleet.executions.v1 import executions_pb2
 from services.scheduler.cost import DEFAULT_PRICES, PriceTable
@@ -40,13 +46,19 @@ ACTIVE = "('DISPATCHED', 'RUNNING')"
 WAITING = "('QUEUED', 'RETRYING')"
 NOT_TERMINAL = "('QUEUED', 'DISPATCHED', 'RUNNING', 'RETRYING')"
 
+# Inserts nothing when the environment is gone: the share lock on its row keeps it from
+# being deleted until the insert commits (a delete checks for waiting executions under an
+# exclusive lock of the row).
 _INSERT_EXECUTION = """
+WITH env AS (SELECT name FROM environments WHERE name = $17 FOR KEY SHARE)
 INSERT INTO executions (
     id, tenant, state, workflow_json, node_types, priority, labels, request_id, request_hash,
     max_attempts, queue_timeout_s, run_timeout_s, queued_since, not_before, created_at,
-    updated_at, last_sequence, traceparent, models, deadline_at, tenant_cap, webhook_events)
-VALUES ($1, $2, 'QUEUED', $3, $4, $5, $6, $7, $8, $9, $10, $11, now(), now(), now(), now(), 1,
-        $12, $13, now() + make_interval(secs => $14), $15, $16)
+    updated_at, last_sequence, traceparent, models, deadline_at, tenant_cap, webhook_events,
+    environment)
+SELECT $1, $2, 'QUEUED', $3, $4, $5, $6, $7, $8, $9, $10, $11, now(), now(), now(), now(), 1,
+       $12, $13, now() + make_interval(secs => $14), $15, $16, env.name
+FROM env
 ON CONFLICT (tenant, request_id) WHERE request_id IS NOT NULL DO NOTHING
 RETURNING *
 """
@@ -187,11 +199,24 @@ class ExecutionStore:
                 new.timeout_s,
                 tenant_cap,
                 new.webhook_events,
+                new.environment,
             )
             if row is None:
-                assert new.request_id is not None
-                existing = await self._by_request_id(conn, tenant, new.request_id)
-                assert existing is not None, "the conflicting row is committed"
+                existing = None
+                if new.request_id is not None:
+                    existing = await self._by_request_id(conn, tenant, new.request_id)
+                if existing is None:  # nothing conflicted: the environment was deleted
+                    raise InvalidArgument(
+                        f"environment {new.environment!r} does not exist",
+                        [
+                            FieldViolation(
+                                "environment",
+                                "no environment has this name",
+                                "ENVIRONMENT_NOT_FOUND",
+                            )
+                        ],
+                        reason="ENVIRONMENT_NOT_FOUND",
+                    )
                 return existing, False
             await conn.executemany(
                 "INSERT INTO inputs (execution_id, name, key, size_bytes, content_type, sha256)"

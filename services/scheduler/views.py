@@ -94,6 +94,7 @@ def execution_proto(view: ExecutionView, links: OutputLinks) -> executions_pb2.E
         last_sequence=rec.last_sequence,
         request_id=rec.request_id or "",
         webhook_events=rec.webhook_events,
+        environment=rec.environment,
     )
     if rec.error is not None:
         execution.error.CopyFrom(rec.error)
@@ -153,4 +154,5 @@ def executor_proto(rec: ExecutorRecord) -> scheduler_pb2.Executor:
             cached_models=rec.cached_models,
         ),
         last_seen_time=to_timestamp(rec.last_seen),
+        environment=rec.environment,
     )

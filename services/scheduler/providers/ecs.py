@@ -31,6 +31,8 @@ class EcsConfig:
     min_replicas: int = 0
     max_replicas: int = 10
     warm_pool: int = 3
+    # The environment its tasks run (they register with it): its queue is what scales them.
+    environment: str = "native"
 
     @property
     def enabled(self) -> bool:
@@ -47,6 +49,7 @@ class EcsConfig:
             min_replicas=env_int("ECS_MIN_REPLICAS", d.min_replicas),
             max_replicas=env_int("ECS_MAX_REPLICAS", d.max_replicas),
             warm_pool=env_int("ECS_WARM_POOL", d.warm_pool),
+            environment=env_str("ECS_ENVIRONMENT", d.environment),
         )
 
 
@@ -58,6 +61,7 @@ class EcsScaler:
 
     def __init__(self, cfg: EcsConfig) -> None:
         self.cfg = cfg
+        self.environment = cfg.environment
         self._client: Any = None
 
     def _ecs(self) -> Any:

@@ -76,6 +76,10 @@ class RunpodConfig:
     rest_url: str = DEFAULT_REST
     # Workers the autoscaler keeps warm while there is work.
     warm_pool: int = 3
+    # The environment its workers run, and that environment's engine: only executions of it
+    # go to the endpoint, and its queue is what scales it.
+    environment: str = "native"
+    engine: str = "native"
 
     @property
     def enabled(self) -> bool:
@@ -103,6 +107,8 @@ class RunpodConfig:
             start_timeout_s=env_float("RUNPOD_START_TIMEOUT_S", d.start_timeout_s),
             rest_url=env_str("RUNPOD_REST_URL", DEFAULT_REST).rstrip("/"),
             warm_pool=env_int("RUNPOD_WARM_POOL", d.warm_pool),
+            environment=env_str("RUNPOD_ENVIRONMENT", d.environment),
+            engine=env_str("RUNPOD_ENGINE", d.engine),
         )
 
     @property
@@ -110,13 +116,14 @@ class RunpodConfig:
         """Its workers can be set through RunPod's REST API."""
         return bool(self.endpoint_id and self.api_key and self.rest_url)
 
-    def registration(self, engine: str = "native") -> scheduler_pb2.Executor:
+    def registration(self) -> scheduler_pb2.Executor:
         """The endpoint as the scheduler registers it on its own behalf."""
         return scheduler_pb2.Executor(
             id=self.executor_id,
             address=self.endpoint_url,
             provider="runpod",
-            engine=engine,
+            engine=self.engine,
+            environment=self.environment,
             capacity=scheduler_pb2.ExecutorCapacity(
                 gpu=scheduler_pb2.GpuInfo(name=self.gpu), slots=self.max_in_flight
             ),
@@ -388,6 +395,7 @@ class RunpodScaler:
 
     def __init__(self, cfg: RunpodConfig) -> None:
         self.cfg = cfg
+        self.environment = cfg.environment
 
     async def _call(self, method: str, body: Mapping[str, Any] | None = None) -> dict[str, Any]:
         url = f"{self.cfg.rest_url}/endpoints/{self.cfg.endpoint_id}"

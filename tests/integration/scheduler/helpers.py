@@ -2,22 +2,57 @@
 
 from __future__ import annotations
 
+import functools
+import gzip
 import json
 from typing import Any
 
 import nats
 from nats.js.errors import NotFoundError
 
+from comfyfleet.common.environments import object_info_text
 from comfyfleet.common.events import decode_event
 from comfyfleet.executions.v1 import executions_pb2
+from comfyfleet.scheduler.v1 import scheduler_pb2
 from tests.integration.scheduler.conftest import Clients
 from tests.support.eventually import eventually
+from tests.support.paths import comfyui_ref
 
 STATE = executions_pb2.ExecutionState
 GRAPH = {
     "1": {"class_type": "LoadImage", "inputs": {"image": "cat.png"}},
     "2": {"class_type": "SaveImage", "inputs": {"images": ["1", 0], "filename_prefix": "r"}},
 }
+
+
+@functools.cache
+def comfyui_object_info_json() -> str:
+    """The real ComfyUI 0.3.64's ``GET /object_info`` (478 node types, carrying the
+    checkpoint ``tiny-sd15.safetensors``), as its executors send it."""
+    with gzip.open(comfyui_ref() / "object_info_full.json.gz") as f:
+        return object_info_text(json.load(f))
+
+
+async def declare_by_registering(
+    clients: Clients, environment: str, object_info_json: str, engine: str = "comfyui"
+) -> None:
+    """Has an executor of ``environment`` register with its catalog, then leave: the
+    environment is declared with a known catalog and an empty pool."""
+    executor_id = f"gone-{environment}"
+    await clients.scheduler.RegisterExecutor(
+        scheduler_pb2.RegisterExecutorRequest(
+            executor=scheduler_pb2.Executor(
+                id=executor_id,
+                address="127.0.0.1:1",
+                engine=engine,
+                environment=environment,
+            ),
+            object_info_json=object_info_json,
+        )
+    )
+    await clients.scheduler.DeregisterExecutor(
+        scheduler_pb2.DeregisterExecutorRequest(executor_id=executor_id)
+    )
 
 
 def graph_json(**changes: Any) -> str:

@@ -246,8 +246,12 @@ async def scripted_executor(
     provider: str = "local",
     cached_models: tuple[str, ...] = (),
     free_memory_bytes: int = 0,
+    environment: str = "",
+    engine: str = "native",
+    object_info_json: str = "",
 ) -> AsyncIterator[RunningExecutor]:
-    """Serves a scripted executor, registers it with the scheduler and heartbeats."""
+    """Serves a scripted executor, registers it with the scheduler and heartbeats; with an
+    ``environment`` (and its engine's catalog) as a real executor of it registers."""
     servicer = ScriptedExecutor(executor_id, list(scripts) or [succeed()])
     reg = registration(servicer, executor_pb2_grpc, "ExecutorService")
     capacity = scheduler_pb2.ExecutorCapacity(
@@ -264,10 +268,12 @@ async def scripted_executor(
                         id=executor_id,
                         address=executor.address,
                         provider=provider,
-                        engine="native",
+                        engine=engine,
                         node_types=node_types,
                         capacity=capacity,
-                    )
+                        environment=environment,
+                    ),
+                    object_info_json=object_info_json,
                 )
             )
         executor.heartbeat_to(scheduler_address)

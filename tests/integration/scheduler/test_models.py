@@ -1,12 +1,16 @@
-"""Model resolution with a real models service: the executor is handed each model pinned by
-sha256 with a download URL; an unknown model is refused at submit time and stores nothing;
-executors that hold the model in their cache are preferred."""
+"""Model resolution with a real models service. Which inputs name models, and which of those
+the environment carries, come from the environment's catalog (here the real ComfyUI 0.3.64's,
+which carries ``tiny-sd15.safetensors``): a carried model needs no registration and is not
+resolved; any other must be registered, and the executor is handed it pinned by sha256 with a
+download URL; an unknown model is refused at submit time and stores nothing; executors that
+hold the model in their cache are preferred."""
 
 from __future__ import annotations
 
 import contextlib
 import json
 from collections.abc import AsyncIterator
+from typing import Any
 
 import aiohttp
 import grpc
@@ -23,12 +27,40 @@ from services.models.server import run_server
 from services.scheduler.config import Config
 from tests.integration.models.conftest import model_file
 from tests.integration.scheduler.conftest import Clients, StartScheduler, clients_of
-from tests.integration.scheduler.helpers import STATE, create, wait_for_state
-from tests.integration.scheduler.scripted_executor import scripted_executor, succeed
+from tests.integration.scheduler.helpers import (
+    STATE,
+    comfyui_object_info_json,
+    create,
+    declare_by_registering,
+    wait_for_state,
+)
+from tests.integration.scheduler.scripted_executor import RunningExecutor, Script, succeed
+from tests.integration.scheduler.scripted_executor import scripted_executor as plain_executor
 from tests.support.infra import S3Info
 
 TENANT = "acme"
 PNG = b"\x89PNG"
+ENV = "comfy-sd15"
+CARRIED = "tiny-sd15.safetensors"
+
+
+def scripted_executor(
+    address: str, executor_id: str, *scripts: Script, **options: Any
+) -> contextlib.AbstractAsyncContextManager[RunningExecutor]:
+    """An executor of the ComfyUI environment, registering with its real catalog."""
+    return plain_executor(
+        address,
+        executor_id,
+        *scripts,
+        environment=ENV,
+        engine="comfyui",
+        object_info_json=comfyui_object_info_json(),
+        **options,
+    )
+
+
+async def submit(clients: Clients, tenant: str, **fields: Any) -> executions_pb2.Execution:
+    return await create(clients, tenant, environment=ENV, **fields)
 
 
 def workflow(ckpt: str, lora: str | None = None) -> str:
@@ -97,7 +129,7 @@ async def test_the_executor_gets_each_model_pinned_with_a_download_url(
     ckpt = await upload(stub, "sd15.safetensors", models_pb2.MODEL_TYPE_CHECKPOINT, ckpt_bytes)
     lora = await upload(stub, "ink.safetensors", models_pb2.MODEL_TYPE_LORA, lora_bytes)
     async with scripted_executor(clients.address, "ex-1", succeed(("9", "a.png", PNG))) as ex:
-        execution = await create(
+        execution = await submit(
             clients, TENANT, workflow_json=workflow("sd15.safetensors", "ink.safetensors")
         )
         await wait_for_state(clients, TENANT, execution.id, STATE.EXECUTION_STATE_SUCCEEDED)
@@ -116,8 +148,9 @@ async def test_an_unregistered_model_is_refused_and_nothing_is_stored(
     s3_server: S3Info,
 ) -> None:
     clients, _ = resolving
+    await declare_by_registering(clients, ENV, comfyui_object_info_json())
     with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await create(
+        await submit(
             clients,
             TENANT,
             workflow_json=workflow("missing.safetensors"),
@@ -143,9 +176,12 @@ async def test_another_tenants_model_is_as_unknown_as_a_missing_one(
 ) -> None:
     clients, stub = resolving
     await upload(stub, "mine.safetensors", models_pb2.MODEL_TYPE_CHECKPOINT, model_file(3))
+    await declare_by_registering(clients, ENV, comfyui_object_info_json())
     with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await create(clients, "other-tenant", workflow_json=workflow("mine.safetensors"))
+        await submit(clients, "other-tenant", workflow_json=workflow("mine.safetensors"))
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    violations = field_violations(from_rpc_error(caught.value).status)
+    assert [v.reason for v in violations] == ["MODEL_NOT_REGISTERED"]
 
 
 async def test_a_models_service_that_is_down_refuses_the_submission(
@@ -155,8 +191,9 @@ async def test_a_models_service_that_is_down_refuses_the_submission(
         start_scheduler(models_addr="127.0.0.1:1") as running,
         clients_of(running) as clients,
     ):
+        await declare_by_registering(clients, ENV, comfyui_object_info_json())
         with pytest.raises(grpc.aio.AioRpcError) as caught:
-            await create(clients, TENANT, workflow_json=workflow("sd15.safetensors"))
+            await submit(clients, TENANT, workflow_json=workflow("sd15.safetensors"))
         listed = await clients.executions.ListExecutions(
             executions_pb2.ListExecutionsRequest(), metadata=clients.as_tenant(TENANT)
         )
@@ -181,9 +218,52 @@ async def test_an_executor_with_the_model_cached_is_preferred(
             cached_models=(ckpt.sha256,),
         ) as warm,
     ):
-        with_model = await create(clients, TENANT, workflow_json=workflow("sd15.safetensors"))
+        with_model = await submit(clients, TENANT, workflow_json=workflow("sd15.safetensors"))
         await wait_for_state(clients, TENANT, with_model.id, STATE.EXECUTION_STATE_SUCCEEDED)
-        without = await create(clients, TENANT)
+        without = await submit(clients, TENANT)
         await wait_for_state(clients, TENANT, without.id, STATE.EXECUTION_STATE_SUCCEEDED)
     assert warm.servicer.attempts() == [(with_model.id, 1)]
     assert roomy.servicer.attempts() == [(without.id, 1)]
+
+
+async def test_a_model_the_environment_carries_needs_no_registration(
+    resolving: tuple[Clients, models_pb2_grpc.ModelServiceStub],
+) -> None:
+    clients, stub = resolving
+    lora_bytes = model_file(5)
+    await upload(stub, "ink.safetensors", models_pb2.MODEL_TYPE_LORA, lora_bytes)
+    async with scripted_executor(clients.address, "ex-1", succeed(("9", "a.png", PNG))) as ex:
+        carried = await submit(clients, TENANT, workflow_json=workflow(CARRIED))
+        await wait_for_state(clients, TENANT, carried.id, STATE.EXECUTION_STATE_SUCCEEDED)
+        mixed = await submit(clients, TENANT, workflow_json=workflow(CARRIED, "ink.safetensors"))
+        await wait_for_state(clients, TENANT, mixed.id, STATE.EXECUTION_STATE_SUCCEEDED)
+    first, second = ex.servicer.calls
+    assert list(first.models) == [], "the environment's own checkpoint is not resolved"
+    assert [(m.folder, m.name) for m in second.models] == [("loras", "ink.safetensors")]
+
+
+async def test_a_registered_model_of_the_same_name_as_a_carried_one_is_not_used(
+    resolving: tuple[Clients, models_pb2_grpc.ModelServiceStub],
+) -> None:
+    """The environment's choices win: the executor reads its own file."""
+    clients, stub = resolving
+    await upload(stub, CARRIED, models_pb2.MODEL_TYPE_CHECKPOINT, model_file(6))
+    async with scripted_executor(clients.address, "ex-1", succeed(("9", "a.png", PNG))) as ex:
+        execution = await submit(clients, TENANT, workflow_json=workflow(CARRIED))
+        await wait_for_state(clients, TENANT, execution.id, STATE.EXECUTION_STATE_SUCCEEDED)
+    [request] = ex.servicer.calls
+    assert list(request.models) == []
+
+
+async def test_a_workflow_naming_no_model_of_its_catalog_never_asks_the_models_service(
+    start_scheduler: StartScheduler,
+) -> None:
+    """Native executions (the default environment) name no model files: with the models
+    service down they are accepted all the same."""
+    async with (
+        start_scheduler(models_addr="127.0.0.1:1") as running,
+        clients_of(running) as clients,
+    ):
+        execution = await create(clients, TENANT)
+    assert execution.environment == "native"
+    assert execution.state == STATE.EXECUTION_STATE_QUEUED

@@ -26,6 +26,7 @@ async def test_executors_register_heartbeat_and_deregister(clients: Clients) -> 
         address="127.0.0.1:1",
         provider="ecs",
         engine="comfyui",
+        environment="comfy-sd15",
         node_types=["SaveImage", "LoadImage"],
         capacity=scheduler_pb2.ExecutorCapacity(
             gpu=scheduler_pb2.GpuInfo(
@@ -55,11 +56,12 @@ async def test_executors_register_heartbeat_and_deregister(clients: Clients) -> 
     # A heartbeat that reports no capacity keeps the last one.
     assert not (await stub.Heartbeat(scheduler_pb2.HeartbeatRequest(executor_id="ex-9"))).reregister
     [listed] = (await stub.ListExecutors(scheduler_pb2.ListExecutorsRequest())).executors
-    assert (listed.id, listed.address, listed.provider, listed.engine) == (
+    assert (listed.id, listed.address, listed.provider, listed.engine, listed.environment) == (
         "ex-9",
         "127.0.0.1:1",
         "ecs",
         "comfyui",
+        "comfy-sd15",
     )
     assert list(listed.node_types) == ["LoadImage", "SaveImage"]
     assert (listed.capacity.slots, listed.capacity.busy_slots) == (2, 1)
