@@ -14,6 +14,7 @@ from pathlib import Path
 from google.protobuf import json_format
 
 from comfyfleet.cli import budget as budget_commands
+from comfyfleet.cli import environments as environment_commands
 from comfyfleet.cli import keys as key_commands
 from comfyfleet.cli import models as model_commands
 from comfyfleet.cli import run as local_run
@@ -88,6 +89,7 @@ def cmd_submit(client: Client, args: argparse.Namespace) -> int:
         request_id=args.request_id or "",
         labels=parse_labels(args.label),
         webhook_events=args.webhook_event,
+        environment=args.environment or "",
     )
     print(f"submitted {execution.id}", file=sys.stderr)
     if not args.wait:
@@ -189,6 +191,11 @@ def parser() -> argparse.ArgumentParser:
     submit.add_argument("--wait", action="store_true", help="follow progress until it ends")
     submit.add_argument("--out", help="with --wait: download the outputs into this folder")
     submit.add_argument("--priority", type=int, default=0)
+    submit.add_argument(
+        "--environment",
+        metavar="NAME",
+        help="the environment to run in (default: the tenant's, else the platform's)",
+    )
     submit.add_argument("--request-id", help="idempotency key: a retry returns the first result")
     submit.add_argument(
         "--webhook-event",
@@ -240,6 +247,7 @@ def parser() -> argparse.ArgumentParser:
 
     key_commands.add_parser(sub)
     budget_commands.add_parser(sub)
+    environment_commands.add_parser(sub)
     model_commands.add_parser(sub)
     webhook_commands.add_parser(sub)
     local_run.add_parser(sub)

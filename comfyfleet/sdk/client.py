@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 
 import grpc
 
+from comfyfleet.environments.v1 import environments_pb2, environments_pb2_grpc
 from comfyfleet.executions.v1 import executions_pb2, executions_pb2_grpc
 from comfyfleet.models.v1 import models_pb2, models_pb2_grpc
 from comfyfleet.sdk import presigned
@@ -29,11 +30,15 @@ from comfyfleet.sdk.multipart import (
     start_request,
 )
 from comfyfleet.sdk.requests import (
+    EnvironmentSpec,
     Inputs,
     InputSource,
     Progress,
     Uploaded,
+    catalog_request,
     create_request,
+    default_environment_request,
+    environment_request,
     model_type,
     needs_upload,
     state_value,
@@ -124,6 +129,7 @@ class _Stubs:
         self.tenants = tenants_pb2_grpc.TenantServiceStub(channel)
         self.webhooks = webhooks_pb2_grpc.WebhookServiceStub(channel)
         self.models = models_pb2_grpc.ModelServiceStub(channel)
+        self.environments = environments_pb2_grpc.EnvironmentServiceStub(channel)
 
 
 class AsyncClient(_Stubs):
@@ -150,8 +156,10 @@ class AsyncClient(_Stubs):
     async def submit(
         self, workflow: Mapping[str, Any] | str, inputs: Inputs | None = None, **kw: Any
     ) -> executions_pb2.Execution:
-        """Queues ``workflow``; input files over ``settings.upload_threshold_bytes`` are
-        uploaded first (``upload_input``) and named by their upload."""
+        """Queues ``workflow`` (in ``environment=`` when given, else the tenant's default
+        environment, else the platform's); input files over
+        ``settings.upload_threshold_bytes`` are uploaded first (``upload_input``) and named
+        by their upload."""
         staged = {
             name: await self._staged(name, source, kw.get("request_id", ""))
             for name, source in (inputs or {}).items()
@@ -329,6 +337,49 @@ class AsyncClient(_Stubs):
     async def revoke_key(self, key_id: str, tenant_id: str = OWN_TENANT) -> tenants_pb2.ApiKey:
         request = tenants_pb2.RevokeApiKeyRequest(tenant_id=tenant_id, id=key_id)
         return await self._call(self.tenants.RevokeApiKey, request)
+
+    # Environments
+
+    async def get_environment(self, name: str) -> environments_pb2.Environment:
+        request = environments_pb2.GetEnvironmentRequest(name=name)
+        return await self._call(self.environments.GetEnvironment, request)
+
+    async def list_environments(
+        self, *, page_size: int = 100, page_token: str = ""
+    ) -> environments_pb2.ListEnvironmentsResponse:
+        request = environments_pb2.ListEnvironmentsRequest(**_list(page_size, page_token))
+        return await self._call(self.environments.ListEnvironments, request)
+
+    async def get_environment_catalog(self, name: str) -> environments_pb2.EnvironmentCatalog:
+        """The environment's node catalog, its ``object_info_json`` exactly as the engine
+        answered (``comfyfleet.sdk.requests.object_info_of`` reads it as a dict)."""
+        return await self._call(self.environments.GetEnvironmentCatalog, catalog_request(name))
+
+    async def create_environment(
+        self, spec: EnvironmentSpec, *, name: str = "", request_id: str = ""
+    ) -> environments_pb2.Environment:
+        """Declares an environment (admin keys only) from an Environment or a spec dict."""
+        request = environment_request(spec, name=name, request_id=request_id)
+        return await self._call(self.environments.CreateEnvironment, request)
+
+    async def delete_environment(self, name: str) -> None:
+        """Deletes an environment no queued or running execution uses (admin keys only)."""
+        request = environments_pb2.DeleteEnvironmentRequest(name=name)
+        await self._call(self.environments.DeleteEnvironment, request)
+
+    async def set_default_environment(
+        self, name: str, tenant_id: str = OWN_TENANT
+    ) -> tenants_pb2.Tenant:
+        """Sets the environment of a tenant's executions that name none; "" clears it
+        (admin keys only)."""
+        if tenant_id == OWN_TENANT:
+            tenant_id = (await self.get_tenant()).id
+        request = default_environment_request(tenant_id, name)
+        return await self._call(self.tenants.UpdateTenant, request)
+
+    async def get_tenant(self, tenant_id: str = OWN_TENANT) -> tenants_pb2.Tenant:
+        request = tenants_pb2.GetTenantRequest(id=tenant_id)
+        return await self._call(self.tenants.GetTenant, request)
 
     # Budgets
 
@@ -555,6 +606,45 @@ class Client(_Stubs):
     def get_budget(self, tenant_id: str = OWN_TENANT) -> tenants_pb2.TenantBudget:
         request = tenants_pb2.GetTenantBudgetRequest(tenant_id=tenant_id)
         return self._call(self.tenants.GetTenantBudget, request)
+
+    # Environments
+
+    def get_environment(self, name: str) -> environments_pb2.Environment:
+        request = environments_pb2.GetEnvironmentRequest(name=name)
+        return self._call(self.environments.GetEnvironment, request)
+
+    def list_environments(
+        self, *, page_size: int = 100, page_token: str = ""
+    ) -> environments_pb2.ListEnvironmentsResponse:
+        request = environments_pb2.ListEnvironmentsRequest(**_list(page_size, page_token))
+        return self._call(self.environments.ListEnvironments, request)
+
+    def get_environment_catalog(self, name: str) -> environments_pb2.EnvironmentCatalog:
+        """The environment's node catalog, its ``object_info_json`` exactly as the engine
+        answered (``comfyfleet.sdk.requests.object_info_of`` reads it as a dict)."""
+        return self._call(self.environments.GetEnvironmentCatalog, catalog_request(name))
+
+    def create_environment(
+        self, spec: EnvironmentSpec, *, name: str = "", request_id: str = ""
+    ) -> environments_pb2.Environment:
+        """Declares an environment (admin keys only) from an Environment or a spec dict."""
+        request = environment_request(spec, name=name, request_id=request_id)
+        return self._call(self.environments.CreateEnvironment, request)
+
+    def delete_environment(self, name: str) -> None:
+        """Deletes an environment no queued or running execution uses (admin keys only)."""
+        request = environments_pb2.DeleteEnvironmentRequest(name=name)
+        self._call(self.environments.DeleteEnvironment, request)
+
+    def set_default_environment(self, name: str, tenant_id: str = OWN_TENANT) -> tenants_pb2.Tenant:
+        """Sets the environment of a tenant's executions that name none; "" clears it
+        (admin keys only)."""
+        if tenant_id == OWN_TENANT:
+            tenant_id = self.get_tenant().id
+        return self._call(self.tenants.UpdateTenant, default_environment_request(tenant_id, name))
+
+    def get_tenant(self, tenant_id: str = OWN_TENANT) -> tenants_pb2.Tenant:
+        return self._call(self.tenants.GetTenant, tenants_pb2.GetTenantRequest(id=tenant_id))
 
     def set_budget(self, tenant_id: str, limit_usd: float) -> tenants_pb2.TenantBudget:
         """Sets a tenant's monthly limit in US dollars, 0 for none (admin keys only)."""

@@ -10,8 +10,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from google.protobuf import field_mask_pb2, json_format
+
+from comfyfleet.environments.v1 import environments_pb2
 from comfyfleet.executions.v1 import executions_pb2
 from comfyfleet.models.v1 import models_pb2
+from comfyfleet.tenants.v1 import tenants_pb2
 from comfyfleet.webhooks.v1 import webhooks_pb2
 
 
@@ -52,11 +56,14 @@ def create_request(
     request_id: str = "",
     max_attempts: int = 0,
     webhook_events: Sequence[str] = (),
+    environment: str = "",
 ) -> executions_pb2.CreateExecutionRequest:
     """A CreateExecutionRequest; the workflow travels as JSON text so large ints survive.
 
     ``webhook_events`` picks which of the execution's events go to the tenant's webhooks
-    (``"execution.succeeded"``, ``"execution.*"``); empty sends all a subscription wants."""
+    (``"execution.succeeded"``, ``"execution.*"``); empty sends all a subscription wants.
+    ``environment`` names the environment to run in; empty takes the tenant's default, then
+    the platform's."""
     text = workflow if isinstance(workflow, str) else json.dumps(workflow)
     return executions_pb2.CreateExecutionRequest(
         workflow_json=text,
@@ -66,6 +73,55 @@ def create_request(
         request_id=request_id,
         max_attempts=max_attempts,
         webhook_events=list(webhook_events),
+        environment=environment,
+    )
+
+
+EnvironmentSpec = environments_pb2.Environment | Mapping[str, Any]
+
+
+def environment_request(
+    spec: EnvironmentSpec, *, name: str = "", request_id: str = ""
+) -> environments_pb2.CreateEnvironmentRequest:
+    """A CreateEnvironmentRequest from an Environment, or from a spec in the proto's field
+    names (``engine``, ``comfyui_version``, ``custom_nodes`` [{name, source, revision}],
+    ``python_packages``, ``apt_packages``, ``models`` [{folder, name, sha256}],
+    ``description``: the executor's ``COMFYFLEET_ENVIRONMENT_SPEC`` file). ``name``
+    overrides the spec's own. Raises ValueError for a spec that is not one."""
+    if isinstance(spec, environments_pb2.Environment):
+        environment = environments_pb2.Environment()
+        environment.CopyFrom(spec)
+    else:
+        try:
+            environment = json_format.ParseDict(dict(spec), environments_pb2.Environment())
+        except json_format.ParseError as err:
+            raise ValueError(f"not an environment spec: {err}") from None
+    if name:
+        environment.name = name
+    return environments_pb2.CreateEnvironmentRequest(environment=environment, request_id=request_id)
+
+
+def catalog_request(name: str) -> environments_pb2.GetEnvironmentCatalogRequest:
+    """The catalog as the engine's exact JSON text (a Struct would turn every number into a
+    double)."""
+    return environments_pb2.GetEnvironmentCatalogRequest(
+        name=name, view=environments_pb2.CATALOG_VIEW_JSON
+    )
+
+
+def object_info_of(catalog: environments_pb2.EnvironmentCatalog) -> dict[str, Any]:
+    """The catalog's ``GET /object_info`` as a dict, whichever view it was asked in."""
+    if catalog.object_info_json:
+        found: dict[str, Any] = json.loads(catalog.object_info_json)
+        return found
+    return json_format.MessageToDict(catalog.object_info)
+
+
+def default_environment_request(tenant_id: str, name: str) -> tenants_pb2.UpdateTenantRequest:
+    """Sets (or with "" clears) the environment of a tenant's executions that name none."""
+    return tenants_pb2.UpdateTenantRequest(
+        tenant=tenants_pb2.Tenant(id=tenant_id, default_environment=name),
+        update_mask=field_mask_pb2.FieldMask(paths=["default_environment"]),
     )
 
 

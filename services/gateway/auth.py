@@ -43,6 +43,8 @@ class Principal:
     scopes: frozenset[str]
     rate_limit: RateLimit = UNLIMITED
     max_concurrency: int = 0
+    # The tenant's default environment ("" when it sets none).
+    default_environment: str = ""
 
     @property
     def admin(self) -> bool:
@@ -162,6 +164,7 @@ class Authenticator:
             frozenset(record.scopes),
             self._rate(record, tenant),
             tenant.max_concurrency,
+            tenant.default_environment,
         )
 
     async def _from_jwt(self, token: str) -> Principal:
@@ -178,6 +181,7 @@ class Authenticator:
             claims.scopes,
             self._rate(None, tenant),
             tenant.max_concurrency,
+            tenant.default_environment,
         )
 
     def _rate(self, record: ApiKeyRecord | None, tenant: Tenant) -> RateLimit:

@@ -97,6 +97,10 @@ class Config:
     idempotency_retention_s: float = 7 * 24 * 3600.0
     # GET /ready waits this long for each dependency.
     ready_timeout_s: float = 2.0
+    # The environment of executions that name none, when their tenant sets no default.
+    default_environment: str = "native"
+    # How long a known environment's catalog digest is trusted before it is asked again.
+    catalog_recheck_s: float = 5.0
 
     @classmethod
     def from_env(cls) -> Config:
@@ -117,6 +121,10 @@ class Config:
                 "GATEWAY_IDEMPOTENCY_RETENTION_S", cls.idempotency_retention_s
             ),
             ready_timeout_s=env_float("GATEWAY_READY_TIMEOUT_S", cls.ready_timeout_s),
+            default_environment=env_str("DEFAULT_ENVIRONMENT", cls.default_environment),
+            catalog_recheck_s=env_float("GATEWAY_CATALOG_RECHECK_S", cls.catalog_recheck_s),
         )
         cfg.limits.check()
+        if cfg.catalog_recheck_s < 0:
+            raise ConfigError("COMFYFLEET_GATEWAY_CATALOG_RECHECK_S must be >= 0")
         return cfg

@@ -21,24 +21,30 @@ from comfyfleet.common.grpcserver import (
     registration,
     serve,
 )
+from comfyfleet.environments.v1 import environments_pb2_grpc
 from comfyfleet.executions.v1 import executions_pb2_grpc
 from comfyfleet.models.v1 import models_pb2_grpc
 from comfyfleet.operations.v1 import operations_pb2_grpc
 from comfyfleet.scheduler.v1 import scheduler_pb2_grpc
 from comfyfleet.tenants.v1 import tenants_pb2_grpc
 from comfyfleet.webhooks.v1 import webhooks_pb2_grpc
-from comfyfleet.workflow.catalog import NATIVE_CATALOG
 from services.gateway.auth import Authenticator
 from services.gateway.bootstrap import ensure_admin_key
 from services.gateway.config import Config
 from services.gateway.dashboard import dashboard_handler
+from services.gateway.environments import EnvironmentCatalogs
 from services.gateway.fetch import FetchSettings, InputFetcher
 from services.gateway.idempotency import Ledger
 from services.gateway.operations import OperationsReader, Peers
 from services.gateway.operations_servicer import OperationsServicer
 from services.gateway.readiness import Check, database_check, grpc_health_check, ready_handler
 from services.gateway.rest import RestOptions, RunningRest, build_rest_app, serve_rest
-from services.gateway.servicer import ExecutionsServicer, ModelsServicer, WebhooksServicer
+from services.gateway.servicer import (
+    EnvironmentsServicer,
+    ExecutionsServicer,
+    ModelsServicer,
+    WebhooksServicer,
+)
 from services.gateway.tenant_servicer import TenantsServicer
 from services.gateway.tenants import TenantStore
 from services.gateway.textcheck import TextInterceptor
@@ -55,6 +61,7 @@ PUBLIC_SERVICES = (
     "comfyfleet.webhooks.v1.WebhookService",
     "comfyfleet.models.v1.ModelService",
     "comfyfleet.operations.v1.OperationsService",
+    "comfyfleet.environments.v1.EnvironmentService",
 )
 
 
@@ -125,15 +132,26 @@ def _registrations(
     scheduler = executions_pb2_grpc.ExecutionServiceStub(channels["scheduler"])
     webhooks = webhooks_pb2_grpc.WebhookServiceStub(channels["webhook"])
     models = models_pb2_grpc.ModelServiceStub(channels["models"])
+    environments = environments_pb2_grpc.EnvironmentServiceStub(channels["scheduler"])
+    catalogs = EnvironmentCatalogs(environments, recheck_s=cfg.catalog_recheck_s)
     return [
         registration(
-            ExecutionsServicer(auth, ledger, scheduler, NATIVE_CATALOG, fetcher),
+            ExecutionsServicer(auth, ledger, scheduler, catalogs, fetcher, cfg.default_environment),
             executions_pb2_grpc,
             "ExecutionService",
         ),
         registration(
+            EnvironmentsServicer(auth, ledger, environments, catalogs),
+            environments_pb2_grpc,
+            "EnvironmentService",
+        ),
+        registration(
             TenantsServicer(
-                auth, ledger, store, scheduler_pb2_grpc.SchedulerServiceStub(channels["scheduler"])
+                auth,
+                ledger,
+                store,
+                scheduler_pb2_grpc.SchedulerServiceStub(channels["scheduler"]),
+                catalogs,
             ),
             tenants_pb2_grpc,
             "TenantService",

@@ -10,11 +10,12 @@ from google.protobuf import message
 
 from comfyfleet.common.errors import FieldViolation, InvalidArgument, from_rpc_error
 from comfyfleet.common.tenancy import tenant_metadata
+from comfyfleet.environments.v1 import environments_pb2, environments_pb2_grpc
 from comfyfleet.executions.v1 import executions_pb2, executions_pb2_grpc
 from comfyfleet.models.v1 import models_pb2, models_pb2_grpc
 from comfyfleet.webhooks.v1 import webhooks_pb2, webhooks_pb2_grpc
-from comfyfleet.workflow.specs import NodeCatalog
 from services.gateway.auth import Authenticator, Principal
+from services.gateway.environments import EnvironmentCatalogs, resolve_environment
 from services.gateway.fetch import InputFetcher
 from services.gateway.idempotency import Ledger, fill_request_id
 from services.gateway.validation import check_workflow, workflow_text
@@ -77,14 +78,16 @@ class ExecutionsServicer(executions_pb2_grpc.ExecutionServiceServicer):
         auth: Authenticator,
         ledger: Ledger,
         scheduler: executions_pb2_grpc.ExecutionServiceStub,
-        catalog: NodeCatalog,
+        catalogs: EnvironmentCatalogs,
         fetcher: InputFetcher,
+        default_environment: str,
     ) -> None:
         self.auth = auth
         self.ledger = ledger
         self.scheduler = scheduler
-        self.catalog = catalog
+        self.catalogs = catalogs
         self.fetcher = fetcher
+        self.default_environment = default_environment
 
     async def CreateExecution(
         self, request: executions_pb2.CreateExecutionRequest, context: Context
@@ -92,11 +95,14 @@ class ExecutionsServicer(executions_pb2_grpc.ExecutionServiceServicer):
         principal = await self.auth.authenticate(context)
         principal.require("executions:write")
         text = workflow_text(request.workflow_json, request.workflow)
-        check_workflow(text, self.catalog)
+        environment = resolve_environment(
+            request.environment, principal.default_environment, self.default_environment
+        )
+        check_workflow(text, await self.catalogs.catalog(environment, principal.tenant_id))
         _check_inputs(request)
 
         async def create() -> executions_pb2.Execution:
-            return await self._create(request, text, principal)
+            return await self._create(request, text, environment, principal)
 
         async def replay(execution_id: str) -> executions_pb2.Execution:
             # A retry reads what the first request made, without downloading its URLs again.
@@ -108,12 +114,18 @@ class ExecutionsServicer(executions_pb2_grpc.ExecutionServiceServicer):
         )
 
     async def _create(
-        self, request: executions_pb2.CreateExecutionRequest, text: str, principal: Principal
+        self,
+        request: executions_pb2.CreateExecutionRequest,
+        text: str,
+        environment: str,
+        principal: Principal,
     ) -> executions_pb2.Execution:
         forwarded = executions_pb2.CreateExecutionRequest()
         forwarded.CopyFrom(request)
         forwarded.ClearField("workflow")
         forwarded.workflow_json = text
+        # The scheduler records and routes by the environment the workflow was checked for.
+        forwarded.environment = environment
         if any(i.WhichOneof("source") == "url" for i in request.inputs):
             del forwarded.inputs[:]
             forwarded.inputs.extend(await self.fetcher.inline(request.inputs))
@@ -355,3 +367,63 @@ class ModelsServicer(models_pb2_grpc.ModelServiceServicer):
     ) -> models_pb2.ResolveModelsResponse:
         principal = await self.auth.authenticate(context)
         return await forward(self.backend.ResolveModels, request, principal)
+
+
+class EnvironmentsServicer(environments_pb2_grpc.EnvironmentServiceServicer):
+    """Forwards to the scheduler, which keeps environments: every key reads them, only admin
+    keys declare or delete them."""
+
+    def __init__(
+        self,
+        auth: Authenticator,
+        ledger: Ledger,
+        backend: environments_pb2_grpc.EnvironmentServiceStub,
+        catalogs: EnvironmentCatalogs,
+    ) -> None:
+        self.auth = auth
+        self.ledger = ledger
+        self.backend = backend
+        self.catalogs = catalogs
+
+    async def GetEnvironment(
+        self, request: environments_pb2.GetEnvironmentRequest, context: Context
+    ) -> environments_pb2.Environment:
+        principal = await self.auth.authenticate(context)
+        return await forward(self.backend.GetEnvironment, request, principal)
+
+    async def ListEnvironments(
+        self, request: environments_pb2.ListEnvironmentsRequest, context: Context
+    ) -> environments_pb2.ListEnvironmentsResponse:
+        principal = await self.auth.authenticate(context)
+        return await forward(self.backend.ListEnvironments, request, principal)
+
+    async def GetEnvironmentCatalog(
+        self, request: environments_pb2.GetEnvironmentCatalogRequest, context: Context
+    ) -> environments_pb2.EnvironmentCatalog:
+        principal = await self.auth.authenticate(context)
+        return await forward(self.backend.GetEnvironmentCatalog, request, principal)
+
+    async def CreateEnvironment(
+        self, request: environments_pb2.CreateEnvironmentRequest, context: Context
+    ) -> environments_pb2.Environment:
+        principal = await self.auth.authenticate(context)
+        principal.require("admin")
+
+        async def create() -> environments_pb2.Environment:
+            # A retry is answered by the scheduler, which finds the first by request_id.
+            return await forward(self.backend.CreateEnvironment, request, principal)
+
+        created = await idempotent(
+            self.ledger, principal, context, "CreateEnvironment", request, create
+        )
+        self.catalogs.forget(created.name)
+        return created
+
+    async def DeleteEnvironment(
+        self, request: environments_pb2.DeleteEnvironmentRequest, context: Context
+    ) -> environments_pb2.DeleteEnvironmentResponse:
+        principal = await self.auth.authenticate(context)
+        principal.require("admin")
+        deleted = await forward(self.backend.DeleteEnvironment, request, principal)
+        self.catalogs.forget(request.name)
+        return deleted

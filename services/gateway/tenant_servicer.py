@@ -21,6 +21,7 @@ from comfyfleet.common.timeutil import to_timestamp
 from comfyfleet.scheduler.v1 import scheduler_pb2, scheduler_pb2_grpc
 from comfyfleet.tenants.v1 import tenants_pb2, tenants_pb2_grpc
 from services.gateway.auth import Authenticator, Principal
+from services.gateway.environments import EnvironmentCatalogs
 from services.gateway.idempotency import Ledger
 from services.gateway.servicer import forward, idempotent
 from services.gateway.tenants import (
@@ -33,7 +34,7 @@ from services.gateway.tenants import (
 )
 
 Context: TypeAlias = grpc.aio.ServicerContext
-UPDATABLE = ("max_concurrency", "rate_limit")
+UPDATABLE = ("max_concurrency", "rate_limit", "default_environment")
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 500
 
@@ -72,8 +73,10 @@ def update_fields(request: tenants_pb2.UpdateTenantRequest) -> set[str]:
         )
     if paths:
         return paths
-    implied = {"max_concurrency"} if request.tenant.max_concurrency else set()
-    return implied | ({"rate_limit"} if request.tenant.HasField("rate_limit") else set())
+    t = request.tenant
+    implied = {"max_concurrency"} if t.max_concurrency else set()
+    implied |= {"default_environment"} if t.default_environment else set()
+    return implied | ({"rate_limit"} if t.HasField("rate_limit") else set())
 
 
 class TenantsServicer(tenants_pb2_grpc.TenantServiceServicer):
@@ -83,12 +86,15 @@ class TenantsServicer(tenants_pb2_grpc.TenantServiceServicer):
         ledger: Ledger,
         store: TenantStore,
         scheduler: scheduler_pb2_grpc.SchedulerServiceStub,
+        environments: EnvironmentCatalogs,
     ) -> None:
         self.auth = auth
         self.ledger = ledger
         self.store = store
         # Budgets live with the scheduler, which refuses work once one is spent.
         self.scheduler = scheduler
+        # So do environments: a tenant's default must name one that exists.
+        self.environments = environments
 
     async def _admin(self, context: Context) -> Principal:
         principal = await self.auth.authenticate(context)
@@ -144,17 +150,25 @@ class TenantsServicer(tenants_pb2_grpc.TenantServiceServicer):
     async def UpdateTenant(
         self, request: tenants_pb2.UpdateTenantRequest, context: Context
     ) -> tenants_pb2.Tenant:
-        await self._admin(context)
+        principal = await self._admin(context)
         if not request.tenant.id:
             raise InvalidArgument(
                 "the tenant's id is required", [FieldViolation("tenant.id", "required")]
             )
         changes = update_fields(request)
         t = request.tenant
+        environment = None
+        if "default_environment" in changes:
+            environment = t.default_environment
+            if environment:  # must exist; "" clears the default
+                await self.environments.describe(
+                    environment, principal.tenant_id, "tenant.default_environment"
+                )
         updated = await self.store.update_tenant(
             t.id,
             max_concurrency=t.max_concurrency if "max_concurrency" in changes else None,
             rate=rate_of(t.rate_limit) if "rate_limit" in changes else None,
+            default_environment=environment,
         )
         return tenant_message(updated)
 
@@ -237,6 +251,7 @@ def tenant_message(tenant: Tenant) -> tenants_pb2.Tenant:
         max_concurrency=tenant.max_concurrency,
         create_time=to_timestamp(tenant.created_at),
         rate_limit=_rate_message(tenant.rate),
+        default_environment=tenant.default_environment,
     )
 
 

@@ -40,6 +40,8 @@ class Tenant:
     max_concurrency: int
     created_at: datetime
     rate: Rate = Rate()
+    # The environment of its executions that name none; "" takes the platform default.
+    default_environment: str = ""
 
 
 @dataclass(frozen=True)
@@ -61,6 +63,7 @@ def _tenant(row: asyncpg.Record, prefix: str = "") -> Tenant:
         row[prefix + "max_concurrency"],
         row[prefix + "created_at"],
         Rate(row[prefix + "rate_per_second"], row[prefix + "rate_burst"]),
+        row[prefix + "default_environment"],
     )
 
 
@@ -157,22 +160,31 @@ class TenantStore:
         return _tenant(row)
 
     async def update_tenant(
-        self, tenant_id: str, *, max_concurrency: int | None, rate: Rate | None
+        self,
+        tenant_id: str,
+        *,
+        max_concurrency: int | None,
+        rate: Rate | None,
+        default_environment: str | None = None,
     ) -> Tenant:
-        """Sets the given limits (None keeps the stored value)."""
+        """Sets the given limits and default environment (None keeps the stored value)."""
         current = await self.get_tenant(tenant_id)
         concurrency = current.max_concurrency if max_concurrency is None else max_concurrency
         chosen = current.rate if rate is None else rate
         violations = limit_violations(concurrency, chosen)
         if violations:
             raise InvalidArgument("the tenant's limits are not valid", violations)
+        environment = (
+            current.default_environment if default_environment is None else default_environment
+        )
         row = await self.pool.fetchrow(
-            "UPDATE tenants SET max_concurrency = $2, rate_per_second = $3, rate_burst = $4"
-            " WHERE id = $1 RETURNING *",
+            "UPDATE tenants SET max_concurrency = $2, rate_per_second = $3, rate_burst = $4,"
+            " default_environment = $5 WHERE id = $1 RETURNING *",
             tenant_id,
             concurrency,
             chosen.per_second,
             chosen.burst,
+            environment,
         )
         if row is None:
             raise NotFound(f"tenant {tenant_id!r} not found")
@@ -265,7 +277,7 @@ class TenantStore:
         row = await self.pool.fetchrow(
             "SELECT k.*, t.id AS t_id, t.name AS t_name, t.max_concurrency AS t_max_concurrency,"
             " t.created_at AS t_created_at, t.rate_per_second AS t_rate_per_second,"
-            " t.rate_burst AS t_rate_burst"
+            " t.rate_burst AS t_rate_burst, t.default_environment AS t_default_environment"
             " FROM api_keys k JOIN tenants t ON t.id = k.tenant_id WHERE k.id = $1",
             key_id,
         )

@@ -8,6 +8,7 @@ from google.protobuf import json_format, struct_pb2
 
 from comfyfleet.common.errors import FieldViolation, InvalidArgument
 from comfyfleet.common.jsonvalues import integral_floats_to_ints
+from comfyfleet.workflow.objectinfo import unlisted_model_file
 from comfyfleet.workflow.specs import NodeCatalog
 from comfyfleet.workflow.validate import (
     COMFYUI_ERROR,
@@ -30,13 +31,16 @@ def workflow_text(workflow_json: str, workflow: struct_pb2.Struct | None) -> str
 
 
 def check_workflow(text: str, catalog: NodeCatalog) -> None:
-    """Raises INVALID_ARGUMENT naming every problem of every node, as ComfyUI would.
+    """Raises INVALID_ARGUMENT naming every problem of every node, as ComfyUI would, against
+    the node catalog of the execution's environment.
 
     Unlike ComfyUI, which runs the valid outputs of a partly valid prompt, the API refuses
     a workflow with any node error: a caller should not get fewer outputs than it asked for
-    without noticing.
+    without noticing. A model file that the environment does not carry (not among a model
+    input's choices) is not an error here: the scheduler looks it up in the tenant's model
+    registry and refuses it there (MODEL_NOT_REGISTERED) when it is not registered.
     """
-    result = validate_workflow(text, catalog)
+    result = validate_workflow(text, catalog, unlisted_ok=unlisted_model_file)
     issues = result.issues
     if not issues:
         return

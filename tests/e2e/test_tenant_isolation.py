@@ -57,6 +57,13 @@ NOT_BY_ID = {
     "comfyfleet.models.v1.ModelService.ListModels": "list",
     # Names A's model by name: B must get what a name nobody registered gets.
     "comfyfleet.models.v1.ModelService.ResolveModels": "as if unknown",
+    # Environments belong to the platform, not to a tenant: every key reads them, and only
+    # admin keys declare or delete them.
+    "comfyfleet.environments.v1.EnvironmentService.GetEnvironment": "shared",
+    "comfyfleet.environments.v1.EnvironmentService.GetEnvironmentCatalog": "shared",
+    "comfyfleet.environments.v1.EnvironmentService.ListEnvironments": "list",
+    "comfyfleet.environments.v1.EnvironmentService.CreateEnvironment": "admin only",
+    "comfyfleet.environments.v1.EnvironmentService.DeleteEnvironment": "admin only",
 }
 
 
@@ -142,7 +149,16 @@ def fill(method: descriptor.MethodDescriptor, owned: Owned) -> tuple[message.Mes
         msg.tenant.max_concurrency = 1  # type: ignore[attr-defined]
     if method.name == "ResolveModels":
         msg.workflow_json = workflow_naming(MODEL_NAME)  # type: ignore[attr-defined]
+    if method.containing_service.name == "EnvironmentService" and "name" in fields_of(msg):
+        msg.name = "native"  # type: ignore[attr-defined]
+    if method.name == "CreateEnvironment":
+        msg.environment.name = "iso-b-env"  # type: ignore[attr-defined]
+        msg.environment.engine = "native"  # type: ignore[attr-defined]
     return msg, named
+
+
+def fields_of(msg: message.Message) -> set[str]:
+    return set(msg.DESCRIPTOR.fields_by_name)
 
 
 def _fill_ids(service: str, msg: message.Message, owned: Owned, nested: bool = False) -> bool:
@@ -318,6 +334,10 @@ async def test_every_method_keeps_tenant_a_out_of_reach(world: World) -> None:
         elif kind == "admin only":
             got = await outcome(world, method, request)
             assert isinstance(got, grpc.aio.AioRpcError) and rpc_code(got) == "PERMISSION_DENIED"
+        elif kind == "shared":
+            got = await outcome(world, method, request)
+            assert not isinstance(got, grpc.aio.AioRpcError), f"{name}: {got}"
+            assert got.name == "native"
         elif kind == "as if unknown":
             assert isinstance(request, models_pb2.ResolveModelsRequest)
             theirs = await outcome(world, method, request)
