@@ -15,6 +15,11 @@ renders back to the same JSON (``catalog.object_info() == obj``) and
   ``file_upload`` ... and ``LoadLatent``) are file inputs: the job's own input files are
   checked where they are, not against the listing of the machine that answered.
 
+Two differences remain, both deliberate: a re-rendered entry equals the original as JSON
+data but may order the keys of an options object differently; and a new-style combo's value
+is checked against its options (ComfyUI 0.3.64 checks only old-style combos there and lets
+the node fail at run time), as the native catalog always has.
+
 Model files (:func:`is_model_input`): a combo input names model files when its choices include
 a file name with a model weights ending (``.safetensors``, ``.ckpt``, ``.pt``, ``.pth``,
 ``.bin``, ``.gguf``, ``.sft``, ``.onnx`` ...), or when its choices are empty (no such model in
