@@ -8,6 +8,9 @@ watchdog allows (a long node, or a stuck socket) or drops, the run is followed b
 ``/history`` instead. A ComfyUI that cannot be reached fails the run as retryable
 UNAVAILABLE; a process this engine started is restarted before the next run.
 
+Tenants never see each other's results through ComfyUI's cache, output or input folders:
+see :mod:`services.executor.comfyui.isolation` for how and why.
+
 ``run`` blocks: the async work runs on an event loop of its own on the caller's thread.
 """
 
@@ -15,9 +18,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import json
 import logging
+import secrets
 import shutil
 import time
 import uuid
@@ -31,6 +34,7 @@ import aiohttp
 from comfyfleet.common.errors import FieldViolation
 from comfyfleet.workflow.runner import CancelToken
 from services.executor.comfyui.client import ComfyUIClient, ComfyUIUnavailable, MessageStream
+from services.executor.comfyui.isolation import Isolated, Isolation, NodeKinds
 from services.executor.comfyui.process import ComfyUIProcess
 from services.executor.comfyui.protocol import (
     Outcome,
@@ -57,18 +61,28 @@ log = logging.getLogger(__name__)
 TICK_S = 0.05
 # Between readiness probes of a starting ComfyUI.
 READY_POLL_S = 0.2
-# A ComfyUI reached by URL gets each input in a folder of this prefix and 32 hex digits of
-# the file's sha256.
-UPLOAD_FOLDER_PREFIX = "comfyfleet-"
 
 
 class ComfyUIEngine:
-    """:class:`Engine` over one ComfyUI server; call :meth:`start` before anything else."""
+    """:class:`Engine` over one ComfyUI server; call :meth:`start` before anything else.
+
+    ``cache_secret`` keys the salts that keep tenants apart in ComfyUI's cache (random when
+    not given): engines sharing one ComfyUI by URL share a tenant's cache only with the same.
+    """
 
     name = "comfyui"
 
-    def __init__(self, settings: ComfyUISettings, device: str, work_dir: Path) -> None:
+    def __init__(
+        self,
+        settings: ComfyUISettings,
+        device: str,
+        work_dir: Path,
+        *,
+        cache_secret: bytes | None = None,
+    ) -> None:
         self.settings = settings
+        self._isolation = Isolation(cache_secret or secrets.token_bytes(32))
+        self._kinds = NodeKinds()
         self._device = device
         self._base_url = settings.url.rstrip("/")
         self._process: ComfyUIProcess | None = None
@@ -93,6 +107,14 @@ class ComfyUIEngine:
 
     def node_types(self) -> Sequence[str]:
         return sorted(self._object_info)
+
+    def upload_name(self, cache_scope: str, data: bytes, name: str) -> str:
+        """Where a ComfyUI reached by URL finds a job's input ``name`` (in its input folder)."""
+        return self._isolation.upload_name(cache_scope, data, name)
+
+    def output_folder(self, cache_scope: str) -> str:
+        """The folder of ComfyUI's output folder a scope's files are saved in."""
+        return self._isolation.scope_folder(cache_scope)
 
     def object_info(self) -> Mapping[str, Any]:
         """What ComfyUI answered ``GET /object_info`` with at start: its node catalog."""
@@ -127,6 +149,7 @@ class ComfyUIEngine:
             await self._bring_up(client)
             info = await client.object_info()
         self._object_info = info
+        self._kinds = NodeKinds.from_object_info(info)
         self._output_classes = frozenset(
             name
             for name, node in info.items()
@@ -176,16 +199,24 @@ class ComfyUIEngine:
     # ------------------------------------------------------------------ one run
 
     async def _run(self, job: EngineJob, on_event: OnEvent, cancel: CancelToken) -> EngineResult:
-        prompt = _decode(job.workflow_json)
+        submitted = _decode(job.workflow_json)
         async with self._client() as client:
             try:
                 await self._ensure_up(client)
-                uploaded = await self._place_files(client, job)
+                inputs = await asyncio.to_thread(_read_tree, job.input_dir)
+                uploaded = await self._place_files(client, job, inputs)
                 if cancel.cancelled:
                     raise RunInterrupted("the run was cancelled before it was submitted")
-                prompt = _renamed(prompt, uploaded)
+                isolated = self._isolation.isolate(
+                    _renamed(submitted, uploaded),
+                    submitted,
+                    job.cache_scope,
+                    self._kinds,
+                    job.models,
+                    inputs,
+                )
                 try:
-                    tracker, entry = await self._execute(client, prompt, on_event, cancel)
+                    tracker, entry = await self._execute(client, isolated.prompt, on_event, cancel)
                 except WorkflowRejected as err:
                     # Errors name the files as the workflow did, not as they were uploaded.
                     if not uploaded or err.comfy_body is None:
@@ -193,7 +224,7 @@ class ComfyUIEngine:
                     raise rejection(_names_restored(err.comfy_body, uploaded)) from None
                 outcome = outcome_of(entry)
                 tracker.settle(outcome)
-                return await self._result(client, outcome, tracker.expected)
+                return await self._result(client, outcome, tracker.expected, isolated)
             except ComfyUIUnavailable:
                 # A refused connection says little; a process that exited says why.
                 self._check_process("during the run")
@@ -251,22 +282,23 @@ class ComfyUIEngine:
             # Restarted before the next run, which would otherwise wait behind this prompt.
             await asyncio.to_thread(self._process.stop)
 
-    async def _place_files(self, client: ComfyUIClient, job: EngineJob) -> dict[str, str]:
+    async def _place_files(
+        self, client: ComfyUIClient, job: EngineJob, inputs: Sequence[tuple[str, bytes]]
+    ) -> dict[str, str]:
         """Puts the job's inputs (and, for a started ComfyUI, models) where ComfyUI reads them;
         returns the names they were given where those differ from the workflow's.
 
         A ComfyUI reached by URL is shared with other runs (other executors, other tenants)
-        and keeps every file uploaded to it. Each input goes into a folder named after a
-        digest of its bytes, so no run can read another's file by naming it, or overwrite
-        it: naming a file takes knowing its content. Identical inputs land in the same place,
-        which keeps ComfyUI's cache working across runs. It must hold the models itself.
+        and keeps every file uploaded to it. Each input goes into a folder named after the
+        job's cache scope and a digest of its bytes, so no run can read another tenant's file
+        by naming it, or overwrite it. A tenant's identical inputs land in the same place,
+        which keeps ComfyUI's cache working across its runs. It must hold the models itself.
         """
         process = self._process
         if process is None:
             uploaded: dict[str, str] = {}
-            for name, data in await asyncio.to_thread(_read_tree, job.input_dir):
-                digest = hashlib.sha256(data).hexdigest()[:32]
-                uploaded[name] = f"{UPLOAD_FOLDER_PREFIX}{digest}/{name}"
+            for name, data in inputs:
+                uploaded[name] = self._isolation.upload_name(job.cache_scope, data, name)
                 await client.upload_input(data, uploaded[name])
             return uploaded
         # Emptied first: a run must not read files an earlier run (or tenant) left there.
@@ -275,23 +307,30 @@ class ComfyUIEngine:
         return {}
 
     async def _result(
-        self, client: ComfyUIClient, outcome: Outcome, expected: Sequence[str]
+        self,
+        client: ComfyUIClient,
+        outcome: Outcome,
+        expected: Sequence[str],
+        isolated: Isolated,
     ) -> EngineResult:
         if outcome.status == "interrupted":
             raise RunInterrupted("ComfyUI interrupted the run")
         if outcome.status == "error":
             raise _node_raised(outcome.error)
         refs = [ref for ref in outcome.outputs if ref.type == "output"]
-        files = [await self._fetch(client, ref) for ref in refs]
+        files = [await self._fetch(client, ref, isolated) for ref in refs]
         if self._process is not None:
             await asyncio.to_thread(_keep_only, self._process.output_dir, outcome.outputs)
         cached = tuple(n for n in outcome.cached_nodes if n in expected)
         return EngineResult(tuple(files), cached)
 
     @staticmethod
-    async def _fetch(client: ComfyUIClient, ref: OutputRef) -> ProducedFile:
+    async def _fetch(client: ComfyUIClient, ref: OutputRef, isolated: Isolated) -> ProducedFile:
+        """The file as ComfyUI would have saved it for the submitted workflow."""
         data, content_type = await client.view(ref)
-        return ProducedFile(ref.node_id, ref.filename, ref.subfolder, ref.kind, content_type, data)
+        data = await asyncio.to_thread(isolated.restored, ref.filename, data)
+        subfolder = isolated.client_subfolder(ref.subfolder)
+        return ProducedFile(ref.node_id, ref.filename, subfolder, ref.kind, content_type, data)
 
 
 class _Watchdog:

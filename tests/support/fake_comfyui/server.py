@@ -65,9 +65,11 @@ class QueueItem:
 
 
 def _canonical(prompt: Any, input_dir: Path) -> Any:
-    """``prompt`` with every literal naming an uploaded file in a subfolder of the input
-    directory (``sub/x.png``) cut to the file's base name, so that a graph loading a copy of a
-    reference input in a folder of its own still finds the reference run's answers."""
+    """``prompt`` as the canned references name it, so that a graph that differs from a
+    reference run only where the engine moved things still finds that run's answers: a
+    literal naming an uploaded file in a subfolder of the input directory (``sub/x.png``) cut
+    to the file's base name, a ``filename_prefix`` out of its ``comfyfleet-*`` folder, and
+    inputs the node type does not declare (which ComfyUI ignores) left out."""
     if not isinstance(prompt, dict):
         return prompt
     out: dict[str, Any] = {}
@@ -75,14 +77,30 @@ def _canonical(prompt: Any, input_dir: Path) -> Any:
         if not isinstance(node, dict) or not isinstance(node.get("inputs"), dict):
             out[node_id] = node
             continue
+        declared = _declared_inputs(node.get("class_type"))
         inputs = {
-            k: v.rpartition("/")[2]
-            if isinstance(v, str) and "/" in v and (input_dir / v).is_file()
-            else v
+            k: _canonical_value(k, v, input_dir)
             for k, v in node["inputs"].items()
+            if declared is None or k in declared
         }
         out[node_id] = {**node, "inputs": inputs}
     return out
+
+
+def _declared_inputs(class_type: Any) -> set[str] | None:
+    info = reference.object_info().get(class_type) if isinstance(class_type, str) else None
+    if not isinstance(info, dict):
+        return None
+    sections = info.get("input", {})
+    return {name for section in ("required", "optional") for name in sections.get(section, {})}
+
+
+def _canonical_value(name: str, value: Any, input_dir: Path) -> Any:
+    if not isinstance(value, str) or "/" not in value:
+        return value
+    if name == "filename_prefix" and value.startswith("comfyfleet-"):
+        return value.partition("/")[2]
+    return value.rpartition("/")[2] if (input_dir / value).is_file() else value
 
 
 def _now_ms() -> int:

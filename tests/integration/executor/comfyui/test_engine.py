@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
+import re
 import time
 from pathlib import Path
 
@@ -16,7 +16,13 @@ from comfyfleet.workflow.runner import CancelToken
 from services.executor.attempt import failure_of
 from services.executor.comfyui import ComfyUIEngine, ComfyUIUnavailable
 from services.executor.comfyui.engine import _names_restored, _renamed
-from services.executor.engine import NodeRaised, NodeState, RunInterrupted, WorkflowRejected
+from services.executor.engine import (
+    SHARED_SCOPE,
+    NodeRaised,
+    NodeState,
+    RunInterrupted,
+    WorkflowRejected,
+)
 from tests.integration.executor.comfyui.conftest import (
     Run,
     StartEngine,
@@ -34,9 +40,12 @@ from tests.support.paths import comfyui_ref
 SHAPES = (comfyui_ref() / "inputs" / "shapes.png").read_bytes()
 
 
-def uploaded_as(data: bytes, name: str) -> str:
-    """Where the engine puts an input in a ComfyUI it shares: a folder named by its digest."""
-    return f"comfyfleet-{hashlib.sha256(data).hexdigest()[:32]}/{name}"
+def uploaded_as(engine: ComfyUIEngine, data: bytes, name: str) -> str:
+    """Where the engine puts an input in a ComfyUI it shares: a folder of the job's cache scope
+    and the file's digest."""
+    folder, _, base = engine.upload_name(SHARED_SCOPE, data, name).partition("/")
+    assert re.fullmatch("comfyfleet-[0-9a-f]{32}", folder) and base == name
+    return f"{folder}/{base}"
 
 
 def steps(run: Run) -> list[tuple[NodeState, str]]:
@@ -56,7 +65,7 @@ async def test_r01_uploads_its_input_and_returns_comfyuis_output(
 
     run = await run_engine(engine, job)
 
-    assert (fake.fake.input_dir / uploaded_as(SHAPES, "shapes.png")).read_bytes() == SHAPES
+    assert (fake.fake.input_dir / uploaded_as(engine, SHAPES, "shapes.png")).read_bytes() == SHAPES
     assert not (fake.fake.input_dir / "shapes.png").exists()
     assert run.result is not None
     [file] = run.result.files
@@ -82,7 +91,7 @@ async def test_r01_uploads_its_input_and_returns_comfyuis_output(
     # The prompt went out under the client id of the socket the engine listened on.
     [submitted] = fake.fake.submissions
     assert submitted["client_id"] and submitted["prompt"]["3"]["class_type"] == "SaveImage"
-    assert submitted["prompt"]["1"]["inputs"]["image"] == uploaded_as(SHAPES, "shapes.png")
+    assert submitted["prompt"]["1"]["inputs"]["image"] == uploaded_as(engine, SHAPES, "shapes.png")
 
 
 async def test_inputs_in_subfolders_keep_their_place(
@@ -92,7 +101,9 @@ async def test_inputs_in_subfolders_keep_their_place(
 
     await run_engine(engine, make_job(tmp_path, text, {"sub/shapes.png": SHAPES}))
 
-    assert (fake.fake.input_dir / uploaded_as(SHAPES, "sub/shapes.png")).read_bytes() == SHAPES
+    assert (
+        fake.fake.input_dir / uploaded_as(engine, SHAPES, "sub/shapes.png")
+    ).read_bytes() == SHAPES
 
 
 async def test_runs_sharing_a_comfyui_never_see_each_others_inputs(

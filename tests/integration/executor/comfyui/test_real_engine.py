@@ -5,6 +5,7 @@ and a server it reaches by URL. Its results are the reference outputs that same 
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import os
 import signal
@@ -16,6 +17,7 @@ from typing import Any
 
 import pytest
 from google.rpc import code_pb2
+from PIL import Image
 
 from comfyfleet.workflow.runner import CancelToken
 from services.executor.attempt import failure_of
@@ -149,14 +151,15 @@ async def test_a_url_mode_engine_uploads_the_input_and_gives_the_reference_image
 
     assert run.result is not None
     reference = real_comfyui.reference_dir("t02_img2img")
-    # The prompt ComfyUI stores in the PNG names the input as uploaded (under a folder of its
-    # digest), so only the pixels are compared.
-    assert_matches_reference(run.result.files, reference, SAMPLED_TOLERANCE, same_prompt=False)
+    # The PNG embeds the prompt as submitted (the input by its own name), as the reference's.
+    assert_matches_reference(run.result.files, reference, SAMPLED_TOLERANCE)
     uploaded = [p.name for p in comfyui_server.input_dir.rglob("*") if p.is_file()]
     assert "shapes.png" in uploaded
-    # The engine hands on ComfyUI's file as ComfyUI wrote it.
+    # ComfyUI saved the file in the job's scope folder; the engine hands on its pixels.
     [file] = run.result.files
-    assert file.data == (comfyui_server.output_dir / file.subfolder / file.filename).read_bytes()
+    folder = comfyui_server.output_dir / engine.output_folder(job.cache_scope) / file.subfolder
+    saved = Image.open(folder / file.filename)
+    assert saved.tobytes() == Image.open(io.BytesIO(file.data)).tobytes()
 
 
 async def test_a_cancel_mid_sampling_stops_the_run_within_a_second(
