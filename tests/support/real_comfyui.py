@@ -8,6 +8,7 @@ test checkpoint; a file lock makes concurrent test processes wait for one instal
 ComfyUI is GPL-3.0: it only ever runs as its own process.
 
     real_comfyui     -> RealComfyUI     (session)  the install: command line, checkpoint, material
+    comfyui_copy(real, dir) -> RealComfyUI          a ComfyUI of a test's own to install into
     comfyui_server   -> RunningComfyUI  (session)  a ComfyUI on a free port (URL mode), its own
                                                    input/output dirs, the checkpoint as a model
 
@@ -22,10 +23,9 @@ import hashlib
 import json
 import os
 import shlex
+import shutil
 import subprocess
 import tempfile
-import urllib.error
-import urllib.request
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,7 +34,6 @@ from typing import Any
 import pytest
 
 from services.executor.comfyui.process import ComfyUIProcess
-from tests.support.eventually import eventually_sync
 from tests.support.paths import REPO_ROOT
 
 SERVER_ENV = "COMFYFLEET_COMFYUI_SERVER"
@@ -192,6 +191,31 @@ def ensure_real_comfyui() -> RealComfyUI:
     return real
 
 
+def comfyui_copy(real: RealComfyUI, dest: Path) -> RealComfyUI:
+    """A ComfyUI of its own to install into, made in a second or two: a copy of the source
+    tree (16 MiB) and a venv that sees the shared install's packages and takes new ones into
+    its own site-packages, so nothing done to it touches the shared install."""
+    shutil.copytree(
+        real.source_dir,
+        dest / "ComfyUI",
+        symlinks=True,
+        ignore=shutil.ignore_patterns("user", "output", "temp", "input"),
+    )
+    subprocess.run(
+        [str(real.python), "-m", "venv", "--without-pip", str(dest / "venv")], check=True
+    )
+    copy = RealComfyUI(real.material, dest, real.checkpoint)
+    shared, own = (_site_packages(python) for python in (real.python, copy.python))
+    # site.addsitedir, unlike a bare path, also runs the shared packages' own .pth files.
+    (own / "comfyfleet-shared.pth").write_text(f"import site; site.addsitedir({str(shared)!r})\n")
+    return copy
+
+
+def _site_packages(python: Path) -> Path:
+    code = "import sysconfig; print(sysconfig.get_paths()['purelib'])"
+    return Path(subprocess.check_output([str(python), "-c", code], text=True).strip())
+
+
 @dataclass(frozen=True)
 class RunningComfyUI:
     """A ComfyUI process reached by URL, with its own folders."""
@@ -204,27 +228,6 @@ class RunningComfyUI:
 
     def log_tail(self) -> str:
         return self.process.log_tail()
-
-
-def wait_until_ready(url: str, process: ComfyUIProcess, timeout: float = STARTUP_TIMEOUT_S) -> None:
-    """Until ComfyUI answers ``/system_stats``; fails at once, with its log, when it exits."""
-
-    def answers() -> None:
-        code = process.exit_code()
-        if code is not None:
-            raise RuntimeError(
-                f"ComfyUI exited with code {code} while starting:\n{process.log_tail()}"
-            )
-        try:
-            with urllib.request.urlopen(f"{url}/system_stats", timeout=5) as response:
-                assert response.status == 200
-        except (urllib.error.URLError, ConnectionError, TimeoutError) as err:
-            raise AssertionError(f"ComfyUI at {url} does not answer yet: {err}") from err
-
-    try:
-        eventually_sync(answers, timeout=timeout, interval=0.2)
-    except AssertionError as err:
-        raise RuntimeError(f"{err}; its log ends with:\n{process.log_tail()}") from err
 
 
 @contextlib.contextmanager
@@ -241,7 +244,7 @@ def running_comfyui(
     process.link_models(real.models if models is None else models)
     try:
         url = process.start()
-        wait_until_ready(url, process)
+        process.wait_answering(STARTUP_TIMEOUT_S)
         yield RunningComfyUI(url, process.input_dir, process.output_dir, process.log_path, process)
     finally:
         process.stop()

@@ -15,14 +15,20 @@ import shutil
 import signal
 import socket
 import subprocess
+import time
+import urllib.error
+import urllib.request
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from comfyfleet.workflow.io import safe_relative
+from services.executor.comfyui.client import ComfyUIUnavailable
 
 log = logging.getLogger(__name__)
 
 LOG_TAIL_BYTES = 2000
+# Between readiness probes of a starting ComfyUI (wait_answering).
+READY_POLL_S = 0.2
 # ComfyUI's model folders; each is pointed at <root>/models/<folder> through
 # --extra-model-paths-config, where the engine links each run's models.
 MODEL_FOLDERS = (
@@ -119,6 +125,32 @@ class ComfyUIProcess:
             link = self.models_dir / safe_relative(key)
             link.parent.mkdir(parents=True, exist_ok=True)
             link.symlink_to(path.resolve())
+
+    def wait_answering(self, timeout_s: float) -> None:
+        """Blocks until the started ComfyUI answers ``GET /system_stats``.
+
+        For callers without an event loop (install checks, test fixtures); the engine waits
+        its own way. Raises :class:`ComfyUIUnavailable`, with the log's tail, when the process
+        exits first or ``timeout_s`` passes.
+        """
+        deadline = time.monotonic() + timeout_s
+        while True:
+            code = self.exit_code()
+            if code is not None:
+                raise ComfyUIUnavailable(
+                    f"ComfyUI exited with code {code} while starting; "
+                    f"its log ends with:\n{self.log_tail()}"
+                )
+            try:
+                with urllib.request.urlopen(f"{self.base_url}/system_stats", timeout=5):
+                    return
+            except (urllib.error.URLError, OSError) as err:
+                if time.monotonic() >= deadline:
+                    raise ComfyUIUnavailable(
+                        f"ComfyUI did not answer within {timeout_s:g}s: {err}; "
+                        f"its log ends with:\n{self.log_tail()}"
+                    ) from err
+            time.sleep(READY_POLL_S)
 
     @property
     def started(self) -> bool:
