@@ -6,6 +6,7 @@ import asyncio
 import json
 import re
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import aiohttp
@@ -22,6 +23,7 @@ from services.executor.engine import (
     NodeState,
     RunInterrupted,
     WorkflowRejected,
+    tenant_scope,
 )
 from tests.integration.executor.comfyui.conftest import (
     Run,
@@ -156,6 +158,27 @@ async def test_an_identical_resubmission_comes_from_comfyuis_cache(
     assert again.result is not None and first.result is not None
     assert again.result.cached_nodes == ("1", "2", "3")
     assert again.result.files == first.result.files
+
+
+async def test_tenants_sharing_a_comfyui_share_no_cached_result(
+    engine: ComfyUIEngine, fake: RunningFake, tmp_path: Path
+) -> None:
+    inputs = {"shapes.png": SHAPES}
+    text = workflow_text("r01_invert")
+    a, b = tenant_scope("a"), tenant_scope("b")
+    await run_engine(engine, replace(make_job(tmp_path / "a", text, inputs), cache_scope=a))
+    other = await run_engine(engine, replace(make_job(tmp_path / "b", text, inputs), cache_scope=b))
+    again = await run_engine(engine, replace(make_job(tmp_path / "c", text, inputs), cache_scope=b))
+
+    assert other.result is not None and other.result.cached_nodes == ()
+    assert again.result is not None and again.result.cached_nodes == ("1", "2", "3")
+    # Each tenant's files are counted in a folder of its own, reported as ComfyUI would.
+    [file] = other.result.files
+    assert (file.filename, file.subfolder) == ("r01_00001_.png", "")
+    saved = {
+        p.relative_to(fake.fake.output_dir).parent.name for p in fake.fake.output_dir.rglob("*.png")
+    }
+    assert saved == {engine.output_folder(a), engine.output_folder(b)}
 
 
 async def test_a_latent_output_keeps_its_subfolder(engine: ComfyUIEngine, tmp_path: Path) -> None:
