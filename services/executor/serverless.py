@@ -38,8 +38,9 @@ def warmup_workflow_text(spec: str) -> str:
 def warm_up(engine: Engine, spec: str, inputs_dir: Path | None, work_dir: Path) -> float:
     """Runs the warmup workflow once, blocking; returns its seconds or raises WarmupFailed.
 
-    The run also fills the engine's node cache, so a first job that repeats the warmup
-    workflow is answered at once.
+    The run also fills the engine's node cache (in the shared scope, as no tenant asked for
+    it): a first job that repeats the warmup workflow reuses its loaded models, and on the
+    native engine every node's result but the output nodes' (which save the job's own files).
     """
     workflow = warmup_workflow_text(spec)
     work_dir.mkdir(parents=True, exist_ok=True)
