@@ -90,8 +90,9 @@ class ComfyUIExecutor:
                 "`../shared/comfyui-server/install.sh DIR` or the environment install step"
             )
 
-    def service(self) -> ServiceSpec:
+    def service(self, scheduler_addr: str) -> ServiceSpec:
         env = {
+            "COMFYFLEET_SCHEDULER_ADDR": scheduler_addr,
             "COMFYFLEET_EXECUTOR_ENGINE": "comfyui",
             "COMFYFLEET_COMFYUI_COMMAND": self.command(),
             "COMFYFLEET_ENVIRONMENT": self.environment,
@@ -129,7 +130,7 @@ def platform_services(
     specs = _services(a)
     if comfyui is not None:
         comfyui.check()
-        specs.append(comfyui.service())
+        specs.append(comfyui.service(a.scheduler))
     return [_with_metrics(spec, a.metrics_port_base) for spec in specs]
 
 

@@ -46,6 +46,7 @@ def test_comfyui_dir_adds_an_executor_of_a_comfyui_environment_started_last(
     assert comfy.env["COMFYFLEET_EXECUTOR_ENGINE"] == "comfyui"
     assert comfy.env["COMFYFLEET_ENVIRONMENT"] == "sd15"
     assert comfy.env["COMFYFLEET_EXECUTOR_ADVERTISE_ADDR"] == comfy.grpc_addr
+    assert comfy.env["COMFYFLEET_SCHEDULER_ADDR"] == PlatformAddrs().scheduler
     argv = shlex.split(comfy.env["COMFYFLEET_COMFYUI_COMMAND"])
     assert argv[:2] == [str(root / "venv/bin/python"), str(root / "ComfyUI/main.py")]
     # Its own metrics port and executor id, never the native executor's.
