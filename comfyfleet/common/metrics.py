@@ -236,14 +236,17 @@ _meter.create_observable_gauge(
 
 @dataclass
 class QueueGauge:
-    """The queue depth one scheduler last sampled, keyed by (priority, tenant)."""
+    """The queue depth one scheduler last sampled, keyed by (priority, tenant, environment):
+    each environment's pool scales on its own queue."""
 
-    depths: Mapping[tuple[int, str], int]
+    depths: Mapping[tuple[int, str, str], int]
 
     def observations(self) -> list[Observation]:
         return [
-            Observation(depth, {"priority": str(priority), "tenant": tenant})
-            for (priority, tenant), depth in self.depths.items()
+            Observation(
+                depth, {"priority": str(priority), "tenant": tenant, "environment": environment}
+            )
+            for (priority, tenant, environment), depth in self.depths.items()
         ]
 
 

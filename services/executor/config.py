@@ -7,10 +7,17 @@ comes as presigned URLs in the requests the scheduler sends it.
 from __future__ import annotations
 
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from comfyfleet.common.config import ConfigError, env_bool, env_float, env_int, env_str
+from comfyfleet.common.environments import (
+    NATIVE,
+    load_spec_file,
+    name_problem,
+    spec_violations,
+)
+from comfyfleet.environments.v1 import environments_pb2
 from services.executor.comfyui.settings import ComfyUISettings
 
 DEVICES = ("auto", "cpu", "cuda")
@@ -66,6 +73,12 @@ class Config:
     engine: str = "native"
     # Set exactly when the engine is "comfyui" (COMFYFLEET_COMFYUI_*).
     comfyui: ComfyUISettings | None = None
+    # The environment the executor runs (COMFYFLEET_ENVIRONMENT): only its executions reach
+    # it. "" takes "native" for the native engine; a comfyui executor must name one.
+    environment: str = ""
+    # What the environment is (COMFYFLEET_ENVIRONMENT_SPEC, a JSON file of the Environment's
+    # fields): the scheduler declares the environment with it when nobody did.
+    environment_spec: environments_pb2.Environment | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         if self.engine not in ENGINES:
@@ -88,6 +101,42 @@ class Config:
             raise ConfigError("COMFYFLEET_EXECUTOR_WEIGHTS_BUDGET_FRACTION must be in (0, 1]")
         if min(self.idle_exit_s, self.max_jobs, self.idle_exit_polls) < 0:
             raise ConfigError("executor serverless limits must not be negative (0: no limit)")
+        self._check_environment()
+
+    def _check_environment(self) -> None:
+        if not self.environment and self.engine == NATIVE:
+            object.__setattr__(self, "environment", NATIVE)
+        if not self.environment:
+            raise ConfigError(f"COMFYFLEET_ENVIRONMENT is required for the {self.engine} engine")
+        problem = name_problem(self.environment)
+        if problem:
+            raise ConfigError(f"COMFYFLEET_ENVIRONMENT: {problem}")
+        spec = self.environment_spec
+        if spec is None:
+            return
+        if spec.name and spec.name != self.environment:
+            raise ConfigError(
+                f"COMFYFLEET_ENVIRONMENT_SPEC names {spec.name!r},"
+                f" COMFYFLEET_ENVIRONMENT {self.environment!r}"
+            )
+        if spec.engine and spec.engine != self.engine:
+            raise ConfigError(
+                f"COMFYFLEET_ENVIRONMENT_SPEC is for the {spec.engine} engine; this executor runs"
+                f" {self.engine}"
+            )
+        problems = spec_violations(self.declared_environment(), "spec")
+        if problems:
+            listed = "; ".join(f"{v.field}: {v.description}" for v in problems)
+            raise ConfigError(f"COMFYFLEET_ENVIRONMENT_SPEC: {listed}")
+
+    def declared_environment(self) -> environments_pb2.Environment:
+        """The environment as the executor declares it when it registers: the spec file's
+        fields (when there is one), with the name and engine filled in."""
+        env = environments_pb2.Environment()
+        if self.environment_spec is not None:
+            env.CopyFrom(self.environment_spec)
+        env.name, env.engine = self.environment, self.engine
+        return env
 
     @classmethod
     def from_env(cls) -> Config:
@@ -118,12 +167,23 @@ class Config:
             warmup_inputs_dir=_optional_path(env_str("EXECUTOR_WARMUP_INPUTS_DIR", "")),
             engine=engine,
             comfyui=ComfyUISettings.from_env() if engine == "comfyui" else None,
+            environment=env_str("ENVIRONMENT", ""),
+            environment_spec=_spec(env_str("ENVIRONMENT_SPEC", "")),
         )
 
 
 def _optional_int(name: str) -> int | None:
     """An integer setting that may be left unset (empty) for a derived default."""
     return env_int(name, 0) if env_str(name, "") else None
+
+
+def _spec(path: str) -> environments_pb2.Environment | None:
+    if not path:
+        return None
+    try:
+        return load_spec_file(Path(path))
+    except ValueError as err:
+        raise ConfigError(f"COMFYFLEET_ENVIRONMENT_SPEC: {err}") from None
 
 
 def _optional_path(value: str) -> Path | None:

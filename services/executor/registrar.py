@@ -10,14 +10,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
+from typing import Any
 
 import grpc
 
+from comfyfleet.common.environments import NATIVE
 from comfyfleet.common.grpcserver import channel
+from comfyfleet.environments.v1 import environments_pb2
 from comfyfleet.scheduler.v1 import scheduler_pb2, scheduler_pb2_grpc
+from comfyfleet.workflow.catalog import NATIVE_CATALOG
+from services.executor.engine import Engine
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +38,23 @@ class Identity:
     provider: str
     engine: str
     node_types: tuple[str, ...] = field(repr=False)
+    # The environment it runs, as it declares it (its spec, name and engine).
+    environment: environments_pb2.Environment = field(
+        default_factory=lambda: environments_pb2.Environment(name=NATIVE, engine=NATIVE),
+        repr=False,
+        compare=False,
+    )
+    # The engine's node catalog (``GET /object_info``) as JSON text: the environment's catalog.
+    object_info_json: str = field(default="", repr=False, compare=False)
+
+
+def object_info_of(engine: Engine) -> Mapping[str, Any]:
+    """The engine's node catalog as ``GET /object_info`` gives it: the native catalog, or the
+    one a ComfyUI answered when the engine started; empty when the engine cannot say."""
+    if engine.name == NATIVE:
+        return NATIVE_CATALOG.object_info()
+    read = getattr(engine, "object_info", None)
+    return read() if callable(read) else {}
 
 
 class Registrar:
@@ -113,11 +135,19 @@ class Registrar:
             engine=me.engine,
             node_types=list(me.node_types),
             capacity=self._capacity(),
+            environment=me.environment.name,
         )
-        request = scheduler_pb2.RegisterExecutorRequest(executor=executor)
+        request = scheduler_pb2.RegisterExecutorRequest(
+            executor=executor, environment=me.environment, object_info_json=me.object_info_json
+        )
         response = await self._stub.RegisterExecutor(request, timeout=CALL_TIMEOUT_S)
         self.registered = True
-        log.info("registered %s at %s with the scheduler", me.executor_id, me.address)
+        log.info(
+            "registered %s at %s with the scheduler (environment %s)",
+            me.executor_id,
+            me.address,
+            me.environment.name,
+        )
         interval = response.heartbeat_interval_seconds
         return interval if interval > 0 else self._retry_s
 

@@ -3,6 +3,9 @@
 The same :class:`Worker` and :class:`Attempt` as the gRPC executor, behind a ``runpod`` SDK
 handler instead of ``ExecutorService.Execute``:
 
+- a job ``{"describe": true}`` is answered with one chunk, a RegisterExecutorRequest in
+  proto3 JSON: the environment the worker runs (``COMFYFLEET_ENVIRONMENT``, its spec) and
+  its engine's catalog, which the scheduler records while the environment's is unknown;
 - a job's input is ``{"execute_request": <ExecuteRequest in proto3 JSON>}``, with the
   scheduler's W3C ``traceparent`` beside it: the job's span continues that trace, and the
   attempt's and nodes' spans hang under it as under a gRPC Execute;
@@ -34,6 +37,7 @@ from google.protobuf import json_format
 from opentelemetry import trace
 from opentelemetry.trace import Span, SpanKind
 
+from comfyfleet.common.environments import object_info_text
 from comfyfleet.common.errors import ComfyfleetError, FieldViolation, InvalidArgument
 from comfyfleet.common.telemetry import (
     TRACEPARENT,
@@ -43,10 +47,12 @@ from comfyfleet.common.telemetry import (
     tracer,
 )
 from comfyfleet.executor.v1 import executor_pb2
+from comfyfleet.scheduler.v1 import scheduler_pb2
 from services.executor.attempt import Attempt, Failed, failure_of
 from services.executor.config import Config
 from services.executor.convert import attempt_spec, update_proto
 from services.executor.engine import Engine, build_engine
+from services.executor.registrar import object_info_of
 from services.executor.resources import resolve_device
 from services.executor.server import attempt_deps
 from services.executor.serverless import IdlePolls, ServerlessWatch, WarmupFailed, warm_up
@@ -84,6 +90,28 @@ def job_span(job: Mapping[str, Any]) -> Span:
         kind=SpanKind.SERVER,
         attributes={"comfyfleet.runpod_job_id": str(job.get("id", ""))},
     )
+
+
+def is_describe(job_input: Any) -> bool:
+    """A job ``{"describe": true}``: the scheduler asks what the worker runs."""
+    return isinstance(job_input, dict) and job_input.get("describe") is True
+
+
+def description_chunk(cfg: Config, engine: Engine) -> Chunk:
+    """The worker as a gRPC executor registers: its environment (the spec it was built with)
+    and its engine's catalog, so the scheduler knows an environment served only on RunPod."""
+    info = object_info_of(engine)
+    request = scheduler_pb2.RegisterExecutorRequest(
+        executor=scheduler_pb2.Executor(
+            provider="runpod",
+            engine=engine.name,
+            environment=cfg.environment,
+            node_types=list(engine.node_types()),
+        ),
+        environment=cfg.declared_environment(),
+        object_info_json=object_info_text(info) if info else "",
+    )
+    return json_format.MessageToDict(request)
 
 
 def chunk_of(update: executor_pb2.ExecuteUpdate) -> Chunk:
@@ -133,6 +161,9 @@ class RunpodWorker:
     async def handle(self, job: dict[str, Any]) -> AsyncIterator[Chunk]:
         """The SDK handler: one attempt per job, streamed as ExecuteUpdate chunks, inside a
         SERVER span that continues the trace of the job input's ``traceparent``."""
+        if is_describe(job.get("input")):
+            yield description_chunk(self.cfg, self.engine)
+            return
         span = job_span(job)
         try:
             try:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import aiohttp
 
 from comfyfleet.common import metrics
+from comfyfleet.common.environments import object_info_text
 from comfyfleet.common.grpcserver import (
     RunningServer,
     registration,
@@ -26,7 +27,7 @@ from services.executor.config import Config
 from services.executor.convert import capacity_proto
 from services.executor.engine import Engine, build_engine
 from services.executor.models import ModelCache
-from services.executor.registrar import Identity, Registrar
+from services.executor.registrar import Identity, Registrar, object_info_of
 from services.executor.resources import _gpu_utilization, resolve_device, weights_budget
 from services.executor.serverless import ServerlessWatch, warm_up
 from services.executor.servicer import ExecutorServicer
@@ -79,7 +80,14 @@ def identity_for(cfg: Config, port: int, engine: Engine) -> Identity:
         provider=cfg.provider,
         engine=engine.name,
         node_types=tuple(engine.node_types()),
+        environment=cfg.declared_environment(),
+        object_info_json=_catalog_text(engine),
     )
+
+
+def _catalog_text(engine: Engine) -> str:
+    info = object_info_of(engine)
+    return object_info_text(info) if info else ""
 
 
 @contextlib.asynccontextmanager

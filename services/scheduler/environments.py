@@ -200,6 +200,13 @@ class Environments:
             )
         return EnvironmentRecord.from_row(row)
 
+    async def pending(self, name: str) -> bool:
+        """Whether the environment's catalog is unknown (or the environment itself)."""
+        digest = await self.pool.fetchval(
+            "SELECT coalesce(catalog_digest, '') FROM environments WHERE name = $1", name
+        )
+        return not digest
+
     async def page(self, page_size: int, page_token: str) -> tuple[list[EnvironmentRecord], str]:
         """A page of environments by name, and the token of the next page ("" at the end)."""
         if page_size < 0:

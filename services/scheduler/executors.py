@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 
 import asyncpg
 
@@ -181,6 +182,50 @@ class ExecutorRegistry:
         await self.pool.execute(
             "DELETE FROM executors WHERE id = $1 AND address = $2", executor_id, address
         )
+
+
+async def keep_catalogued(
+    registry: ExecutorRegistry,
+    executor: scheduler_pb2.Executor,
+    transport: str,
+    describe: Callable[[], Awaitable[scheduler_pb2.RegisterExecutorRequest]],
+    every_s: float,
+    stop: asyncio.Event,
+) -> None:
+    """For an executor the scheduler registers itself (a RunPod endpoint, which cannot call
+    the scheduler): while its environment's catalog is unknown, asks the executor to
+    ``describe`` itself every ``every_s`` and records the catalog it reports."""
+    while not stop.is_set():
+        try:
+            if await registry.environments.pending(executor.environment):
+                await _learn_catalog(registry, executor, transport, describe)
+        except Exception as err:
+            log.warning("learning the catalog of %s failed: %s", executor.environment, err)
+        await wait_any([stop], every_s)
+
+
+async def _learn_catalog(
+    registry: ExecutorRegistry,
+    executor: scheduler_pb2.Executor,
+    transport: str,
+    describe: Callable[[], Awaitable[scheduler_pb2.RegisterExecutorRequest]],
+) -> None:
+    described = await describe()
+    runs = described.executor.environment or described.environment.name
+    if runs != executor.environment:
+        log.error(
+            "%s runs environment %r, but is configured as %r: its catalog is not recorded",
+            executor.id,
+            runs,
+            executor.environment,
+        )
+        return
+    await registry.register(
+        executor,
+        transport,
+        environment=described.environment if described.HasField("environment") else None,
+        object_info_json=described.object_info_json,
+    )
 
 
 async def keep_registered(

@@ -22,9 +22,11 @@ from services.scheduler.store import WAITING
 log = logging.getLogger(__name__)
 
 _DEPTHS = f"""
-SELECT priority, tenant, count(*) AS depth FROM executions
-WHERE state IN {WAITING} GROUP BY priority, tenant
+SELECT priority, tenant, environment, count(*) AS depth FROM executions
+WHERE state IN {WAITING} GROUP BY priority, tenant, environment
 """
+
+Key = tuple[int, str, str]
 
 
 class QueueDepthReporter:
@@ -34,8 +36,9 @@ class QueueDepthReporter:
         self.interval_s = interval_s
         self.gauge = metrics.QueueGauge({})
         self._conn: asyncpg.pool.PoolConnectionProxy | None = None
-        # Every (priority, tenant) reported so far: a slice that drains reads 0, not nothing.
-        self._seen: set[tuple[int, str]] = set()
+        # Every (priority, tenant, environment) reported so far: a slice that drains reads 0,
+        # not nothing.
+        self._seen: set[Key] = set()
 
     async def run(self, stop: asyncio.Event) -> None:
         """Samples the queue every ``interval_s`` until ``stop`` is set."""
@@ -71,16 +74,16 @@ class QueueDepthReporter:
         await self.pool.release(conn)
         return False
 
-    async def _depths(self) -> dict[tuple[int, str], int]:
+    async def _depths(self) -> dict[Key, int]:
         assert self._conn is not None
         rows = await self._conn.fetch(_DEPTHS)
-        return {(r["priority"], r["tenant"]): r["depth"] for r in rows}
+        return {(r["priority"], r["tenant"], r["environment"]): r["depth"] for r in rows}
 
-    def _with_drained(self, depths: dict[tuple[int, str], int]) -> dict[tuple[int, str], int]:
+    def _with_drained(self, depths: dict[Key, int]) -> dict[Key, int]:
         self._seen.update(depths)
         if not self._seen:
             # Nothing queued yet: one zero, so that the metric exists (alerts on its absence).
-            return {(0, ""): 0}
+            return {(0, "", ""): 0}
         return {key: depths.get(key, 0) for key in self._seen}
 
     async def release(self) -> None:

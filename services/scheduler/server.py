@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
@@ -25,7 +26,7 @@ from services.scheduler.config import Config
 from services.scheduler.dispatcher import Dispatcher
 from services.scheduler.environments import Environments
 from services.scheduler.executions import Executions
-from services.scheduler.executors import ExecutorRegistry, keep_registered
+from services.scheduler.executors import ExecutorRegistry, keep_catalogued, keep_registered
 from services.scheduler.journal import Journal
 from services.scheduler.lifecycle import Backoff
 from services.scheduler.models import ModelResolver
@@ -219,13 +220,23 @@ async def running_scheduler(cfg: Config) -> AsyncIterator[Scheduler]:
             if s.autoscale_interval_s > 0 and autoscaler.scalers:
                 scheduler.keep("autoscaler", autoscaler.run)
             if cfg.runpod.enabled:
+                endpoint = cfg.runpod.registration()
                 scheduler.keep(
                     "runpod endpoint",
                     lambda stop: keep_registered(
+                        registry, endpoint, runpod.TRANSPORT, s.heartbeat_interval_s, stop
+                    ),
+                )
+                rp = transports[runpod.TRANSPORT]
+                assert isinstance(rp, RunpodProvider)
+                scheduler.keep(
+                    "runpod catalog",
+                    lambda stop: keep_catalogued(
                         registry,
-                        cfg.runpod.registration(),
+                        endpoint,
                         runpod.TRANSPORT,
-                        s.heartbeat_interval_s,
+                        functools.partial(rp.describe, cfg.runpod.endpoint_url),
+                        cfg.runpod.describe_interval_s,
                         stop,
                     ),
                 )

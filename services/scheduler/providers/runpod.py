@@ -80,6 +80,8 @@ class RunpodConfig:
     # go to the endpoint, and its queue is what scales it.
     environment: str = "native"
     engine: str = "native"
+    # While the environment's catalog is unknown, how often its workers are asked for it.
+    describe_interval_s: float = 60.0
 
     @property
     def enabled(self) -> bool:
@@ -109,6 +111,7 @@ class RunpodConfig:
             warm_pool=env_int("RUNPOD_WARM_POOL", d.warm_pool),
             environment=env_str("RUNPOD_ENVIRONMENT", d.environment),
             engine=env_str("RUNPOD_ENGINE", d.engine),
+            describe_interval_s=env_float("RUNPOD_DESCRIBE_INTERVAL_S", d.describe_interval_s),
         )
 
     @property
@@ -221,6 +224,48 @@ class RunpodProvider:
         if found is None:
             return False
         return await self._cancel_job(*found)
+
+    async def describe(self, base: str) -> scheduler_pb2.RegisterExecutorRequest:
+        """What the endpoint's workers run, as a gRPC executor registers it (its environment
+        and its engine's catalog): a job ``{"describe": true}``, which the worker answers with
+        one chunk, a RegisterExecutorRequest in proto3 JSON. It starts a worker when none
+        runs, so the scheduler asks only while the environment's catalog is unknown."""
+        base = base.rstrip("/")
+        doc = await self._request("POST", f"{base}/run", "/run", {"input": {"describe": True}})
+        job_id = doc.get("id")
+        if not isinstance(job_id, str) or not job_id:
+            raise _failure(f"RunPod's /run answered without a job id: {doc}", "RUNPOD_BAD_REPLY")
+        over = False
+        try:
+            found = await self._description(base, job_id)
+            over = True
+            return found
+        finally:
+            if not over:
+                await self._cancel_job(base, job_id)
+
+    async def _description(self, base: str, job_id: str) -> scheduler_pb2.RegisterExecutorRequest:
+        loop = asyncio.get_running_loop()
+        give_up = loop.time() + self.cfg.start_timeout_s
+        found: scheduler_pb2.RegisterExecutorRequest | None = None
+        while True:
+            doc = await self._stream(base, job_id)
+            chunks = doc.get("stream") or []
+            for chunk in chunks:
+                found = _description_of(chunk)
+            status = str(doc.get("status", ""))
+            if status in _ENDED:
+                _raise_if_broken(status, doc)
+                if found is None:
+                    raise _failure("the RunPod worker did not describe itself", "RUNPOD_BAD_REPLY")
+                return found
+            if loop.time() >= give_up:
+                raise _failure(
+                    f"the RunPod describe job did not end within {self.cfg.start_timeout_s:g}s",
+                    "RUNPOD_START_TIMEOUT",
+                )
+            if not chunks:
+                await asyncio.sleep(self.cfg.poll_interval_s)
 
     async def health(self, base: str) -> RunpodHealth | None:
         """The endpoint's workers and queue; None when it does not say (the SDK's server)."""
@@ -368,6 +413,15 @@ def _update_of(chunk: Any) -> executor_pb2.ExecuteUpdate:
         raise _failure(
             f"a RunPod chunk is not an ExecuteUpdate: {err}", "RUNPOD_BAD_CHUNK"
         ) from err
+
+
+def _description_of(chunk: Any) -> scheduler_pb2.RegisterExecutorRequest:
+    """A describe job's chunk, ``{"output": <RegisterExecutorRequest in proto3 JSON>}``."""
+    output = chunk.get("output") if isinstance(chunk, dict) else None
+    try:
+        return json_format.ParseDict(output, scheduler_pb2.RegisterExecutorRequest())
+    except (json_format.ParseError, TypeError, AttributeError) as err:
+        raise _failure(f"a RunPod chunk is not a description: {err}", "RUNPOD_BAD_CHUNK") from err
 
 
 def _raise_if_broken(status: str, doc: Mapping[str, Any]) -> None:

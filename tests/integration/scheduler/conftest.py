@@ -15,6 +15,7 @@ from nats.js.errors import NotFoundError
 from comfyfleet.common.config import DatabaseConfig, NatsConfig, S3Config
 from comfyfleet.common.grpcserver import channel
 from comfyfleet.common.tenancy import tenant_metadata
+from comfyfleet.environments.v1 import environments_pb2_grpc
 from comfyfleet.executions.v1 import executions_pb2_grpc
 from comfyfleet.scheduler.v1 import scheduler_pb2_grpc
 from services.scheduler.config import Config, SchedulerSettings
@@ -110,6 +111,7 @@ class Clients:
     address: str
     executions: executions_pb2_grpc.ExecutionServiceStub
     scheduler: scheduler_pb2_grpc.SchedulerServiceStub
+    environments: environments_pb2_grpc.EnvironmentServiceStub
 
     @staticmethod
     def as_tenant(tenant: str) -> tuple[tuple[str, str], ...]:
@@ -124,6 +126,7 @@ async def clients_of(running: Scheduler) -> AsyncIterator[Clients]:
             address,
             executions_pb2_grpc.ExecutionServiceStub(ch),
             scheduler_pb2_grpc.SchedulerServiceStub(ch),
+            environments_pb2_grpc.EnvironmentServiceStub(ch),
         )
 
 

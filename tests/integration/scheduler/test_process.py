@@ -14,6 +14,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from comfyfleet.common.grpcserver import channel
 from comfyfleet.devstack.process import free_port
+from comfyfleet.environments.v1 import environments_pb2_grpc
 from comfyfleet.executions.v1 import executions_pb2_grpc
 from comfyfleet.scheduler.v1 import scheduler_pb2_grpc
 from services.scheduler.config import Config
@@ -90,6 +91,7 @@ async def test_sigterm_stops_claiming_and_lets_the_running_attempt_finish(
                 address,
                 executions_pb2_grpc.ExecutionServiceStub(ch),
                 scheduler_pb2_grpc.SchedulerServiceStub(ch),
+                environments_pb2_grpc.EnvironmentServiceStub(ch),
             )
             async with scripted_executor(
                 address, "ex-1", succeed(("2", "a.png", b"png"), gated=True)

@@ -5,6 +5,7 @@ without one), and every decision listed."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
@@ -21,7 +22,13 @@ from services.scheduler.providers.ecs import EcsConfig
 from services.scheduler.providers.runpod import RunpodConfig
 from services.scheduler.server import Scheduler
 from tests.integration.scheduler.conftest import Clients, StartScheduler, clients_of
-from tests.integration.scheduler.helpers import STATE, create, wait_for_state
+from tests.integration.scheduler.helpers import (
+    STATE,
+    comfyui_object_info_json,
+    create,
+    declare_by_registering,
+    wait_for_state,
+)
 from tests.integration.scheduler.scripted_executor import scripted_executor, succeed
 
 TENANT = "acme"
@@ -128,6 +135,24 @@ async def test_queued_work_scales_the_ecs_service_up_then_idleness_to_zero(
     assert listed[1].reason == "1 waiting and no replica: +3"
     assert listed[1].queue_depth == 1 and listed[1].applied
     assert listed[1].HasField("decide_time")
+
+
+async def test_a_provider_scales_on_its_own_environments_queue_only(
+    start_scheduler: StartScheduler, ecs_api: str
+) -> None:
+    """The ECS service runs the "sd15" environment: native work waiting does not grow it."""
+    cfg = dataclasses.replace(
+        ecs_service(ecs_api, "per-environment", desired=0), environment="sd15"
+    )
+    async with scaled(start_scheduler, ecs=cfg) as (running, clients):
+        await declare_by_registering(clients, "sd15", comfyui_object_info_json())
+        await create(clients, TENANT)
+        await create(clients, TENANT)
+        assert await running.autoscaler.round() == [], "native work is not this service's"
+        await create(clients, TENANT, environment="sd15")
+        [up] = await running.autoscaler.round()
+    assert (up.provider, up.current, up.desired, up.queue_depth) == ("ecs", 0, 3, 1)
+    assert desired_count(cfg) == 3
 
 
 async def test_an_ecs_api_that_refuses_leaves_the_decision_recorded(

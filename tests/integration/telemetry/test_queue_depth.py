@@ -88,7 +88,7 @@ async def test_queue_depth_by_priority_and_tenant(config: Config) -> None:
         await submit(other, b, 5)
 
         async def counted() -> None:
-            assert otel.samples("queue_depth", tenant=a, priority="0") == [2]
+            assert otel.samples("queue_depth", tenant=a, priority="0", environment="native") == [2]
             assert otel.samples("queue_depth", tenant=b, priority="5") == [1]
 
         await eventually(counted, timeout=15)
@@ -111,11 +111,11 @@ async def test_one_replica_reports_at_a_time(fresh_database: str) -> None:
             await first.sample()
             await second.sample()
             # An empty queue still reads 0, so that the metric exists.
-            assert (first.gauge.depths, second.gauge.depths) == ({(0, ""): 0}, {})
+            assert (first.gauge.depths, second.gauge.depths) == ({(0, "", ""): 0}, {})
             await first.release()  # the leading replica goes away: the other takes over
             await second.sample()
             await first.sample()
-            assert (first.gauge.depths, second.gauge.depths) == ({}, {(0, ""): 0})
+            assert (first.gauge.depths, second.gauge.depths) == ({}, {(0, "", ""): 0})
         finally:
             await first.release()
             await second.release()

@@ -50,12 +50,12 @@ def test_rate_limit_violations_by_tenant(otel: InProcessTelemetry) -> None:
 
 
 def test_queue_depth_is_reported_while_its_source_is_entered(otel: InProcessTelemetry) -> None:
-    gauge = metrics.QueueGauge({(5, "ten_q1"): 3, (0, "ten_q2"): 1})
+    gauge = metrics.QueueGauge({(5, "ten_q1", "native"): 3, (0, "ten_q2", "sd15"): 1})
     with metrics.queue_depth_source(gauge):
-        assert otel.value("queue_depth", tenant="ten_q1", priority="5") == 3
-        gauge.depths = {(5, "ten_q1"): 0, (0, "ten_q2"): 4}
+        assert otel.value("queue_depth", tenant="ten_q1", priority="5", environment="native") == 3
+        gauge.depths = {(5, "ten_q1", "native"): 0, (0, "ten_q2", "sd15"): 4}
         assert otel.value("queue_depth", tenant="ten_q1") == 0
-        assert otel.value("queue_depth", tenant="ten_q2", priority="0") == 4
+        assert otel.value("queue_depth", tenant="ten_q2", priority="0", environment="sd15") == 4
     assert "ten_q2" not in otel.exposition()
 
 

@@ -165,6 +165,7 @@ async def test_the_process_runs_the_configured_comfyui_engine(
         "COMFYFLEET_EXECUTOR_WORK_DIR": str(tmp_path / "work"),
         "COMFYFLEET_EXECUTOR_ENGINE": "comfyui",
         "COMFYFLEET_COMFYUI_COMMAND": fake_command(),
+        "COMFYFLEET_ENVIRONMENT": "comfyui-fake",
     }
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "services.executor", cwd=REPO_ROOT, env=env
@@ -182,6 +183,6 @@ async def test_the_process_runs_the_configured_comfyui_engine(
             process.kill()
             await process.wait()
     executor = scheduler.recorder.registrations[0]
-    assert executor.engine == "comfyui"
+    assert (executor.engine, executor.environment) == ("comfyui", "comfyui-fake")
     assert set(object_info()) <= set(executor.node_types)
     assert code == 0

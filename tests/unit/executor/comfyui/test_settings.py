@@ -18,6 +18,8 @@ NAMES = (
     "COMFYUI_POLL_S",
     "COMFYUI_REQUEST_TIMEOUT_S",
     "COMFYUI_INTERRUPT_TIMEOUT_S",
+    "ENVIRONMENT",
+    "ENVIRONMENT_SPEC",
 )
 
 
@@ -35,6 +37,7 @@ def test_the_native_engine_is_the_default() -> None:
 
 def test_a_comfyui_command_and_its_timings(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("COMFYFLEET_EXECUTOR_ENGINE", "comfyui")
+    monkeypatch.setenv("COMFYFLEET_ENVIRONMENT", "comfy")
     monkeypatch.setenv("COMFYFLEET_COMFYUI_COMMAND", "python '/opt/Comfy UI/main.py' --fast")
     monkeypatch.setenv("COMFYFLEET_COMFYUI_STARTUP_TIMEOUT_S", "300")
     monkeypatch.setenv("COMFYFLEET_COMFYUI_WATCHDOG_S", "12.5")
@@ -49,6 +52,7 @@ def test_a_comfyui_command_and_its_timings(monkeypatch: pytest.MonkeyPatch) -> N
 
 def test_a_comfyui_url(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("COMFYFLEET_EXECUTOR_ENGINE", "comfyui")
+    monkeypatch.setenv("COMFYFLEET_ENVIRONMENT", "comfy")
     monkeypatch.setenv("COMFYFLEET_COMFYUI_URL", "http://comfy:8188/")
 
     cfg = Config.from_env()
