@@ -11,8 +11,11 @@ import pytest
 from google.protobuf import json_format
 from google.rpc import code_pb2
 
+from comfyfleet.common.environments import object_info_text
 from comfyfleet.common.errors import InvalidArgument, error_info
 from comfyfleet.executor.v1 import executor_pb2
+from comfyfleet.scheduler.v1 import scheduler_pb2
+from comfyfleet.workflow.catalog import NATIVE_CATALOG
 from services.executor import runpod_worker
 from services.executor.config import Config
 from services.executor.engine import Engine, build_engine
@@ -123,3 +126,18 @@ def test_without_an_idle_limit_polls_never_stop_the_worker(
         rp.on_poll(1)
 
     assert raised == []
+
+
+async def test_a_describe_job_tells_the_environment_and_its_catalog(
+    engine: Engine, tmp_path: Path
+) -> None:
+    rp = worker(engine, tmp_path, environment="native-rp")
+
+    chunks = [c async for c in rp.handle({"id": "job-d", "input": {"describe": True}})]
+
+    [chunk] = chunks
+    described = json_format.ParseDict(chunk, scheduler_pb2.RegisterExecutorRequest())
+    assert (described.executor.environment, described.executor.engine) == ("native-rp", "native")
+    assert (described.environment.name, described.environment.engine) == ("native-rp", "native")
+    assert described.object_info_json == object_info_text(NATIVE_CATALOG.object_info())
+    assert rp.watch.jobs == 0, "a describe job is no attempt"
