@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from services.scheduler.breaker import BreakerPolicy, Breakers, Scope
 from services.scheduler.cost import PriceTable, ProviderPrices
+from services.scheduler.queue import pools_of
 from services.scheduler.records import Placement
 from services.scheduler.routing import FreeExecutor, Job, Router, RunTimes, Weights, rank, scores
 
@@ -44,6 +47,33 @@ def executor(
 
 def job(*types: str, models: tuple[str, ...] = (), failed_on: tuple[str, ...] = ()) -> Job:
     return Job(frozenset(types), frozenset(models), frozenset(failed_on))
+
+
+def test_only_executors_of_the_jobs_environment_qualify() -> None:
+    pool = [
+        executor("native-any"),
+        dataclasses.replace(executor("sd15-any"), environment="sd15"),
+        dataclasses.replace(executor("sd15-narrow", types=("KSampler",)), environment="sd15"),
+    ]
+    sd15 = Job(frozenset({"KSampler", "SaveImage"}), environment="sd15")
+
+    assert names(rank(pool, job("SaveImage"), FREE)) == ["native-any"]
+    assert names(rank(pool, sd15, FREE)) == ["sd15-any"]
+
+
+def test_a_claims_pools_are_its_free_executors_environments() -> None:
+    pool = [
+        executor("a", types=("LoadImage",)),
+        executor("b", types=("SaveImage", "LoadImage")),
+        dataclasses.replace(executor("c"), environment="sd15"),
+        dataclasses.replace(executor("d", types=("KSampler",)), environment="sd15"),
+    ]
+
+    assert pools_of(pool) == (
+        ["native", "sd15"],
+        [False, True],
+        ['["LoadImage", "SaveImage"]', '["KSampler"]'],
+    )
 
 
 def names(ranked: list[FreeExecutor]) -> list[str]:
