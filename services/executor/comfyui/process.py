@@ -11,7 +11,6 @@ import contextlib
 import json
 import logging
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -80,6 +79,10 @@ class ComfyUIProcess:
         self.device = device
         self.input_dir = root / "input"
         self.output_dir = root / "output"
+        # ComfyUI's own state (settings, its database, scratch files), kept out of its source
+        # tree so that an image may mount that read-only.
+        self.user_dir = root / "user"
+        self.temp_dir = root / "temp"
         self.models_dir = root / "models"
         self.model_paths_config = root / "extra_model_paths.yaml"
         self.log_path = root / "comfyui.log"
@@ -89,7 +92,13 @@ class ComfyUIProcess:
     def start(self) -> str:
         """Starts ComfyUI (stopping an earlier process) and returns its base URL."""
         self.stop()
-        for folder in (self.input_dir, self.output_dir, self.models_dir):
+        for folder in (
+            self.input_dir,
+            self.output_dir,
+            self.models_dir,
+            self.user_dir,
+            self.temp_dir,
+        ):
             folder.mkdir(parents=True, exist_ok=True)
         self._write_model_paths()
         port = _free_port()
@@ -98,6 +107,9 @@ class ComfyUIProcess:
             *("--listen", "127.0.0.1", "--port", str(port)),
             *("--input-directory", str(self.input_dir)),
             *("--output-directory", str(self.output_dir)),
+            *("--user-directory", str(self.user_dir)),
+            *("--temp-directory", str(self.temp_dir)),
+            *("--database-url", f"sqlite:///{self.user_dir / 'comfyui.db'}"),
             *("--extra-model-paths-config", str(self.model_paths_config)),
             *device_flags(self.device),
         ]
@@ -117,14 +129,30 @@ class ComfyUIProcess:
         self.model_paths_config.write_text("\n".join(lines) + "\n")
 
     def link_models(self, models: Mapping[str, Path]) -> None:
-        """Makes exactly ``models`` ("<folder>/<name>" -> file) visible to ComfyUI."""
-        shutil.rmtree(self.models_dir, ignore_errors=True)
+        """Makes exactly ``models`` ("<folder>/<name>" -> file) visible to ComfyUI.
+
+        Only what changed is touched: ComfyUI rescans its model folders (a walk of every one)
+        when a folder changes, and most runs need the models the run before them had.
+        """
+        wanted = {
+            str(self.models_dir / safe_relative(key)): str(path.resolve())
+            for key, path in models.items()
+        }
         for folder in MODEL_FOLDERS:
-            (self.models_dir / folder).mkdir(parents=True)
-        for key, path in models.items():
-            link = self.models_dir / safe_relative(key)
-            link.parent.mkdir(parents=True, exist_ok=True)
-            link.symlink_to(path.resolve())
+            (self.models_dir / folder).mkdir(parents=True, exist_ok=True)
+        # Deepest first, so that a subfolder emptied here is removed too.
+        for top, dirs, files in os.walk(self.models_dir, topdown=False):
+            for name in files + [d for d in dirs if os.path.islink(os.path.join(top, d))]:
+                path = os.path.join(top, name)
+                if not (os.path.islink(path) and wanted.get(path) == os.readlink(path)):
+                    os.unlink(path)
+            if Path(top).parent != self.models_dir and top != str(self.models_dir):
+                with contextlib.suppress(OSError):  # not empty: it holds wanted links
+                    os.rmdir(top)
+        for link, target in wanted.items():
+            if not os.path.islink(link):
+                Path(link).parent.mkdir(parents=True, exist_ok=True)
+                os.symlink(target, link)
 
     def wait_answering(self, timeout_s: float) -> None:
         """Blocks until the started ComfyUI answers ``GET /system_stats``.
