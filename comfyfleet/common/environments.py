@@ -23,6 +23,8 @@ ENGINES = ("native", "comfyui")
 MAX_NAME = 63
 _NAME = re.compile(r"[a-z0-9]([a-z0-9.-]*[a-z0-9])?")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
+# Model fields only the install step reads: where it fetches a baked model from.
+INSTALL_ONLY = ("path", "url")
 
 # The fields that describe the runtime; the rest of Environment is its name or output only.
 SPEC_FIELDS = (
@@ -111,13 +113,22 @@ def load_spec_file(path: Path) -> environments_pb2.Environment:
     """An environment spec from a JSON file with the Environment's fields (``engine``,
     ``comfyui_version``, ``custom_nodes`` [{name, source, revision}], ``python_packages``,
     ``apt_packages``, ``models`` [{folder, name, sha256, size_bytes}], ``description``, and
-    optionally ``name``). Raises ValueError saying what is wrong."""
+    optionally ``name``): the file the install step (``services.executor.comfyui.install``)
+    reads, whose models may also say where to fetch them (``path``, ``url``). Raises
+    ValueError saying what is wrong."""
     try:
         doc = json.loads(path.read_text())
     except (OSError, ValueError) as err:
         raise ValueError(f"{path}: {err}") from None
     if not isinstance(doc, dict):
         raise ValueError(f"{path}: must be a JSON object of the Environment's fields")
+    models = doc.get("models")
+    if isinstance(models, list):
+        # Where the install step fetches a baked model from is the image build's business.
+        doc["models"] = [
+            {k: v for k, v in m.items() if k not in INSTALL_ONLY} if isinstance(m, dict) else m
+            for m in models
+        ]
     try:
         return json_format.ParseDict(doc, environments_pb2.Environment())
     except json_format.ParseError as err:

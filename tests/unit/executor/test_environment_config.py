@@ -21,7 +21,15 @@ SPEC = {
     ],
     "python_packages": ["numpy<3"],
     "apt_packages": ["libgl1"],
-    "models": [{"folder": "checkpoints", "name": "tiny-sd15.safetensors", "sha256": "8e" * 32}],
+    "models": [
+        {
+            "folder": "checkpoints",
+            "name": "tiny-sd15.safetensors",
+            "sha256": "8e" * 32,
+            # Where the install step fetches it from: not part of the environment.
+            "path": "models/tiny-sd15.safetensors",
+        }
+    ],
     "description": "SD1.5 on ComfyUI",
 }
 
