@@ -179,13 +179,17 @@ class ComfyUIEngine:
             await asyncio.sleep(READY_POLL_S)
 
     async def _ensure_up(self, client: ComfyUIClient) -> None:
-        """Before a run: restarts a process that died, or checks that the URL answers."""
+        """Before a run: restarts a process that died, or checks that the URL answers.
+
+        A live process is not probed: the probe costs ComfyUI milliseconds per run, and one
+        that stopped answering fails the submit just the same.
+        """
         process = self._process
-        if process is not None and (not process.started or process.exit_code() is not None):
+        if process is None:
+            await client.system_stats()
+        elif not process.started or process.exit_code() is not None:
             log.warning("ComfyUI exited with code %s; restarting it", process.exit_code())
             await self._bring_up(client)
-            return
-        await client.system_stats()
 
     def _check_process(self, when: str) -> None:
         code = None if self._process is None else self._process.exit_code()

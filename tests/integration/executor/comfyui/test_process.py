@@ -16,6 +16,7 @@ import pytest
 from comfyfleet.workflow.runner import CancelToken
 from services.executor.attempt import failure_of
 from services.executor.comfyui import ComfyUIUnavailable
+from services.executor.comfyui.process import MODEL_FOLDERS, ComfyUIProcess
 from services.executor.engine import NodeState, RunInterrupted
 from tests.integration.executor.comfyui.conftest import (
     Run,
@@ -163,3 +164,37 @@ async def comfyui_models(url: str, folder: str) -> list[str]:
     async with aiohttp.ClientSession() as http, http.get(f"{url}/models/{folder}") as response:
         assert response.status == 200
         return list(await response.json())
+
+
+def test_linking_models_touches_only_what_changed(tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    base, style, other = (cache / name for name in ("base", "style", "other"))
+    for model in (base, style, other):
+        model.write_bytes(model.name.encode())
+    process = ComfyUIProcess(["true"], tmp_path / "comfyui", "cpu")
+    process.link_models({"checkpoints/sd/base.safetensors": base, "loras/s.safetensors": style})
+    checkpoints = process.models_dir / "checkpoints"
+    before = (
+        os.stat(checkpoints / "sd").st_mtime_ns,
+        os.lstat(checkpoints / "sd" / "base.safetensors").st_ino,
+    )
+
+    # The same checkpoint again, the lora swapped: the checkpoint's folder is left as it was.
+    process.link_models({"checkpoints/sd/base.safetensors": base, "loras/s.safetensors": other})
+
+    after = (
+        os.stat(checkpoints / "sd").st_mtime_ns,
+        os.lstat(checkpoints / "sd" / "base.safetensors").st_ino,
+    )
+    assert after == before
+    assert (process.models_dir / "loras" / "s.safetensors").read_bytes() == b"other"
+
+    # Nothing: every link and emptied subfolder goes, ComfyUI's folders stay.
+    (checkpoints / "stray.safetensors").write_bytes(b"left by someone")
+    process.link_models({})
+
+    assert [p for p in process.models_dir.rglob("*") if not p.is_dir()] == []
+    assert not (checkpoints / "sd").exists()
+    assert sorted(p.name for p in process.models_dir.iterdir()) == sorted(MODEL_FOLDERS)
+    assert base.read_bytes() == b"base"
