@@ -21,6 +21,8 @@ TARGETS = {
     "webhook": (CPU, "services.webhook", 50054),
     "executor": (GPU, "services.executor", 50055),
     "runpod-worker": (GPU, "services.executor.runpod_worker", None),
+    "comfyui-executor": (GPU, "services.executor", 50055),
+    "comfyui-runpod-worker": (GPU, "services.executor.runpod_worker", None),
 }
 
 
@@ -94,3 +96,28 @@ def test_verify_install_refuses_services_imported_from_a_source_tree() -> None:
     )
     assert done.returncode == 1
     assert "not the installed package" in done.stderr
+
+
+@pytest.mark.parametrize("target", ["comfyui-executor", "comfyui-runpod-worker"])
+def test_comfyui_targets_run_the_comfyui_engine_on_their_own_comfyui(target: str) -> None:
+    env = stage(target).env
+    assert env["COMFYFLEET_EXECUTOR_ENGINE"] == "comfyui"
+    assert env["COMFYFLEET_ENVIRONMENT_SPEC"] == "/opt/comfyui/environment.json"
+    command = env["COMFYFLEET_COMFYUI_COMMAND"].strip('"').split()
+    assert command[:2] == ["/opt/comfyui/venv/bin/python", "/opt/comfyui/ComfyUI/main.py"]
+    build = dockerfile(GPU)[1]["comfyui-build"]
+    runs = " ".join(arg for keyword, arg in build.instructions if keyword == "RUN")
+    assert "services.executor.comfyui.install" in runs
+    assert "--python /opt/comfyui/venv/bin/python" in runs
+    revision = dict(a.split("=", 1) for k, a in build.instructions if k == "ARG")
+    assert re.fullmatch(r"[0-9a-f]{7,40}", revision["COMFYUI_REVISION"])
+
+
+@pytest.mark.parametrize(
+    "spec", sorted((DEPLOY / "environments").glob("*.json")), ids=lambda p: p.name
+)
+def test_each_environment_spec_is_one_the_install_step_takes(spec: Path) -> None:
+    from services.executor.comfyui.install import InstallSpec
+
+    loaded = InstallSpec.load(spec)
+    assert loaded.name == spec.stem

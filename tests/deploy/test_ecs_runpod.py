@@ -87,6 +87,15 @@ def test_runpod_endpoint_scales_to_zero_with_flashboot_on_gpus() -> None:
 def test_runpod_runs_the_worker_image() -> None:
     template = load("runpod/endpoint.json")["template"]
     assert template["isServerless"] is True
-    assert template["imageName"].split(":")[0].endswith("/executor-runpod")
+    # executor-runpod, or executor-comfyui-runpod for a ComfyUI environment's worker.
+    assert template["imageName"].split(":")[0].endswith("/${COMFYFLEET_EXECUTOR_IMAGE}-runpod")
     cache = int(template["env"]["COMFYFLEET_EXECUTOR_MODEL_CACHE_BYTES"])
     assert cache < template["containerDiskInGb"] * 1024**3
+
+
+def test_the_ecs_task_and_the_runpod_template_name_the_environment_they_serve() -> None:
+    (container,) = task()["containerDefinitions"]
+    env = {e["name"]: e["value"] for e in container["environment"]}
+    assert env["COMFYFLEET_ENVIRONMENT"] == "${COMFYFLEET_ENVIRONMENT}"
+    template = load("runpod/endpoint.json")["template"]
+    assert template["env"]["COMFYFLEET_ENVIRONMENT"] == "${COMFYFLEET_ENVIRONMENT}"

@@ -34,6 +34,8 @@ IMAGE = {
     "webhook": (CPU, "webhook"),
     "executor": (GPU, "executor"),
     "runpod-worker": (GPU, "runpod-worker"),
+    "comfyui-executor": (GPU, "comfyui-executor"),
+    "comfyui-runpod-worker": (GPU, "comfyui-runpod-worker"),
 }
 SECRET_VALUES = {"database-url": "postgresql://comfyfleet:secret@postgres:5432/comfyfleet"}
 # Values a template leaves to the operator (envsubst), filled for the check.
@@ -43,6 +45,8 @@ TEMPLATE_VALUES = {
     "COMFYFLEET_VERSION": "0.1.0",
     "COMFYFLEET_REGISTRY": "registry.example.com/comfyfleet",
     "COMFYFLEET_SCHEDULER_ADDR": "scheduler.comfyfleet.internal:50052",
+    "COMFYFLEET_EXECUTOR_IMAGE": "executor",
+    "COMFYFLEET_ENVIRONMENT": "native",
 }
 
 
@@ -172,6 +176,16 @@ def test_ecs_environment_is_read(monkeypatch: pytest.MonkeyPatch) -> None:
     cfg = check(monkeypatch, "executor", env)
     assert cfg.provider == "ecs"
     assert [p["containerPort"] for p in container["portMappings"]] == [port_of(cfg.grpc_addr)]
+
+
+@pytest.mark.parametrize("target", ["comfyui-executor", "comfyui-runpod-worker"])
+def test_comfyui_images_environment_is_read(monkeypatch: pytest.MonkeyPatch, target: str) -> None:
+    # The spec is read from the path the image copies it to: use the file it is copied from.
+    spec = str(DEPLOY / "environments" / "comfyui.json")
+    # The name is the build's ENVIRONMENT_NAME argument; its default names that spec.
+    env = {k: v.replace("${ENVIRONMENT_NAME}", "comfyui") for k, v in image_env(target).items()}
+    cfg = check(monkeypatch, "executor", {**env, "COMFYFLEET_ENVIRONMENT_SPEC": spec})
+    assert cfg.engine == "comfyui" and cfg.environment == "comfyui"
 
 
 def test_runpod_environment_is_read(monkeypatch: pytest.MonkeyPatch) -> None:
