@@ -7,8 +7,8 @@ whether retrying may help (Temporal's ``non_retryable`` idea) for the scheduler'
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
 
 import grpc
 from google.protobuf import any_pb2, duration_pb2
@@ -60,11 +60,10 @@ class ComfyfleetError(Exception):
         return []
 
     def to_status(self) -> status_pb2.Status:
-        info = error_details_pb2.ErrorInfo(
-            reason=self.reason, domain=DOMAIN, metadata=self.metadata
-        )
+        metadata = {_text(k): _text(v) for k, v in self.metadata.items()}
+        info = error_details_pb2.ErrorInfo(reason=self.reason, domain=DOMAIN, metadata=metadata)
         return status_pb2.Status(
-            code=self.code, message=self.message, details=[_pack(info), *self.details()]
+            code=self.code, message=_text(self.message), details=[_pack(info), *self.details()]
         )
 
 
@@ -89,7 +88,7 @@ class InvalidArgument(ComfyfleetError):
         bad = error_details_pb2.BadRequest(
             field_violations=[
                 error_details_pb2.BadRequest.FieldViolation(
-                    field=v.field, description=v.description, reason=v.reason
+                    field=_text(v.field), description=_text(v.description), reason=v.reason
                 )
                 for v in self.violations
             ]
@@ -225,6 +224,12 @@ _RETRYABLE_CODES = {
 }
 
 
+def _text(text: str) -> str:
+    """``text`` as protobuf can carry it: a lone surrogate (from a client's JSON ``"\\ud800"``,
+    echoed in an error) becomes its escape instead of failing the whole status."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def _pack(message: object) -> any_pb2.Any:
     packed = any_pb2.Any()
     packed.Pack(message)  # type: ignore[arg-type]
@@ -328,7 +333,122 @@ def status_of(err: BaseException) -> status_pb2.Status:
 
 
 def to_grpc_status(status: status_pb2.Status) -> grpc.Status:
-    return rpc_status.to_status(status)
+    """The status as a call's trailers, clipped to fit them (see :func:`bounded_status`)."""
+    return rpc_status.to_status(bounded_status(status))
+
+
+# A status travels in a call's trailers: grpc-message (percent-encoded) and the Status itself
+# in grpc-status-details-bin (base64). gRPC clients refuse trailers over 8 KiB now and then
+# and over 16 KiB always, as RESOURCE_EXHAUSTED or INTERNAL: a refusal that echoes a large
+# request (ten thousand bad nodes, a 200 KB name) would never reach the caller as itself.
+# These bounds keep both trailers together under 7 KiB.
+MAX_STATUS_MESSAGE_BYTES = 512
+MAX_STATUS_BYTES = 4096
+# Each violation's field and description, when a status has to be made smaller.
+_MAX_VIOLATION_TEXT = 240
+TRUNCATED = "TRUNCATED"
+
+
+def bounded_status(status: status_pb2.Status) -> status_pb2.Status:
+    """``status`` clipped to fit a call's trailers, keeping what matters most.
+
+    The message is clipped first. Then, while the status is too large: long violation texts
+    are clipped, long ErrorInfo metadata values are dropped (largest first), the last
+    violations give way to one ``TRUNCATED`` violation counting them, the rest of the metadata
+    goes (reason and domain stay), and finally details of other types. A status that fits is
+    returned unchanged.
+    """
+    message = _clip(status.message, MAX_STATUS_MESSAGE_BYTES)
+    if message == status.message and status.ByteSize() <= MAX_STATUS_BYTES:
+        return status
+    parts = _Parts.unpack(status.details, status.code, message)
+    steps: list[Callable[[], None]] = [
+        parts.clip_violations,
+        lambda: parts.drop_metadata(longer_than=_MAX_VIOLATION_TEXT),
+        parts.drop_violations,
+        lambda: parts.drop_metadata(longer_than=-1),
+        parts.others.clear,
+    ]
+    for step in steps:
+        if parts.size() <= MAX_STATUS_BYTES:
+            break
+        step()
+    return status_pb2.Status(code=status.code, message=message, details=parts.pack())
+
+
+def _clip(text: str, most_bytes: int) -> str:
+    encoded = text.encode("utf-8")
+    if len(encoded) <= most_bytes:
+        return text
+    return encoded[: most_bytes - 3].decode("utf-8", "ignore") + "…"
+
+
+@dataclass
+class _Parts:
+    """A status's details, unpacked to be made smaller."""
+
+    code: int
+    message: str
+    info: error_details_pb2.ErrorInfo | None = None
+    bad: error_details_pb2.BadRequest | None = None
+    others: list[any_pb2.Any] = field(default_factory=list)
+
+    @classmethod
+    def unpack(cls, details: Iterable[any_pb2.Any], code: int, message: str) -> _Parts:
+        parts = cls(code, message)
+        for detail in details:
+            info, bad = error_details_pb2.ErrorInfo(), error_details_pb2.BadRequest()
+            if parts.info is None and detail.Unpack(info):
+                parts.info = info
+            elif parts.bad is None and detail.Unpack(bad):
+                parts.bad = bad
+            else:
+                parts.others.append(detail)
+        return parts
+
+    def pack(self) -> list[any_pb2.Any]:
+        found = [] if self.info is None else [_pack(self.info)]
+        found += [] if self.bad is None else [_pack(self.bad)]
+        return found + self.others
+
+    def size(self) -> int:
+        status = status_pb2.Status(code=self.code, message=self.message, details=self.pack())
+        return status.ByteSize()
+
+    def clip_violations(self) -> None:
+        for v in [] if self.bad is None else self.bad.field_violations:
+            v.field = _clip(v.field, _MAX_VIOLATION_TEXT)
+            v.description = _clip(v.description, _MAX_VIOLATION_TEXT)
+
+    def drop_metadata(self, longer_than: int) -> None:
+        if self.info is None:
+            return
+        metadata = self.info.metadata
+        for key in sorted(metadata, key=lambda k: len(metadata[k]), reverse=True):
+            if self.size() <= MAX_STATUS_BYTES or len(metadata[key]) <= longer_than:
+                return
+            del metadata[key]
+
+    def drop_violations(self) -> None:
+        if self.bad is None:
+            return
+        violations = list(self.bad.field_violations)
+        kept = len(violations)
+        while kept > 0:
+            self._keep(violations, kept)
+            if self.size() <= MAX_STATUS_BYTES:
+                return
+            # Halve while far over, then one at a time, so ten thousand take a few steps.
+            kept = kept // 2 if kept > 64 else kept - 1
+        self._keep(violations, 0)
+
+    def _keep(self, violations: list[error_details_pb2.BadRequest.FieldViolation], n: int) -> None:
+        left = len(violations) - n
+        summary = error_details_pb2.BadRequest.FieldViolation(
+            description=f"{left} more violation(s) left out of this error", reason=TRUNCATED
+        )
+        del self.bad.field_violations[:]  # type: ignore[union-attr]
+        self.bad.field_violations.extend([*violations[:n], summary])  # type: ignore[union-attr]
 
 
 def from_rpc_error(err: grpc.aio.AioRpcError | grpc.RpcError) -> RemoteError:

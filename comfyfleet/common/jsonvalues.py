@@ -1,10 +1,18 @@
-"""JSON numbers after a trip through protobuf doubles."""
+"""JSON values after a trip through protobuf: Struct to plain values, doubles back to ints.
+
+Both walk a value with a stack of their own, not by recursion: a client decides how deep
+its JSON is, and Python's recursion limit must never be what answers it.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
+from google.protobuf import struct_pb2
+
 _EXACT = 2**53
+
+_Container = dict[str, Any] | list[Any]
 
 
 def integral_floats_to_ints(value: Any) -> Any:
@@ -14,10 +22,64 @@ def integral_floats_to_ints(value: Any) -> Any:
     ComfyUI would treat it as a float (and a link ``["1", 0.0]`` as no link at all). Go's
     protojson, and so grpc-gateway, also writes integral doubles without a fraction.
     """
-    if isinstance(value, float) and value.is_integer() and abs(value) < _EXACT:
-        return int(value)
-    if isinstance(value, dict):
-        return {k: integral_floats_to_ints(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [integral_floats_to_ints(v) for v in value]
-    return value
+    top = _shell(value)
+    stack: list[tuple[Any, _Container]] = [(value, top)] if isinstance(top, dict | list) else []
+    while stack:
+        source, target = stack.pop()
+        items = source.items() if isinstance(source, dict) else enumerate(source)
+        for key, item in items:
+            converted = _shell(item)
+            _put(target, key, converted)
+            if isinstance(converted, dict | list):
+                stack.append((item, converted))
+    return top
+
+
+def _shell(item: Any) -> Any:
+    """An int for an integral float, an empty container for a container, else the item."""
+    if isinstance(item, float) and item.is_integer() and abs(item) < _EXACT:
+        return int(item)
+    if isinstance(item, dict):
+        return {}
+    if isinstance(item, list):
+        return []
+    return item
+
+
+def _put(target: _Container, key: Any, item: Any) -> None:
+    if isinstance(target, dict):
+        target[key] = item
+    else:
+        target.append(item)
+
+
+def struct_to_python(struct: struct_pb2.Struct) -> dict[str, Any]:
+    """A Struct as plain dicts, lists, floats, strings, bools and ``None``.
+
+    Unlike ``json_format.MessageToDict``, NaN and infinities come out as the floats they are
+    (so that the caller can name the field holding one), and a Value with no kind set is
+    ``None``.
+    """
+    top: dict[str, Any] = {}
+    stack: list[tuple[struct_pb2.Struct | struct_pb2.ListValue, _Container]] = [(struct, top)]
+    while stack:
+        source, target = stack.pop()
+        items = (
+            source.fields.items()
+            if isinstance(source, struct_pb2.Struct)
+            else enumerate(source.values)
+        )
+        for key, item in items:
+            kind = item.WhichOneof("kind")
+            if kind == "struct_value":
+                made: Any = {}
+                stack.append((item.struct_value, made))
+            elif kind == "list_value":
+                made = []
+                stack.append((item.list_value, made))
+            elif kind is None or kind == "null_value":
+                made = None
+            else:
+                made = getattr(item, kind)
+            _put(target, key, made)
+    return top

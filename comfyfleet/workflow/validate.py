@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Generator, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -128,12 +128,27 @@ class ValidationIssue:
 
 @dataclass(frozen=True, slots=True)
 class NodeErrors:
-    """The errors ComfyUI files under one node."""
+    """The errors ComfyUI files under one node.
+
+    ComfyUI lists under a failing node every failing output validated from then on, so the
+    lists of all nodes together grow with the square of the graph. They share one tuple here:
+    ``failed_outputs`` (every failing output, in order), of which this node lists those from
+    ``first_dependent`` on.
+    """
 
     node_id: str
     class_type: str
     errors: tuple[ValidationIssue, ...]
-    dependent_outputs: tuple[str, ...]
+    failed_outputs: tuple[str, ...]
+    first_dependent: int = 0
+
+    @property
+    def dependent_outputs(self) -> tuple[str, ...]:
+        return self.failed_outputs[self.first_dependent :]
+
+    @property
+    def dependent_count(self) -> int:
+        return len(self.failed_outputs) - self.first_dependent
 
     def to_comfy(self) -> dict[str, Any]:
         return {
@@ -265,8 +280,19 @@ class _Outcome:
     reasons: list[ValidationIssue]
 
 
+_Step = Generator[str, "_Outcome | None", "_Outcome"]
+"""Validating one node: yields the id of each upstream node whose outcome it needs (the
+driver sends that outcome back, or throws in the :class:`_InnerFailure` it raised) and
+returns the node's own outcome."""
+
+
 class _Validator:
-    """Validates nodes on demand, remembering each node's outcome (ComfyUI's ``validated``)."""
+    """Validates nodes on demand, remembering each node's outcome (ComfyUI's ``validated``).
+
+    ComfyUI recurses into each linked node; here every node under validation is a suspended
+    generator on an explicit stack, in the same depth-first order, so that a chain of any
+    length validates without Python's recursion limit.
+    """
 
     def __init__(
         self,
@@ -281,21 +307,55 @@ class _Validator:
         self.unlisted_ok = unlisted_ok
         self.validated: dict[str, _Outcome] = {}
         self.converted: dict[str, dict[str, InputValue]] = {}
+        # The nodes of ``validated`` that failed with reasons, in the same order.
+        self.failed: list[str] = []
         self._in_progress: set[str] = set()
 
+    def record(self, node_id: str, outcome: _Outcome) -> None:
+        if node_id not in self.validated and not outcome.ok and outcome.reasons:
+            self.failed.append(node_id)
+        self.validated[node_id] = outcome
+
     def node(self, node_id: str) -> _Outcome:
+        """The outcome of ``node_id``, validating it and what it links to first.
+
+        Raises :class:`_InnerFailure` when validating ``node_id`` itself raised one (an
+        upstream node's failure is caught by the node that links to it, as in ComfyUI).
+        """
         done = self.validated.get(node_id)
         if done is not None:
             return done
-        self._in_progress.add(node_id)
-        try:
-            outcome = self._validate(node_id)
-        finally:
-            self._in_progress.discard(node_id)
-        self.validated[node_id] = outcome
-        return outcome
+        stack: list[tuple[str, _Step]] = [(node_id, self._start(node_id))]
+        reply: _Outcome | None = None
+        failure: _InnerFailure | None = None
+        while stack:
+            current, step = stack[-1]
+            try:
+                needed = step.send(reply) if failure is None else step.throw(failure)
+            except StopIteration as finished:
+                stack.pop()
+                self._in_progress.discard(current)
+                self.record(current, finished.value)
+                reply, failure = finished.value, None
+                continue
+            except _InnerFailure as raised:
+                stack.pop()
+                self._in_progress.discard(current)
+                reply, failure = None, raised
+                continue
+            reply, failure = self.validated.get(needed), None
+            if reply is None:
+                stack.append((needed, self._start(needed)))
+        if failure is not None:
+            raise failure
+        assert reply is not None
+        return reply
 
-    def _validate(self, node_id: str) -> _Outcome:
+    def _start(self, node_id: str) -> _Step:
+        self._in_progress.add(node_id)
+        return self._validate(node_id)
+
+    def _validate(self, node_id: str) -> _Step:
         node = self.workflow[node_id]
         if not node.has_inputs:
             raise _InnerFailure("KeyError", "'inputs'", node_id, "", "the node has no inputs")
@@ -311,7 +371,7 @@ class _Validator:
                 continue
             value = node.inputs[ispec.name]
             if isinstance(value, BadLink | Link):
-                link_ok = self._check_link(node_id, spec, ispec, value, issues)
+                link_ok = yield from self._check_link(node_id, spec, ispec, value, issues)
                 valid = valid and link_ok
                 continue
             converted = self._check_literal(node_id, spec, ispec, value, issues)
@@ -348,7 +408,7 @@ class _Validator:
         ispec: InputSpec,
         value: BadLink | Link,
         issues: list[ValidationIssue],
-    ) -> bool:
+    ) -> Generator[str, _Outcome | None, bool]:
         """Check a linked input; ``False`` when the upstream node is invalid."""
         config = ispec.error_config()
         if isinstance(value, BadLink):
@@ -414,12 +474,15 @@ class _Validator:
             )
             return True
         try:
-            return self.node(value.node_id).ok
+            upstream_outcome = yield value.node_id
         except _InnerFailure as failure:
-            self.validated[value.node_id] = _Outcome(
-                False, [self._inner_issue(value, spec, ispec, config, failure)]
+            self.record(
+                value.node_id,
+                _Outcome(False, [self._inner_issue(value, spec, ispec, config, failure)]),
             )
             return False
+        assert upstream_outcome is not None
+        return upstream_outcome.ok
 
     def _bad_link(
         self,
@@ -696,23 +759,27 @@ def validate_workflow(
     validator = _Validator(workflow, catalog, file_exists, unlisted_ok)
     good: list[str] = []
     failed: list[tuple[str, list[ValidationIssue]]] = []
-    node_errors: dict[str, tuple[str, list[ValidationIssue], list[str]]] = {}
+    # Failing node -> the index in ``failed`` of the first failing output it lists: every
+    # node failed so far lists each failing output (ComfyUI's quirk: upstream or not).
+    first_listed: dict[str, int] = {}
     for output_id in found:
         outcome = _validate_output(validator, output_id)
         if outcome.ok:
             good.append(output_id)
             continue
+        for node_id in validator.failed[len(first_listed) :]:
+            first_listed[node_id] = len(failed)
         failed.append((output_id, outcome.reasons))
-        for node_id, result in validator.validated.items():
-            if result.ok or not result.reasons:
-                continue
-            entry = node_errors.setdefault(
-                node_id, (workflow[node_id].class_type or "", result.reasons, [])
-            )
-            entry[2].append(output_id)
+    failed_outputs = tuple(output_id for output_id, _ in failed)
     reports = tuple(
-        NodeErrors(nid, ct, tuple(reasons), tuple(deps))
-        for nid, (ct, reasons, deps) in node_errors.items()
+        NodeErrors(
+            nid,
+            workflow[nid].class_type or "",
+            tuple(validator.validated[nid].reasons),
+            failed_outputs,
+            first,
+        )
+        for nid, first in first_listed.items()
     )
     converted = workflow.with_inputs(validator.converted)
     if good:
@@ -743,7 +810,7 @@ def _validate_output(validator: _Validator, output_id: str) -> _Outcome:
             explanation=failure.why,
         )
         outcome = _Outcome(False, [issue])
-        validator.validated[output_id] = outcome
+        validator.record(output_id, outcome)
         return outcome
 
 
