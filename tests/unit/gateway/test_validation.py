@@ -68,3 +68,67 @@ def test_missing_workflow_is_invalid_argument() -> None:
 
 def test_reference_dir_exists() -> None:
     assert isinstance(comfyui_ref(), Path) and WORKFLOWS.is_dir()
+
+
+def violations_of(text: str) -> list[tuple[str, str]]:
+    with pytest.raises(InvalidArgument) as caught:
+        check_workflow(text, NATIVE_CATALOG)
+    return [(v.field, v.reason) for v in caught.value.violations]
+
+
+def test_values_beyond_the_workflow_limits_are_named_before_validation() -> None:
+    workflow = json.loads(load("r01_invert.json"))
+    workflow["3"]["inputs"]["filename_prefix"] = "\ud800"
+    workflow["1"]["inputs"]["upload"] = [float("nan"), 2**70]
+    text = json.dumps(workflow)
+    assert violations_of(text) == [
+        ('workflow["1"].inputs.upload[0]', "NUMBER_NOT_FINITE"),
+        ('workflow["1"].inputs.upload[1]', "INTEGER_OUT_OF_RANGE"),
+        ('workflow["3"].inputs.filename_prefix', "INVALID_TEXT"),
+    ]
+
+
+def test_json_too_deep_to_decode_is_a_violation_not_a_crash() -> None:
+    deep = '{"1": {"class_type": "SaveImage", "inputs": {"x": ' + "[" * 50_000 + "]" * 50_000
+    assert violations_of(deep + "}}}") == [("workflow", "NESTED_TOO_DEEP")]
+
+
+def test_a_chain_of_ten_thousand_nodes_passes() -> None:
+    workflow: dict[str, object] = {
+        "1": {
+            "class_type": "EmptyImage",
+            "inputs": {"width": 8, "height": 8, "batch_size": 1, "color": 0},
+        }
+    }
+    for i in range(2, 10_000):
+        workflow[str(i)] = {"class_type": "ImageInvert", "inputs": {"image": [str(i - 1), 0]}}
+    workflow["10000"] = {
+        "class_type": "SaveImage",
+        "inputs": {"images": ["9999", 0], "filename_prefix": "x"},
+    }
+    check_workflow(json.dumps(workflow), NATIVE_CATALOG)
+    workflow["10001"] = workflow["10000"]
+    assert violations_of(json.dumps(workflow)) == [("workflow", "TOO_MANY_NODES")]
+
+
+def test_a_struct_with_non_finite_numbers_becomes_per_field_violations() -> None:
+    workflow = json.loads(load("r01_invert.json"))
+    struct = struct_pb2.Struct()
+    json_format.ParseDict(workflow, struct)
+    struct["1"]["inputs"]["extra"] = float("inf")  # type: ignore[index]
+    assert violations_of(workflow_text("", struct)) == [
+        ('workflow["1"].inputs.extra', "NUMBER_NOT_FINITE")
+    ]
+
+
+def test_thousands_of_node_errors_leave_comfyui_s_answer_out() -> None:
+    # ComfyUI's body would list every later failing output under each failing node (tens of
+    # megabytes here); the violations alone say it, and fit in a status.
+    workflow: dict[str, object] = {}
+    for i in range(3000):
+        workflow[f"e{i}"] = {"class_type": "EmptyImage", "inputs": {"width": -1}}
+        workflow[f"s{i}"] = {"class_type": "SaveImage", "inputs": {"images": [f"e{i}", 0]}}
+    with pytest.raises(InvalidArgument) as caught:
+        check_workflow(json.dumps(workflow), NATIVE_CATALOG)
+    assert len(caught.value.violations) > 3000
+    assert COMFYUI_NODE_ERRORS not in caught.value.metadata
