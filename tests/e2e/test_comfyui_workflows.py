@@ -1,9 +1,10 @@
 """Real diffusion workflows through the whole platform, on a real ComfyUI 0.3.64.
 
 The platform runs its native executor and an executor of a "comfyui" environment ("sd15")
-that starts and supervises a real ComfyUI. The environment carries the test checkpoint
-(``tiny-sd15.safetensors`` in its ComfyUI's own models folder, as an image would bake it);
-a tenant may also register the same file under another name and run it from the registry.
+that starts and supervises a real ComfyUI. The environment is made as an image build makes
+it, by the install step: our test custom node package, and the test checkpoint baked in
+(``tiny-sd15.safetensors``); a tenant may also register the same file under another name and
+run it from the registry.
 Outputs must equal what that ComfyUI produced on its own (``../shared/comfyui-server/reference``).
 """
 
@@ -14,8 +15,9 @@ import hashlib
 import io
 import json
 import os
-import shutil
 import signal
+import subprocess
+import sys
 import time
 import urllib.request
 from collections.abc import AsyncIterator
@@ -36,10 +38,23 @@ from tests.e2e.conftest import Platform
 from tests.e2e.receiver import webhook_receiver
 from tests.e2e.test_first_workflow import new_tenant_key, stream_events, subscribe
 from tests.support import eventually
-from tests.support.paths import comfyui_ref
-from tests.support.real_comfyui import CHECKPOINT_NAME, RealComfyUI
+from tests.support.paths import REPO_ROOT, comfyui_ref
+from tests.support.real_comfyui import (
+    CHECKPOINT_NAME,
+    CHECKPOINT_SHA256,
+    COMFYUI_VERSION,
+    RealComfyUI,
+    comfyui_copy,
+)
 
 ENVIRONMENT = "sd15"
+TEST_NODES = REPO_ROOT / "tests" / "data" / "custom_nodes" / "comfyfleet_test_nodes"
+# Our custom nodes: solid magenta, inverted, is green.
+SOLID_INVERTED = {
+    "1": {"class_type": "ComfyfleetSolid", "inputs": {"width": 8, "height": 4, "color": 0xFF00FF}},
+    "2": {"class_type": "ComfyfleetInvert", "inputs": {"image": ["1", 0]}},
+    "3": {"class_type": "SaveImage", "inputs": {"images": ["2", 0], "filename_prefix": "inv"}},
+}
 REGISTERED_NAME = "registered-sd15.safetensors"
 TERMINAL = {
     executions_pb2.EXECUTION_STATE_SUCCEEDED,
@@ -49,21 +64,46 @@ TERMINAL = {
 
 
 @pytest.fixture(scope="module")
-def comfyui_install(real_comfyui: RealComfyUI, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A ComfyUI install of the environment's own: ComfyUI's source copied (its models
-    folder is where a baked model lives), its Python shared with the machine's install."""
-    root = tmp_path_factory.mktemp("comfyui-env")
-    shutil.copytree(real_comfyui.source_dir, root / "ComfyUI", symlinks=True)
-    (root / "venv").symlink_to(real_comfyui.install_dir / "venv")
-    baked = root / "ComfyUI" / "models" / "checkpoints" / CHECKPOINT_NAME
-    baked.parent.mkdir(parents=True, exist_ok=True)
-    baked.symlink_to(real_comfyui.checkpoint)
-    return root
+def environment_spec(real_comfyui: RealComfyUI, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The environment as an operator declares it: our test custom node package, and the
+    checkpoint baked in."""
+    spec = tmp_path_factory.mktemp("spec") / f"{ENVIRONMENT}.json"
+    doc = {
+        "name": ENVIRONMENT,
+        "engine": "comfyui",
+        "comfyui_version": COMFYUI_VERSION,
+        "custom_nodes": [{"name": "comfyfleet_test_nodes", "source": str(TEST_NODES)}],
+        "models": [
+            {
+                "folder": "checkpoints",
+                "name": CHECKPOINT_NAME,
+                "path": str(real_comfyui.checkpoint),
+                "sha256": CHECKPOINT_SHA256,
+            }
+        ],
+    }
+    spec.write_text(json.dumps(doc))
+    return spec
 
 
 @pytest.fixture(scope="module")
-def platform_comfyui(comfyui_install: Path) -> ComfyUIExecutor:
-    return ComfyUIExecutor(comfyui_install, environment=ENVIRONMENT)
+def comfyui_install(
+    real_comfyui: RealComfyUI, environment_spec: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Path:
+    """A ComfyUI of the environment's own, made by the install step an image build runs."""
+    copy = comfyui_copy(real_comfyui, tmp_path_factory.mktemp("comfyui-env"))
+    argv = [sys.executable, "-m", "services.executor.comfyui.install"]
+    argv += ["--spec", str(environment_spec), "--comfyui-dir", str(copy.source_dir)]
+    argv += ["--python", str(copy.python)]
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=600, check=False)
+    assert done.returncode == 0, done.stderr
+    return copy.install_dir
+
+
+@pytest.fixture(scope="module")
+def platform_comfyui(comfyui_install: Path, environment_spec: Path) -> ComfyUIExecutor:
+    return ComfyUIExecutor(comfyui_install, environment=ENVIRONMENT, spec_file=environment_spec)
 
 
 @pytest.fixture(scope="module")
@@ -252,7 +292,7 @@ def _comfyui_pids(install: Path) -> list[int]:
 async def test_kill_9_of_comfyui_mid_run_is_retried_and_succeeds_once(
     platform: Platform, client: AsyncClient, real_comfyui: RealComfyUI, comfyui_install: Path
 ) -> None:
-    workflow = with_inputs(real_comfyui.workflow("t01_txt2img"), "3", steps=120, seed=4321)
+    workflow = with_inputs(real_comfyui.workflow("t01_txt2img"), "3", steps=40, seed=4321)
     execution = await client.submit(workflow, environment=ENVIRONMENT, max_attempts=3)
     async for event in client.watch(execution.id):
         if event.progress.class_type == "KSampler" and event.progress.value >= 2:
@@ -268,3 +308,37 @@ async def test_kill_9_of_comfyui_mid_run_is_retried_and_succeeds_once(
     assert terminal == ["execution.succeeded"]
     retried = [e for _, e in events if e.event_type == "execution.retrying"]
     assert len(retried) == 1
+
+
+async def test_the_environments_custom_nodes_are_in_its_catalog_and_run(
+    platform: Platform, client: AsyncClient, key: str
+) -> None:
+    async with grpc.aio.insecure_channel(platform.addrs.gateway) as channel:
+        stub = environments_pb2_grpc.EnvironmentServiceStub(channel)
+        auth = (("authorization", f"Bearer {key}"),)
+        env = await stub.GetEnvironment(
+            environments_pb2.GetEnvironmentRequest(name=ENVIRONMENT), metadata=auth
+        )
+        catalog = await stub.GetEnvironmentCatalog(
+            environments_pb2.GetEnvironmentCatalogRequest(name=ENVIRONMENT), metadata=auth
+        )
+    assert [n.name for n in env.custom_nodes] == ["comfyfleet_test_nodes"]
+    assert [(m.folder, m.name) for m in env.models] == [("checkpoints", CHECKPOINT_NAME)]
+    assert {"ComfyfleetSolid", "ComfyfleetInvert"} <= set(catalog.object_info.fields)
+    done = await client.wait((await client.submit(SOLID_INVERTED, environment=ENVIRONMENT)).id)
+    assert done.state == executions_pb2.EXECUTION_STATE_SUCCEEDED, done.error
+    [output] = done.outputs
+    image = Image.open(io.BytesIO(await asyncio.to_thread(fetch, output.url))).convert("RGB")
+    assert image.size == (8, 4)
+    assert np.unique(np.asarray(image).reshape(-1, 3), axis=0).tolist() == [[0, 255, 0]]
+
+
+async def test_a_custom_node_workflow_on_native_is_refused_with_node_errors(
+    client: AsyncClient,
+) -> None:
+    before = [e.id for e in (await client.list_executions(page_size=100)).executions]
+    with pytest.raises(ApiError) as caught:
+        await client.submit(SOLID_INVERTED, environment="native")
+    assert caught.value.code == "INVALID_ARGUMENT"
+    assert "node ComfyfleetSolid does not exist" in str(caught.value)
+    assert [e.id for e in (await client.list_executions(page_size=100)).executions] == before
