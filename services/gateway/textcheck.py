@@ -1,13 +1,19 @@
-"""Refusing NUL characters in any text of a public request, before it goes anywhere.
+"""Refusing requests that are not text, before they go anywhere.
 
 PostgreSQL cannot store U+0000 in text or jsonb, so one in a label, a description or an id
 would surface as an internal error deep in some service. The gateway answers it once, for
 every method, with INVALID_ARGUMENT naming the field.
+
+A request that does not even decode (a string that is not UTF-8, such as a lone surrogate
+encoded anyway; corrupt wire format; messages nested deeper than protobuf reads, as a
+deeply nested Struct is) would get gRPC's UNKNOWN: it is INVALID_ARGUMENT here too.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterator
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import grpc
@@ -56,8 +62,35 @@ def check_text(request: message.Message) -> None:
         )
 
 
+@dataclass(frozen=True)
+class Undecodable:
+    """What a request message that protobuf could not parse is handed on as."""
+
+    error: str
+
+    def refusal(self) -> InvalidArgument:
+        text = f"the request is not a valid protobuf message: {self.error}"
+        return InvalidArgument(text, [FieldViolation("", text, "UNDECODABLE_REQUEST")])
+
+
+def _lenient(deserialize: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
+    """``deserialize``, giving :class:`Undecodable` where it would raise (and gRPC would
+    answer UNKNOWN before any code of ours could say why)."""
+    if deserialize is None:
+        return None
+
+    def parse(raw: bytes) -> Any:
+        try:
+            return deserialize(raw)
+        except message.DecodeError as err:
+            return Undecodable(str(err))
+
+    return parse
+
+
 class TextInterceptor(grpc.aio.ServerInterceptor):
-    """Applies :func:`check_text` to every unary request, streaming responses included."""
+    """Applies :func:`check_text` to every unary request, streaming responses included, and
+    refuses every request message that does not decode, streamed ones included."""
 
     async def intercept_service(
         self,
@@ -67,18 +100,52 @@ class TextInterceptor(grpc.aio.ServerInterceptor):
         handler = await continuation(handler_call_details)
         if handler is None:
             return handler
+        handler = handler._replace(request_deserializer=_lenient(handler.request_deserializer))
         if handler.unary_unary:
             return handler._replace(unary_unary=_checked_unary(handler.unary_unary))
         if handler.unary_stream:
             return handler._replace(unary_stream=_checked_stream(handler.unary_stream))
+        if handler.stream_unary:
+            return handler._replace(stream_unary=_decoded_stream_in(handler.stream_unary))
         return handler
 
 
 async def _refuse(context: grpc.aio.ServicerContext, request: message.Message) -> None:
     try:
+        if isinstance(request, Undecodable):
+            raise request.refusal()
         check_text(request)
     except InvalidArgument as err:
         await context.abort_with_status(to_grpc_status(err.to_status()))
+
+
+def _decoded_stream_in(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """A client-streaming method whose stream fails at the first undecodable message.
+
+    The method (which may be forwarding the stream to another service) sees its stream fail
+    and gives up however it does; the caller gets INVALID_ARGUMENT either way.
+    """
+
+    async def call(requests: AsyncIterator[Any], context: grpc.aio.ServicerContext) -> Any:
+        refused: list[InvalidArgument] = []
+
+        async def decoded() -> AsyncIterator[Any]:
+            async for item in requests:
+                if isinstance(item, Undecodable):
+                    refused.append(item.refusal())
+                    raise refused[-1]
+                yield item
+
+        try:
+            answer = await fn(decoded(), context)
+        except (Exception, asyncio.CancelledError):
+            if not refused:
+                raise
+        if not refused:
+            return answer
+        await context.abort_with_status(to_grpc_status(refused[0].to_status()))
+
+    return call
 
 
 def _checked_unary(fn: Callable[..., Any]) -> Callable[..., Any]:

@@ -73,6 +73,9 @@ def _parse_json(raw: bytes) -> tuple[Any, list[FieldViolation]]:
     except (UnicodeDecodeError, json.JSONDecodeError) as err:
         text = f"the request body is not valid JSON: {err}"
         return None, [FieldViolation("", text, "INVALID_JSON")]
+    except RecursionError:
+        # Deeper than the decoder reads (about a thousand levels); no field can be that deep.
+        return None, [FieldViolation("", "the request body is nested too deeply", "INVALID_JSON")]
 
 
 def _apply_body(
