@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 from collections.abc import AsyncIterator
@@ -57,7 +58,7 @@ async def migrate(conn: asyncpg.Connection, schema: str, directory: Path) -> lis
     if not _SCHEMA_NAME.match(schema):
         raise ValueError(f"bad schema name {schema!r}")
     applied: list[int] = []
-    await conn.execute("SELECT pg_advisory_lock(hashtext($1))", schema)
+    await _lock_schema(conn, schema)
     try:
         await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
         await conn.execute(
@@ -83,6 +84,22 @@ async def migrate(conn: asyncpg.Connection, schema: str, directory: Path) -> lis
     finally:
         await conn.execute("SELECT pg_advisory_unlock(hashtext($1))", schema)
     return applied
+
+
+MIGRATION_LOCK_POLL_S = 0.1
+
+
+async def _lock_schema(conn: asyncpg.Connection, schema: str) -> None:
+    """Takes the schema's migration lock, asking again until it is free.
+
+    Not ``pg_advisory_lock``: a session blocked in it holds a snapshot, and ``CREATE INDEX
+    CONCURRENTLY`` in the replica holding the lock waits for every older snapshot to go, so
+    two replicas starting together would deadlock. Between tries this session holds none.
+    """
+    while True:
+        if await conn.fetchval("SELECT pg_try_advisory_lock(hashtext($1))", schema):
+            return
+        await asyncio.sleep(MIGRATION_LOCK_POLL_S)
 
 
 class SchemaBehind(RuntimeError):

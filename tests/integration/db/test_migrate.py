@@ -3,6 +3,7 @@ build indexes CONCURRENTLY outside a transaction and must survive a crash part w
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import asyncpg
@@ -108,6 +109,30 @@ async def test_a_failing_transactional_migration_changes_nothing(
         assert await conn.fetchval("SELECT max(version) FROM mig.schema_migrations") == 1
     finally:
         await conn.close()
+
+
+async def test_replicas_starting_together_both_migrate_a_concurrent_index(
+    fresh_database: str, tmp_path: Path
+) -> None:
+    """The second replica waits for the first one's lock while the first builds an index
+    CONCURRENTLY, which waits for every older snapshot: a waiter must hold none, or the two
+    deadlock (and one replica fails to start)."""
+    folder = _write(
+        tmp_path / "m",
+        {
+            "0001_items.sql": "CREATE TABLE items (id int PRIMARY KEY, code text NOT NULL);"
+            " SELECT pg_sleep(0.5);",
+            "0002_items_code.sql": CONCURRENT_INDEX,
+        },
+    )
+    conns = [await asyncpg.connect(fresh_database) for _ in range(2)]
+    try:
+        applied = await asyncio.gather(*(migrate(c, "mig", folder) for c in conns))
+        assert sorted(applied) == [[], [1, 2]]
+        assert await _index_state(conns[0], "items_code") is True
+    finally:
+        for conn in conns:
+            await conn.close()
 
 
 @pytest.mark.parametrize(
