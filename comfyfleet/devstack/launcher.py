@@ -4,6 +4,9 @@
 check says SERVING), print where everything listens, and watch. A service that dies takes the
 whole platform down with a non-zero exit and its log tail; Ctrl-C or SIGTERM stops the
 services (SIGTERM, a grace period, then SIGKILL) and then the infrastructure.
+
+A launcher given a :class:`RestartPolicy` supervises as an orchestrator does instead: a
+service that dies is started again, after a back-off that grows while it keeps dying.
 """
 
 from __future__ import annotations
@@ -234,6 +237,27 @@ class StopRequested(DevStackError):
     """A signal asked the launcher to stop while it was still starting things."""
 
 
+@dataclass(frozen=True)
+class RestartPolicy:
+    """How a supervising launcher brings a dead service back, as Kubernetes' ``restartPolicy:
+    Always`` does: after ``backoff_s``, doubled for each death in a row up to
+    ``max_backoff_s`` (a service that cannot start does not spin), and back to ``backoff_s``
+    once it stayed up for ``stable_s``."""
+
+    backoff_s: float = 0.5
+    max_backoff_s: float = 10.0
+    stable_s: float = 10.0
+
+
+@dataclass
+class _Revival:
+    """A supervised service's restart bookkeeping."""
+
+    started_at: float
+    backoff_s: float
+    due_at: float | None = None
+
+
 class Launcher:
     """Starts services in order, watches them, and stops them in reverse order."""
 
@@ -246,6 +270,7 @@ class Launcher:
         stop_event: threading.Event | None = None,
         stop_grace_s: float = 10.0,
         cwd: Path = REPO_ROOT,
+        restart: RestartPolicy | None = None,
     ) -> None:
         self.services = list(services)
         self.base_env = dict(base_env)
@@ -253,15 +278,30 @@ class Launcher:
         self.stop_event = stop_event or threading.Event()
         self.stop_grace_s = stop_grace_s
         self.cwd = cwd
+        self.restart = restart
         self.processes: dict[str, ManagedProcess] = {}
+        # How many times each service was started again after it died.
+        self.restarts: dict[str, int] = {}
+        self._revivals: dict[str, _Revival] = {}
 
-    def start_all(self) -> None:
+    def start_all(self, *, together: bool = False) -> None:
+        """Starts the services in order, each once the one before serves; ``together``
+        starts them all at once, then waits for each (services retry peers that come late),
+        which on a machine of several cores is quicker."""
+        if together:
+            started = [(spec, self._spawn(spec)) for spec in self.services]
+            for spec, process in started:
+                self._wait_healthy(spec, process)
+            return
         for spec in self.services:
             if self.stop_event.is_set():
                 raise StopRequested("stop requested during start")
             self._start(spec)
 
     def _start(self, spec: ServiceSpec) -> None:
+        self._wait_healthy(spec, self._spawn(spec))
+
+    def _spawn(self, spec: ServiceSpec) -> ManagedProcess:
         process = ManagedProcess(
             spec.name,
             [sys.executable, "-m", spec.python_module],
@@ -271,7 +311,9 @@ class Launcher:
         )
         self.processes[spec.name] = process
         process.start()
-        self._wait_healthy(spec, process)
+        if self.restart is not None:
+            self._revivals[spec.name] = _Revival(time.monotonic(), self.restart.backoff_s)
+        return process
 
     def _env_for(self, spec: ServiceSpec) -> dict[str, str]:
         pythonpath = os.pathsep.join(p for p in (str(self.cwd), os.environ.get("PYTHONPATH")) if p)
@@ -305,12 +347,53 @@ class Launcher:
                 raise StopRequested("stop requested during start")
 
     def supervise(self, poll_s: float = 0.2) -> None:
-        """Returns when a stop is requested; raises ServiceFailed when a service exits."""
+        """Returns when a stop is requested. A service that exits raises ServiceFailed, or
+        with a restart policy is started again (see :meth:`revive_dead`)."""
         while not self.stop_event.wait(poll_s):
+            if self.restart is not None:
+                self.revive_dead()
+                continue
             for name, process in self.processes.items():
                 code = process.returncode()
                 if code is not None:
                     raise ServiceFailed(name, _failure(process, f"exited with code {code}"))
+
+    def revive_dead(self) -> list[str]:
+        """One round of supervision under the restart policy: each service found dead is
+        started again once its back-off has passed, without waiting for it to serve (a slow
+        start delays no other revival); returns the names started.
+
+        The kernel stops a child when the thread that started it ends, so call this from a
+        thread that outlives the services (the one that calls :meth:`stop_all`).
+        """
+        if self.restart is None:
+            raise DevStackError("revive_dead needs a launcher with a restart policy")
+        now = time.monotonic()
+        started = []
+        for spec in self.services:
+            process = self.processes.get(spec.name)
+            revival = self._revivals.get(spec.name)
+            if process is None or revival is None or process.returncode() is None:
+                continue
+            if revival.due_at is None:
+                revival.due_at = now + self._backoff(revival, now)
+            if now >= revival.due_at:
+                backoff = revival.backoff_s
+                self._spawn(spec)
+                self._revivals[spec.name].backoff_s = backoff
+                self.restarts[spec.name] = self.restarts.get(spec.name, 0) + 1
+                started.append(spec.name)
+        return started
+
+    def _backoff(self, revival: _Revival, now: float) -> float:
+        """The wait before the next start: reset when the service had stayed up, else grown."""
+        assert self.restart is not None
+        if now - revival.started_at >= self.restart.stable_s:
+            revival.backoff_s = self.restart.backoff_s
+            return revival.backoff_s
+        wait = revival.backoff_s
+        revival.backoff_s = min(revival.backoff_s * 2, self.restart.max_backoff_s)
+        return wait
 
     def stop_all(self) -> None:
         """SIGTERM each service, newest first; SIGKILL whatever outlives the grace period."""

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -10,6 +14,7 @@ import pytest
 from comfyfleet.devstack.launcher import (
     Launcher,
     PlatformAddrs,
+    RestartPolicy,
     ServiceFailed,
     ServiceSpec,
     grpc_serving,
@@ -98,6 +103,63 @@ def test_a_service_ignoring_sigterm_is_killed_after_the_grace_period(tmp_path: P
     launched.start_all()
     launched.stop_all()
     assert launched.processes["alpha"].returncode() == -9
+
+
+def wait_for(check: object, timeout_s: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not check():  # type: ignore[operator]
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+def test_with_a_restart_policy_a_killed_service_comes_back_on_its_address(
+    tmp_path: Path,
+) -> None:
+    alpha, beta = dummy("alpha"), dummy("beta")
+    launched = Launcher(
+        [alpha, beta],
+        base_env={},
+        log_dir=tmp_path,
+        stop_grace_s=5,
+        restart=RestartPolicy(backoff_s=0.1),
+    )
+    supervisor = threading.Thread(target=launched.supervise, kwargs={"poll_s": 0.05})
+    try:
+        launched.start_all()
+        supervisor.start()
+        first = launched.processes["beta"]
+        assert first.pid is not None
+        os.kill(first.pid, signal.SIGKILL)
+        wait_for(lambda: launched.processes["beta"] is not first and grpc_serving(beta.grpc_addr))
+        assert launched.restarts == {"beta": 1}
+        assert first.returncode() == -signal.SIGKILL
+    finally:
+        launched.stop_event.set()
+        supervisor.join(timeout=10)
+        launched.stop_all()
+    assert launched.processes["beta"].tail().count("starting:") == 2
+
+
+def test_a_service_that_keeps_dying_is_restarted_with_a_growing_backoff(tmp_path: Path) -> None:
+    launched = Launcher(
+        [dummy("alpha")],
+        base_env={"DUMMY_FAIL_START": "alpha"},
+        log_dir=tmp_path,
+        restart=RestartPolicy(backoff_s=0.2, max_backoff_s=0.8, stable_s=60),
+    )
+    launched._spawn(launched.services[0])  # what start_all does, without waiting to serve
+    next_waits: list[float] = []
+    try:
+        while len(next_waits) < 4:
+            if launched.revive_dead():
+                next_waits.append(launched._revivals["alpha"].backoff_s)
+            time.sleep(0.02)
+    finally:
+        launched.stop_all()
+    # Every start fails at once: the wait before the next one doubles up to the cap.
+    assert next_waits == [0.4, 0.8, 0.8, 0.8]
+    assert launched.restarts == {"alpha": 4}
+    assert launched.processes["alpha"].tail().count("starting:") == 5
 
 
 def test_platform_services_contract() -> None:
