@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 
 PREFIX = "COMFYFLEET_"
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 24 * 3600.0, None: 1.0}
 
 
 class ConfigError(ValueError):
@@ -35,6 +39,22 @@ def env_float(name: str, default: float) -> float:
         return float(raw)
     except ValueError as err:
         raise ConfigError(f"{PREFIX}{name}={raw!r} is not a number") from err
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in ``text``: a number with an optional unit (ms, s, m, h, d); bare means s."""
+    match = _DURATION.match(text)
+    if not match:
+        raise ConfigError(f"{text!r} is not a duration such as 5s, 30m or 2h")
+    return float(match.group(1)) * _UNIT_S[match.group(2)]
+
+
+def env_duration(name: str, default_s: float) -> float:
+    raw = env_str(name, f"{default_s}s")
+    try:
+        return parse_duration(raw)
+    except ConfigError as err:
+        raise ConfigError(f"{PREFIX}{name}: {err}") from None
 
 
 def env_bool(name: str, default: bool) -> bool:

@@ -34,8 +34,9 @@ from comfyfleet.common.errors import (
     Unavailable,
 )
 from comfyfleet.common.telemetry import AttemptTelemetry
+from comfyfleet.workflow.budget import BudgetExceeded, BudgetReason, InputImageTooLarge
 from comfyfleet.workflow.io import UnsafePathError, safe_relative
-from comfyfleet.workflow.runner import CancelToken
+from comfyfleet.workflow.runner import CancelToken, full_type_name
 from comfyfleet.workflow.validate import comfy_error_metadata
 from services.executor.engine import (
     Engine,
@@ -60,6 +61,12 @@ log = logging.getLogger(__name__)
 UPLOAD_CONCURRENCY = 4
 # Exception types a retry on another machine (or after the memory is freed) may cure.
 OUT_OF_MEMORY_TYPES = frozenset({"torch.OutOfMemoryError", "torch.cuda.OutOfMemoryError"})
+# What a node refused to allocate: the same workflow fails the same way anywhere, so these
+# are workflow errors, never retried, with reasons of their own.
+BUDGET_REASONS = {
+    full_type_name(BudgetExceeded): "MEMORY_BUDGET_EXCEEDED",
+    full_type_name(InputImageTooLarge): BudgetReason.INPUT_IMAGE_TOO_LARGE.value,
+}
 
 
 @dataclass(frozen=True)
@@ -433,4 +440,5 @@ def _node_failure(err: NodeRaised) -> ComfyfleetError:
     )
     if err.exception_type in OUT_OF_MEMORY_TYPES:
         return ResourceExhausted(message, reason="NODE_OUT_OF_MEMORY", metadata=metadata)
-    return FailedPrecondition(message, reason="NODE_EXECUTION_FAILED", metadata=metadata)
+    reason = BUDGET_REASONS.get(err.exception_type, "NODE_EXECUTION_FAILED")
+    return FailedPrecondition(message, reason=reason, metadata=metadata)

@@ -14,6 +14,7 @@ from comfyfleet.common.config import (
     env_str,
 )
 from comfyfleet.common.grpcserver import MAX_MESSAGE_BYTES
+from comfyfleet.workflow.budget import RESOURCE_BUDGET, ResourceBudget
 from services.gateway.ratelimit import RateLimit
 from services.gateway.tokens import JwtSettings
 from services.webhook.addresses import AddressPolicy
@@ -35,6 +36,8 @@ class Limits:
     fetch_max_bytes: int = 32 * MIB
     fetch_timeout_s: float = 30.0
     fetch_policy: AddressPolicy = field(default_factory=AddressPolicy)
+    # What one execution may ask for: a node output's bytes, an input image's decoded pixels.
+    budget: ResourceBudget = RESOURCE_BUDGET
 
     @classmethod
     def from_env(cls) -> Limits:
@@ -51,6 +54,10 @@ class Limits:
                 allow_loopback=env_bool("GATEWAY_FETCH_ALLOW_LOOPBACK", False),
                 allowed_networks=parse_networks(env_str("GATEWAY_FETCH_ALLOWED_NETWORKS", "")),
             ),
+            budget=ResourceBudget(
+                max_tensor_bytes=env_int("GATEWAY_MAX_TENSOR_BYTES", d.budget.max_tensor_bytes),
+                max_input_pixels=env_int("GATEWAY_MAX_INPUT_PIXELS", d.budget.max_input_pixels),
+            ),
         )
 
     def check(self) -> None:
@@ -60,6 +67,8 @@ class Limits:
             raise ConfigError(f"GATEWAY_MAX_REQUEST_BYTES must be from 1024 to {MAX_MESSAGE_BYTES}")
         if self.fetch_max_bytes < 1 or self.fetch_timeout_s <= 0:
             raise ConfigError("GATEWAY_FETCH_MAX_BYTES and GATEWAY_FETCH_TIMEOUT_S must be > 0")
+        if min(self.budget.max_tensor_bytes, self.budget.max_input_pixels) < 1:
+            raise ConfigError("GATEWAY_MAX_TENSOR_BYTES and GATEWAY_MAX_INPUT_PIXELS must be > 0")
 
 
 def jwt_from_env() -> JwtSettings | None:

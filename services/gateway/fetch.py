@@ -17,9 +17,9 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
+from comfyfleet.common.addresses import AddressPolicy, AddressRefused
 from comfyfleet.common.errors import FieldViolation, InvalidArgument
 from comfyfleet.executions.v1 import executions_pb2
-from services.webhook.addresses import AddressPolicy, AddressRefused
 
 MAX_REDIRECTS = 5
 # Downloads of one request run at once, up to this many.

@@ -2,60 +2,32 @@
 
 from __future__ import annotations
 
-import ipaddress
 import re
 from dataclasses import dataclass, field
 
+from comfyfleet.common.addresses import IPNetwork, parse_networks
 from comfyfleet.common.config import (
     ConfigError,
     DatabaseConfig,
     NatsConfig,
     env_bool,
+    env_duration,
     env_float,
     env_int,
     env_str,
+    parse_duration,
 )
-
-IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 # Standard Webhooks' recommended schedule: after the first attempt fails, wait 5 s, 5 min,
 # 30 min, 2 h, 5 h, 10 h and 10 h (plus jitter) before the next; then give up.
 DEFAULT_RETRY_SCHEDULE = "5s,5m,30m,2h,5h,10h,10h"
 DAY_S = 24 * 3600.0
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
-_UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": DAY_S, None: 1.0}
-
-
-def parse_duration(text: str) -> float:
-    """Seconds in ``text``: a number with an optional unit (ms, s, m, h, d); bare means s."""
-    match = _DURATION.match(text)
-    if not match:
-        raise ConfigError(f"{text!r} is not a duration such as 5s, 30m or 2h")
-    return float(match.group(1)) * _UNIT_S[match.group(2)]
-
 
 def parse_schedule(text: str) -> tuple[float, ...]:
     """A comma-separated list of durations; an empty string means "never retry"."""
     parts = [p for p in text.split(",") if p.strip()]
     return tuple(parse_duration(p) for p in parts)
-
-
-def parse_networks(text: str) -> tuple[IPNetwork, ...]:
-    """A comma-separated list of CIDR networks (a bare address is a /32 or /128)."""
-    out: list[IPNetwork] = []
-    for part in (p.strip() for p in text.split(",")):
-        if not part:
-            continue
-        try:
-            out.append(ipaddress.ip_network(part, strict=False))
-        except ValueError as err:
-            raise ConfigError(f"{part!r} is not an IP network: {err}") from err
-    return tuple(out)
-
-
-def _env_duration(name: str, default_s: float) -> float:
-    return parse_duration(env_str(name, f"{default_s}s"))
 
 
 @dataclass(frozen=True)
@@ -119,15 +91,15 @@ class DeliverySettings:
     @classmethod
     def from_env(cls) -> DeliverySettings:
         d = cls()
-        timeout = _env_duration("WEBHOOK_REQUEST_TIMEOUT", d.request_timeout_s)
+        timeout = env_duration("WEBHOOK_REQUEST_TIMEOUT", d.request_timeout_s)
         return cls(
             retry_schedule_s=parse_schedule(
                 env_str("WEBHOOK_RETRY_SCHEDULE", DEFAULT_RETRY_SCHEDULE)
             ),
             retry_jitter=env_float("WEBHOOK_RETRY_JITTER", d.retry_jitter),
-            max_retry_after_s=_env_duration("WEBHOOK_MAX_RETRY_AFTER", d.max_retry_after_s),
+            max_retry_after_s=env_duration("WEBHOOK_MAX_RETRY_AFTER", d.max_retry_after_s),
             request_timeout_s=timeout,
-            claim_lease_s=_env_duration("WEBHOOK_CLAIM_LEASE", timeout + 30.0),
+            claim_lease_s=env_duration("WEBHOOK_CLAIM_LEASE", timeout + 30.0),
             max_in_flight=env_int("WEBHOOK_MAX_IN_FLIGHT", d.max_in_flight),
             per_subscription_concurrency=env_int(
                 "WEBHOOK_SUBSCRIPTION_CONCURRENCY", d.per_subscription_concurrency
@@ -135,16 +107,12 @@ class DeliverySettings:
             failing_subscription_concurrency=env_int(
                 "WEBHOOK_FAILING_SUBSCRIPTION_CONCURRENCY", d.failing_subscription_concurrency
             ),
-            poll_interval_s=_env_duration("WEBHOOK_POLL_INTERVAL", d.poll_interval_s),
-            disable_after_s=_env_duration("WEBHOOK_DISABLE_AFTER", d.disable_after_s),
-            secret_overlap_s=_env_duration("WEBHOOK_SECRET_OVERLAP", d.secret_overlap_s),
-            max_secret_overlap_s=_env_duration(
-                "WEBHOOK_MAX_SECRET_OVERLAP", d.max_secret_overlap_s
-            ),
-            retention_s=_env_duration("WEBHOOK_RETENTION", d.retention_s),
-            retention_interval_s=_env_duration(
-                "WEBHOOK_RETENTION_INTERVAL", d.retention_interval_s
-            ),
+            poll_interval_s=env_duration("WEBHOOK_POLL_INTERVAL", d.poll_interval_s),
+            disable_after_s=env_duration("WEBHOOK_DISABLE_AFTER", d.disable_after_s),
+            secret_overlap_s=env_duration("WEBHOOK_SECRET_OVERLAP", d.secret_overlap_s),
+            max_secret_overlap_s=env_duration("WEBHOOK_MAX_SECRET_OVERLAP", d.max_secret_overlap_s),
+            retention_s=env_duration("WEBHOOK_RETENTION", d.retention_s),
+            retention_interval_s=env_duration("WEBHOOK_RETENTION_INTERVAL", d.retention_interval_s),
         )
 
 
@@ -176,10 +144,10 @@ class ConsumerSettings:
         d = cls()
         return cls(
             durable_name=env_str("WEBHOOK_CONSUMER", d.durable_name),
-            ack_wait_s=_env_duration("WEBHOOK_ACK_WAIT", d.ack_wait_s),
+            ack_wait_s=env_duration("WEBHOOK_ACK_WAIT", d.ack_wait_s),
             max_deliver=env_int("WEBHOOK_MAX_DELIVER", d.max_deliver),
             fetch_batch=env_int("WEBHOOK_FETCH_BATCH", d.fetch_batch),
-            pull_expires_s=_env_duration("WEBHOOK_PULL_EXPIRES", d.pull_expires_s),
+            pull_expires_s=env_duration("WEBHOOK_PULL_EXPIRES", d.pull_expires_s),
         )
 
 
@@ -220,6 +188,6 @@ class Config:
             delivery=DeliverySettings.from_env(),
             consumer=ConsumerSettings.from_env(),
             addresses=AddressSettings.from_env(),
-            shutdown_grace_s=_env_duration("SHUTDOWN_GRACE", 10.0),
+            shutdown_grace_s=env_duration("SHUTDOWN_GRACE", 10.0),
             db_pool_size=env_int("WEBHOOK_DB_POOL_SIZE", 10),
         )

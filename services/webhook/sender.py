@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 
 import aiohttp
 
-from services.webhook.addresses import AddressPolicy
+from comfyfleet.common.addresses import AddressPolicy
 from services.webhook.retry import AttemptResult, parse_retry_after
 from services.webhook.signing import request_headers
 

@@ -7,11 +7,11 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from comfyfleet.common.addresses import AddressPolicy
 from comfyfleet.common.db import open_pool
 from comfyfleet.common.events import connect_bus
 from comfyfleet.common.grpcserver import RunningServer, registration, serve
 from comfyfleet.webhooks.v1 import webhooks_pb2_grpc
-from services.webhook.addresses import AddressPolicy
 from services.webhook.config import Config
 from services.webhook.deliveries import Deliveries
 from services.webhook.dispatcher import Dispatcher

@@ -13,9 +13,9 @@ from urllib.parse import urlsplit
 
 import asyncpg
 
+from comfyfleet.common.addresses import AddressPolicy
 from comfyfleet.common.errors import FieldViolation, InvalidArgument, NotFound
 from comfyfleet.common.ids import new_id
-from services.webhook.addresses import AddressPolicy
 from services.webhook.deliveries import disable_subscription
 from services.webhook.filters import filter_violations
 from services.webhook.paging import Page

@@ -13,6 +13,7 @@ import pytest
 from aiohttp import web
 from grpc_status import rpc_status
 
+from comfyfleet.common.addresses import AddressPolicy
 from comfyfleet.common.config import DatabaseConfig, NatsConfig, S3Config
 from comfyfleet.common.errors import field_violations
 from comfyfleet.executions.v1 import executions_pb2, executions_pb2_grpc
@@ -20,7 +21,6 @@ from services.gateway.config import Limits
 from services.gateway.ratelimit import RateLimit
 from services.scheduler.config import Config as SchedulerConfig
 from services.scheduler.server import running_scheduler
-from services.webhook.addresses import AddressPolicy
 from tests.integration.gateway.conftest import Gw, StartGateway
 from tests.integration.scheduler.conftest import FAST
 from tests.support.infra import NatsInfo, NatsNames, S3Info

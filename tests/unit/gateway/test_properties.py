@@ -10,6 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from comfyfleet.common.addresses import AddressPolicy
 from comfyfleet.common.errors import InvalidArgument
 from comfyfleet.executions.v1 import executions_pb2
 from comfyfleet.workflow.catalog import NATIVE_CATALOG
@@ -25,7 +26,6 @@ from services.gateway.tenants import (
     check_tenant,
 )
 from services.gateway.validation import check_workflow, workflow_text
-from services.webhook.addresses import AddressPolicy
 
 SETTINGS = settings(
     max_examples=200, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow]

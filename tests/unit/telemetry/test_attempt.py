@@ -8,7 +8,8 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import StatusCode
 
 from comfyfleet.common.errors import Cancelled, FailedPrecondition
-from comfyfleet.common.telemetry import AttemptTelemetry, tracer
+from comfyfleet.common.telemetry import tracer
+from services.executor.telemetry import AttemptTelemetry
 from tests.support.telemetry import InProcessTelemetry, installed_telemetry
 
 

@@ -6,14 +6,9 @@ import ipaddress
 
 import pytest
 
-from comfyfleet.common.config import ConfigError
-from services.webhook.config import (
-    Config,
-    DeliverySettings,
-    parse_duration,
-    parse_networks,
-    parse_schedule,
-)
+from comfyfleet.common.addresses import parse_networks
+from comfyfleet.common.config import ConfigError, parse_duration
+from services.webhook.config import Config, DeliverySettings, parse_schedule
 
 
 @pytest.mark.parametrize(

@@ -8,10 +8,10 @@ from datetime import UTC, datetime
 import pytest
 from google.protobuf import field_mask_pb2
 
+from comfyfleet.common.addresses import AddressPolicy
 from comfyfleet.common.errors import InvalidArgument
 from comfyfleet.executions.v1 import executions_pb2
 from comfyfleet.webhooks.v1 import webhooks_pb2
-from services.webhook.addresses import AddressPolicy
 from services.webhook.paging import MAX_PAGE_SIZE, Page, decode_token, encode_token, page_size
 from services.webhook.payload import execution_event
 from services.webhook.servicer import update_changes

@@ -7,7 +7,7 @@ import socket
 
 import pytest
 
-from services.webhook.addresses import AddressPolicy, AddressRefused, classify
+from comfyfleet.common.addresses import AddressPolicy, AddressRefused, classify
 
 STRICT = AddressPolicy()
 LOOPBACK_OK = AddressPolicy(allow_loopback=True)

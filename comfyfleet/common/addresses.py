@@ -1,10 +1,12 @@
-"""The SSRF guard: which addresses a delivery may connect to.
+"""The SSRF guard: which addresses an outgoing request may connect to.
 
-A subscriber chooses the URL, so without a guard it could make this service POST into our
-own network (databases, cloud metadata at 169.254.169.254, admin ports on loopback). The
-check runs on the address actually being connected to, after DNS, for every connection
-(``socket_factory`` below), so a name that resolves to a private address, or one that changes
-its answer between checks (DNS rebinding), is refused too.
+A client chooses the URL (a webhook subscriber its endpoint, a submitter an input file's
+URL), so without a guard it could make us connect into our own network (databases, cloud
+metadata at 169.254.169.254, admin ports on loopback). The check runs on the address actually
+being connected to, after DNS, for every connection (``socket_factory`` below), so a name that
+resolves to a private address, or one that changes its answer between checks (DNS
+rebinding), is refused too. The webhook service's deliveries and the gateway's input
+downloads both use it.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from comfyfleet.common.config import ConfigError
+
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -25,7 +29,20 @@ _BENCHMARKING = ipaddress.ip_network("198.18.0.0/15")
 
 
 class AddressRefused(OSError):
-    """A delivery would connect to an address the guard forbids."""
+    """A connection would go to an address the guard forbids."""
+
+
+def parse_networks(text: str) -> tuple[IPNetwork, ...]:
+    """A comma-separated list of CIDR networks (a bare address is a /32 or /128)."""
+    out: list[IPNetwork] = []
+    for part in (p.strip() for p in text.split(",")):
+        if not part:
+            continue
+        try:
+            out.append(ipaddress.ip_network(part, strict=False))
+        except ValueError as err:
+            raise ConfigError(f"{part!r} is not an IP network: {err}") from err
+    return tuple(out)
 
 
 def _embedded_ipv4(ip: IPAddress) -> ipaddress.IPv4Address | None:
