@@ -33,7 +33,6 @@ from comfyfleet.common.errors import (
     ResourceExhausted,
     Unavailable,
 )
-from comfyfleet.common.telemetry import AttemptTelemetry
 from comfyfleet.workflow.budget import BudgetExceeded, BudgetReason, InputImageTooLarge
 from comfyfleet.workflow.io import UnsafePathError, safe_relative
 from comfyfleet.workflow.runner import CancelToken, full_type_name
@@ -51,6 +50,7 @@ from services.executor.engine import (
 )
 from services.executor.models import ModelCache, ModelSpec
 from services.executor.resources import RunUsage, UsageMeter
+from services.executor.telemetry import AttemptTelemetry
 from services.executor.transfer import download, upload
 from services.executor.weights import LoadedWeights, WeightsCache, loads_weights
 

@@ -18,6 +18,7 @@ from comfyfleet.common.environments import (
     spec_violations,
 )
 from comfyfleet.environments.v1 import environments_pb2
+from comfyfleet.workflow.budget import RESOURCE_BUDGET
 from services.executor.comfyui.settings import ComfyUISettings
 
 DEVICES = ("auto", "cpu", "cuda")
@@ -51,6 +52,15 @@ class Config:
     # (VRAM on CUDA, RAM on CPU). 0 keeps nothing loaded once a run ends.
     weights_budget_bytes: int | None = None
     weights_budget_fraction: float = 0.5
+    # The bound on any one tensor a native run allocates: a larger one fails the node as a
+    # workflow error instead of OOM-killing the executor. None: ``memory_budget_fraction`` of
+    # the memory available when the executor starts, less the weights budget. Every
+    # allocation is also checked against the memory available at that moment.
+    memory_budget_bytes: int | None = None
+    memory_budget_fraction: float = 0.9
+    # The largest input image a native run decodes, in pixels per frame (its header is read
+    # first: a decompression bomb is refused before it is decoded).
+    max_input_pixels: int = RESOURCE_BUDGET.max_input_pixels
     # How long a running attempt may finish after SIGTERM before it is handed back.
     shutdown_grace_s: float = 30.0
     # How long a cancelled run may take to stop at its next check before the stream ends
@@ -99,6 +109,12 @@ class Config:
             raise ConfigError("COMFYFLEET_EXECUTOR_WEIGHTS_BUDGET_BYTES must not be negative")
         if not 0 < self.weights_budget_fraction <= 1:
             raise ConfigError("COMFYFLEET_EXECUTOR_WEIGHTS_BUDGET_FRACTION must be in (0, 1]")
+        if self.memory_budget_bytes is not None and self.memory_budget_bytes < 1:
+            raise ConfigError("COMFYFLEET_EXECUTOR_MEMORY_BUDGET_BYTES must be positive")
+        if not 0 < self.memory_budget_fraction <= 1:
+            raise ConfigError("COMFYFLEET_EXECUTOR_MEMORY_BUDGET_FRACTION must be in (0, 1]")
+        if self.max_input_pixels < 1:
+            raise ConfigError("COMFYFLEET_EXECUTOR_MAX_INPUT_PIXELS must be positive")
         if min(self.idle_exit_s, self.max_jobs, self.idle_exit_polls) < 0:
             raise ConfigError("executor serverless limits must not be negative (0: no limit)")
         self._check_environment()
@@ -156,6 +172,11 @@ class Config:
             weights_budget_fraction=env_float(
                 "EXECUTOR_WEIGHTS_BUDGET_FRACTION", d.weights_budget_fraction
             ),
+            memory_budget_bytes=_optional_int("EXECUTOR_MEMORY_BUDGET_BYTES"),
+            memory_budget_fraction=env_float(
+                "EXECUTOR_MEMORY_BUDGET_FRACTION", d.memory_budget_fraction
+            ),
+            max_input_pixels=env_int("EXECUTOR_MAX_INPUT_PIXELS", d.max_input_pixels),
             shutdown_grace_s=env_float("EXECUTOR_SHUTDOWN_GRACE_S", d.shutdown_grace_s),
             cancel_grace_s=env_float("EXECUTOR_CANCEL_GRACE_S", d.cancel_grace_s),
             register_retry_s=env_float("EXECUTOR_REGISTER_RETRY_S", d.register_retry_s),

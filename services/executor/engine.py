@@ -39,6 +39,7 @@ from comfyfleet.workflow.validate import ValidationResult, describe
 if TYPE_CHECKING:
     from services.executor.comfyui import ComfyUISettings
     from services.executor.native import NativeEngine
+    from services.executor.native.memory import MemoryGuard
     from services.executor.weights import LoadedWeights
 
 
@@ -181,12 +182,17 @@ class Engine(Protocol):
 
 
 def build_engine(
-    name: str, device: str, work_dir: Path, comfyui: ComfyUISettings | None = None
+    name: str,
+    device: str,
+    work_dir: Path,
+    comfyui: ComfyUISettings | None = None,
+    memory: MemoryGuard | None = None,
 ) -> Engine:
     """The engine the executor registers with: "native", or "comfyui" with its settings.
 
     ``device`` is a resolved torch device ("cpu", "cuda:0"), see ``resources.resolve_device``.
     The comfyui engine is returned started (its ComfyUI answers); stop it with ``close()``.
+    ``memory`` bounds a native run's allocations (the native engine's default otherwise).
     """
     if name == "comfyui" and comfyui is not None:
         from services.executor.comfyui import ComfyUIEngine
@@ -199,7 +205,7 @@ def build_engine(
     # Imported here: the native nodes pull in torch and are only needed by a real executor.
     from services.executor.native import NativeEngine
 
-    return NativeAdapter(NativeEngine(device), work_dir / "output")
+    return NativeAdapter(NativeEngine(device, memory=memory), work_dir / "output")
 
 
 class OutputFolder:

@@ -56,6 +56,62 @@ def weights_budget(device: str, budget_bytes: int | None, fraction: float) -> in
     return int(device_info(device).free_memory_bytes * fraction)
 
 
+def available_memory_bytes(device: str) -> int:
+    """Memory a new allocation can take on the device now.
+
+    CUDA: what the driver has free plus what torch's allocator holds unused. CPU: the
+    kernel's ``MemAvailable``, and no more than the container's cgroup has left: past its
+    limit the OOM killer ends the process however much the machine has free.
+    """
+    if device.startswith("cuda"):
+        dev = torch.device(device)
+        free, _total = torch.cuda.mem_get_info(dev)
+        return int(free + torch.cuda.memory_reserved(dev) - torch.cuda.memory_allocated(dev))
+    available = _meminfo_available()
+    left = _cgroup_left()
+    return min(available, left) if left is not None else available
+
+
+def run_memory_budget(
+    device: str, budget_bytes: int | None, fraction: float, weights_bytes: int
+) -> int:
+    """The bound on one allocation of a native run: as configured, or ``fraction`` of the
+    memory available now less what loaded weights may come to hold."""
+    if budget_bytes is not None:
+        return budget_bytes
+    return max(0, int((available_memory_bytes(device) - weights_bytes) * fraction))
+
+
+def _meminfo_available() -> int:
+    with contextlib.suppress(OSError, ValueError), open("/proc/meminfo") as meminfo:
+        for line in meminfo:
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
+# (limit, usage) files of cgroup v2, then v1.
+_CGROUP_FILES = (
+    ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
+    ("/sys/fs/cgroup/memory/memory.limit_in_bytes", "/sys/fs/cgroup/memory/memory.usage_in_bytes"),
+)
+
+
+def _cgroup_left() -> int | None:
+    """What the process's memory cgroup allows beyond its usage; None without a limit."""
+    for limit_file, usage_file in _CGROUP_FILES:
+        try:
+            with open(limit_file) as limit, open(usage_file) as usage:
+                limit_text, usage_text = limit.read().strip(), usage.read().strip()
+        except OSError:
+            continue
+        # v1 writes "no limit" as a number near 2^63.
+        if limit_text == "max" or int(limit_text) >= 2**60:
+            return None
+        return max(0, int(limit_text) - int(usage_text))
+    return None
+
+
 def _rss_bytes() -> int:
     with open("/proc/self/statm") as statm:
         return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")

@@ -54,7 +54,7 @@ from services.executor.convert import attempt_spec, update_proto
 from services.executor.engine import Engine, build_engine
 from services.executor.registrar import object_info_of
 from services.executor.resources import resolve_device
-from services.executor.server import attempt_deps
+from services.executor.server import attempt_deps, memory_guard
 from services.executor.serverless import IdlePolls, ServerlessWatch, WarmupFailed, warm_up
 from services.executor.worker import Worker
 
@@ -209,7 +209,8 @@ def main() -> int:
     cfg = Config.from_env()
     setup_telemetry("executor", TelemetryConfig.from_env())
     device = resolve_device(cfg.device)
-    engine = build_engine(cfg.engine, device, cfg.work_dir, cfg.comfyui)
+    memory = memory_guard(cfg, device) if cfg.engine == "native" else None
+    engine = build_engine(cfg.engine, device, cfg.work_dir, cfg.comfyui, memory)
     try:
         if cfg.warmup_workflow:
             try:

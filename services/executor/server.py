@@ -10,6 +10,7 @@ import logging
 import socket
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import aiohttp
 
@@ -28,11 +29,20 @@ from services.executor.convert import capacity_proto
 from services.executor.engine import Engine, build_engine
 from services.executor.models import ModelCache
 from services.executor.registrar import Identity, Registrar, object_info_of
-from services.executor.resources import _gpu_utilization, resolve_device, weights_budget
+from services.executor.resources import (
+    _gpu_utilization,
+    available_memory_bytes,
+    resolve_device,
+    run_memory_budget,
+    weights_budget,
+)
 from services.executor.serverless import ServerlessWatch, warm_up
 from services.executor.servicer import ExecutorServicer
 from services.executor.weights import WeightsCache
 from services.executor.worker import Worker
+
+if TYPE_CHECKING:
+    from services.executor.native.memory import MemoryGuard
 
 log = logging.getLogger(__name__)
 
@@ -121,6 +131,23 @@ def weights_cache(cfg: Config, engine: Engine) -> WeightsCache | None:
     return WeightsCache(engine.device, budget)
 
 
+def memory_guard(cfg: Config, device: str) -> MemoryGuard:
+    """The bounds of a native run on ``device``: the memory budget of one allocation (as
+    configured, or derived from the memory available now less the weights budget), the memory
+    available at each allocation, and the largest input image."""
+    # Imported here: the native nodes pull in torch and only a native executor needs them.
+    from services.executor.native.memory import MemoryGuard
+
+    weights = weights_budget(device, cfg.weights_budget_bytes, cfg.weights_budget_fraction)
+    budget = run_memory_budget(device, cfg.memory_budget_bytes, cfg.memory_budget_fraction, weights)
+    log.info("a native run allocates at most %d bytes at once on %s", budget, device)
+    return MemoryGuard(
+        budget_bytes=budget,
+        free_bytes=functools.partial(available_memory_bytes, device),
+        max_input_pixels=cfg.max_input_pixels,
+    )
+
+
 @contextlib.asynccontextmanager
 async def running_executor(
     cfg: Config, engine: Engine | None = None
@@ -135,8 +162,9 @@ async def running_executor(
     async with contextlib.AsyncExitStack() as stack:
         if engine is None:
             device = resolve_device(cfg.device)
+            memory = memory_guard(cfg, device) if cfg.engine == "native" else None
             engine = await asyncio.to_thread(
-                build_engine, cfg.engine, device, cfg.work_dir, cfg.comfyui
+                build_engine, cfg.engine, device, cfg.work_dir, cfg.comfyui, memory
             )
             close = getattr(engine, "close", None)
             if close is not None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from comfyfleet.common.addresses import AddressPolicy, parse_networks
 from comfyfleet.common.config import (
     ConfigError,
     DatabaseConfig,
@@ -17,8 +18,6 @@ from comfyfleet.common.grpcserver import MAX_MESSAGE_BYTES
 from comfyfleet.workflow.budget import RESOURCE_BUDGET, ResourceBudget
 from services.gateway.ratelimit import RateLimit
 from services.gateway.tokens import JwtSettings
-from services.webhook.addresses import AddressPolicy
-from services.webhook.config import parse_networks
 
 MIB = 1024 * 1024
 DEFAULT_RATE = RateLimit(50.0, 100)

@@ -136,7 +136,15 @@ def _registrations(
     catalogs = EnvironmentCatalogs(environments, recheck_s=cfg.catalog_recheck_s)
     return [
         registration(
-            ExecutionsServicer(auth, ledger, scheduler, catalogs, fetcher, cfg.default_environment),
+            ExecutionsServicer(
+                auth,
+                ledger,
+                scheduler,
+                catalogs,
+                fetcher,
+                cfg.default_environment,
+                budget=cfg.limits.budget,
+            ),
             executions_pb2_grpc,
             "ExecutionService",
         ),

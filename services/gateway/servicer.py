@@ -14,6 +14,7 @@ from comfyfleet.environments.v1 import environments_pb2, environments_pb2_grpc
 from comfyfleet.executions.v1 import executions_pb2, executions_pb2_grpc
 from comfyfleet.models.v1 import models_pb2, models_pb2_grpc
 from comfyfleet.webhooks.v1 import webhooks_pb2, webhooks_pb2_grpc
+from comfyfleet.workflow.budget import RESOURCE_BUDGET, BudgetReason, ResourceBudget
 from services.gateway.auth import Authenticator, Principal
 from services.gateway.environments import EnvironmentCatalogs, resolve_environment
 from services.gateway.fetch import InputFetcher
@@ -81,6 +82,8 @@ class ExecutionsServicer(executions_pb2_grpc.ExecutionServiceServicer):
         catalogs: EnvironmentCatalogs,
         fetcher: InputFetcher,
         default_environment: str,
+        *,
+        budget: ResourceBudget = RESOURCE_BUDGET,
     ) -> None:
         self.auth = auth
         self.ledger = ledger
@@ -88,6 +91,7 @@ class ExecutionsServicer(executions_pb2_grpc.ExecutionServiceServicer):
         self.catalogs = catalogs
         self.fetcher = fetcher
         self.default_environment = default_environment
+        self.budget = budget
 
     async def CreateExecution(
         self, request: executions_pb2.CreateExecutionRequest, context: Context
@@ -98,8 +102,9 @@ class ExecutionsServicer(executions_pb2_grpc.ExecutionServiceServicer):
         environment = resolve_environment(
             request.environment, principal.default_environment, self.default_environment
         )
-        check_workflow(text, await self.catalogs.catalog(environment, principal.tenant_id))
-        _check_inputs(request)
+        catalog = await self.catalogs.catalog(environment, principal.tenant_id)
+        check_workflow(text, catalog, budget=self.budget)
+        _check_inputs(request, self.budget)
 
         async def create() -> executions_pb2.Execution:
             return await self._create(request, text, environment, principal)
@@ -173,7 +178,7 @@ class ExecutionsServicer(executions_pb2_grpc.ExecutionServiceServicer):
         )
 
 
-def _check_inputs(request: executions_pb2.CreateExecutionRequest) -> None:
+def _check_inputs(request: executions_pb2.CreateExecutionRequest, budget: ResourceBudget) -> None:
     violations = []
     seen: set[str] = set()
     for i, item in enumerate(request.inputs):
@@ -182,8 +187,20 @@ def _check_inputs(request: executions_pb2.CreateExecutionRequest) -> None:
         elif item.name in seen:
             violations.append(FieldViolation(f"inputs[{i}].name", f"{item.name!r} is given twice"))
         seen.add(item.name)
-        if item.WhichOneof("source") is None:
+        source = item.WhichOneof("source")
+        if source is None:
             violations.append(FieldViolation(f"inputs[{i}]", "needs content, url or upload_id"))
+        elif source == "content":
+            # Only the header is read: a decompression bomb is refused before it is stored.
+            problem = budget.input_image_problem(item.content)
+            if problem is not None:
+                violations.append(
+                    FieldViolation(
+                        f"inputs[{i}].content",
+                        f"the image {item.name!r} {problem}",
+                        BudgetReason.INPUT_IMAGE_TOO_LARGE,
+                    )
+                )
     if violations:
         raise InvalidArgument("the input files are not valid", violations)
 

@@ -8,6 +8,7 @@ from google.protobuf import struct_pb2
 
 from comfyfleet.common.errors import FieldViolation, InvalidArgument
 from comfyfleet.common.jsonvalues import integral_floats_to_ints, struct_to_python
+from comfyfleet.workflow.budget import RESOURCE_BUDGET, ResourceBudget
 from comfyfleet.workflow.limits import WORKFLOW_LIMITS, WorkflowLimits
 from comfyfleet.workflow.objectinfo import unlisted_model_file
 from comfyfleet.workflow.specs import NodeCatalog
@@ -39,11 +40,14 @@ def workflow_text(workflow_json: str, workflow: struct_pb2.Struct | None) -> str
 
 
 def check_workflow(
-    text: str, catalog: NodeCatalog, limits: WorkflowLimits = WORKFLOW_LIMITS
+    text: str,
+    catalog: NodeCatalog,
+    limits: WorkflowLimits = WORKFLOW_LIMITS,
+    budget: ResourceBudget = RESOURCE_BUDGET,
 ) -> None:
     """Raises INVALID_ARGUMENT naming every value beyond the workflow ``limits``, else every
     problem of every node, as ComfyUI would, against the node catalog of the execution's
-    environment.
+    environment, else every node whose output would exceed the resource ``budget``.
 
     Unlike ComfyUI, which runs the valid outputs of a partly valid prompt, the API refuses
     a workflow with any node error: a caller should not get fewer outputs than it asked for
@@ -64,6 +68,7 @@ def check_workflow(
     result = validate_workflow(data, catalog, unlisted_ok=unlisted_model_file)
     issues = result.issues
     if not issues:
+        _check_budget(result, budget)
         return
     metadata = comfy_error_metadata(result.comfy_body()) if _small(result) else {}
     message = issues[0].message if result.error is None else result.error.message
@@ -73,6 +78,18 @@ def check_workflow(
         reason="INVALID_WORKFLOW",
         metadata=metadata,
     )
+
+
+def _check_budget(result: ValidationResult, budget: ResourceBudget) -> None:
+    """Only the nodes the outputs need run, so only theirs count."""
+    assert result.workflow is not None
+    over = budget.violations(result.workflow, result.outputs)
+    if over:
+        raise InvalidArgument(
+            f"the workflow does not fit the resource budget: {over[0].field} {over[0].description}",
+            [FieldViolation(v.field, v.description, v.reason) for v in over],
+            reason="RESOURCE_BUDGET_EXCEEDED",
+        )
 
 
 def _small(result: ValidationResult) -> bool:

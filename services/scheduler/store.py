@@ -21,6 +21,7 @@ from comfyfleet.common.errors import (
 from comfyfleet.common.telemetry import current_traceparent
 from comfyfleet.executions.v1 import executions_pb2
 from services.scheduler.cost import DEFAULT_PRICES, PriceTable
+from services.scheduler.failures import exhausted
 from services.scheduler.journal import Journal
 from services.scheduler.lifecycle import (
     Backoff,
@@ -137,14 +138,6 @@ class Fenced:
 
     execution_id: str
     attempt: int
-
-
-def exhausted(error: status_pb2.Status, attempts: int) -> status_pb2.Status:
-    """The final error once every attempt failed: the last failure's code and details."""
-    out = status_pb2.Status()
-    out.CopyFrom(error)
-    out.message = f"all {attempts} attempts failed; the last one: {error.message}"
-    return out
 
 
 class ExecutionStore:
@@ -440,10 +433,23 @@ class ExecutionStore:
                 record.attempt, record.max_attempts, self.backoff
             )
             if isinstance(decision, GiveUp):
-                await self._fail(conn, record, exhausted(error, record.attempt))
+                errors = await self._attempt_errors(conn, record.id)
+                await self._fail(conn, record, exhausted(errors or [error], record.attempt))
                 return True
             await self._retry(conn, record, decision, error)
             return True
+
+    @staticmethod
+    async def _attempt_errors(
+        conn: asyncpg.Connection, execution_id: str
+    ) -> list[status_pb2.Status]:
+        """The errors of the execution's attempts, first to last."""
+        rows = await conn.fetch(
+            "SELECT error FROM attempts WHERE execution_id = $1 AND error IS NOT NULL"
+            " ORDER BY number",
+            execution_id,
+        )
+        return [status_pb2.Status.FromString(r["error"]) for r in rows]
 
     async def _retry(
         self,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -21,8 +22,10 @@ from comfyfleet.workflow.runner import (
 )
 from comfyfleet.workflow.specs import NodeCatalog
 from comfyfleet.workflow.validate import ValidationResult
+from services.executor.native.memory import MemoryGuard, guarding
 from services.executor.native.nodes.base import NativeResources
 from services.executor.native.registry import native_registry
+from services.executor.resources import available_memory_bytes
 from services.executor.weights import LoadedWeights
 
 
@@ -37,6 +40,8 @@ class NativeEngine:
     """Validates and runs workflows on one device, keeping an output cache between runs.
 
     One engine runs one workflow at a time (the executor's model); it is not re-entrant.
+    ``memory`` bounds what a run may allocate (``memory.MemoryGuard``); by default only the
+    memory free on the device at each allocation.
     """
 
     def __init__(
@@ -45,10 +50,14 @@ class NativeEngine:
         *,
         registry: NodeRegistry | None = None,
         cache: OutputCache | None = None,
+        memory: MemoryGuard | None = None,
     ) -> None:
         self.device = pick_device(device)
         self._engine = WorkflowEngine(registry or native_registry(), cache)
         self._resources = NativeResources(self.device)
+        self.memory = memory or MemoryGuard(
+            free_bytes=functools.partial(available_memory_bytes, str(self.device))
+        )
 
     @property
     def catalog(self) -> NodeCatalog:
@@ -101,7 +110,7 @@ class NativeEngine:
         on_cuda = self.device.type == "cuda"
         if on_cuda:
             torch.cuda.reset_peak_memory_stats(self.device)
-        with torch.inference_mode():
+        with torch.inference_mode(), guarding(self.memory):
             result = self._engine.run(
                 workflow,
                 inputs,

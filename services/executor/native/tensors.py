@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from services.executor.native.memory import check_allocation
+
 IMAGE_UPSCALE_METHODS = ("nearest-exact", "bilinear", "area", "bicubic", "lanczos")
 
 
@@ -101,6 +103,7 @@ def common_upscale(
     ``torch.nn.functional.interpolate`` mode (no ``align_corners``, no antialias), or
     ``lanczos`` (Pillow) or ``bislerp``.
     """
+    check_allocation((*samples.shape[:-2], height, width), samples.dtype)
     source = center_crop_for(samples, width, height) if crop == "center" else samples
     if method == "bislerp":
         return bislerp(source, width, height)
@@ -144,6 +147,7 @@ def repeat_to_batch(tensor: torch.Tensor, batch: int) -> torch.Tensor:
     if size > batch:
         return tensor[:batch]
     if size < batch:
+        check_allocation((batch, *tensor.shape[1:]), tensor.dtype)
         reps = [math.ceil(batch / size)] + [1] * (tensor.ndim - 1)
         return tensor.repeat(reps)[:batch]
     return tensor

@@ -8,9 +8,10 @@ from collections.abc import AsyncGenerator
 import grpc
 from google.rpc import code_pb2
 
-from comfyfleet.common.errors import from_rpc_error
+from comfyfleet.common.errors import error_info, from_rpc_error
 from comfyfleet.common.grpcserver import channel
 from comfyfleet.executor.v1 import executor_pb2, executor_pb2_grpc
+from services.scheduler.failures import connection_lost
 from services.scheduler.providers.base import ProviderError
 from services.scheduler.records import Placement
 
@@ -42,6 +43,10 @@ class LocalProvider:
                 yield update
         except grpc.aio.AioRpcError as err:
             status = from_rpc_error(err).status
+            if received and error_info(status) is None:
+                # Not the executor's answer (it always sends ErrorInfo) but the transport's:
+                # the process died or its machine went away mid-run.
+                status = connection_lost(placement.executor_id, status)
             raise ProviderError(
                 status,
                 workflow_error=status.code in _WORKFLOW_CODES,

@@ -167,10 +167,35 @@ async def test_an_executor_that_dies_mid_stream_is_retried(clients: Clients) -> 
         "succeeded",
     ]
     died, ended = (e for e in events if e.event_type == "execution.retrying")
-    assert (died.error.code, died.error.message) == (code_pb2.UNAVAILABLE, "executor crashed")
+    assert (died.error.code, died.error.message) == (
+        code_pb2.UNAVAILABLE,
+        "the connection to executor ex-1 was lost during the attempt"
+        " (killed, crashed or unreachable): executor crashed",
+    )
     info = error_info(ended.error)
     assert info is not None and info.reason == "EXECUTOR_STREAM_ENDED"
     assert events[-1].attempt == 3
+
+
+async def test_an_executor_that_dies_every_attempt_ends_failed_saying_so(
+    clients: Clients,
+) -> None:
+    async with scripted_executor(clients.address, "ex-1", DIE) as ex:
+        execution = await create(clients, TENANT, max_attempts=2)
+        events = await watch(clients, TENANT, execution.id)
+    failed = await get(clients, TENANT, execution.id)
+
+    assert types(events)[-4:] == ["retrying", "dispatched", "running", "failed"]
+    assert ex.servicer.attempts() == [(execution.id, 1), (execution.id, 2)]
+    assert (failed.state, failed.attempt) == (STATE.EXECUTION_STATE_FAILED, 2)
+    assert failed.error.code == code_pb2.UNAVAILABLE
+    assert failed.error.message == (
+        "the executor died during the attempt 2 times (last: connection lost): the connection"
+        " to executor ex-1 was lost during the attempt (killed, crashed or unreachable):"
+        " executor crashed"
+    )
+    info = error_info(failed.error)
+    assert info is not None and info.reason == "EXECUTOR_DIED"
 
 
 async def test_an_unreachable_executor_is_forgotten_and_the_work_retried(

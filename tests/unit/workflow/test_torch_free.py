@@ -7,7 +7,7 @@ import sys
 
 from tests.support.paths import REPO_ROOT
 
-MODULES = ["catalog", "engine", "graph", "io", "runner", "schedule", "specs", "validate"]
+MODULES = ["budget", "catalog", "engine", "graph", "io", "runner", "schedule", "specs", "validate"]
 
 
 def test_workflow_package_imports_no_torch_or_numpy() -> None:

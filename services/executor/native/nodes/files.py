@@ -15,8 +15,10 @@ import torch
 from PIL import Image, ImageOps, ImageSequence
 from PIL.PngImagePlugin import PngInfo
 
+from comfyfleet.workflow.budget import InputImageTooLarge, image_header
 from comfyfleet.workflow.io import OutputFile, split_prefix
 from comfyfleet.workflow.runner import NodeContext, NodeOutput
+from services.executor.native.memory import active_guard, check_allocation
 from services.executor.native.nodes.base import NodeSet, device_of
 from services.executor.native.tensors import from_uint8, to_uint8
 
@@ -219,8 +221,17 @@ def save_animated_webp(
 
 
 def _open_image(ctx: NodeContext, name: str) -> Image.Image:
-    image = Image.open(io.BytesIO(ctx.inputs.read(name)))
-    image.load()
+    """The input image ``name``, decoded only once its header shows it within the budget: a
+    file of a few KB can declare billions of pixels (a decompression bomb)."""
+    data = ctx.inputs.read(name)
+    header = image_header(data)
+    if header is not None:
+        active_guard().check_image(name, header)
+    try:
+        image = Image.open(io.BytesIO(data))
+        image.load()
+    except Image.DecompressionBombError as err:
+        raise InputImageTooLarge(f"the input image {name!r} is too large to decode: {err}") from err
     return image
 
 
@@ -255,6 +266,8 @@ def load_image(ctx: NodeContext, image: str) -> tuple[torch.Tensor, torch.Tensor
             size = rgb.size
         elif rgb.size != size:
             continue
+        # Every frame so far, as an RGB image and a mask: an animation multiplies the pixels.
+        check_allocation((len(pictures) + 1, size[1], size[0], 4))
         pictures.append(from_uint8(np.asarray(rgb))[None])
         mask = _alpha_mask(frame)
         masks.append((mask if mask is not None else torch.zeros((64, 64)))[None])
@@ -274,6 +287,7 @@ def load_image_mask(ctx: NodeContext, image: str, channel: str) -> tuple[torch.T
             frame = frame.point(lambda value: value * (1 / 255))
         frame = frame.convert("RGBA")
     band = channel[0].upper()
+    check_allocation((1, frame.height, frame.width))
     if band in frame.getbands():
         mask = from_uint8(np.asarray(frame.getchannel(band)))
         if band == "A":

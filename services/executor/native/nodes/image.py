@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from comfyfleet.workflow.runner import NodeContext
+from services.executor.native.memory import check_allocation
 from services.executor.native.nodes.base import NodeSet, device_of
 from services.executor.native.tensors import (
     common_upscale,
@@ -26,6 +27,7 @@ def solid_image(
     width: int, height: int, batch: int, color: int, device: torch.device
 ) -> torch.Tensor:
     """A ``[batch, height, width, 3]`` image of the 0xRRGGBB ``color``."""
+    check_allocation((batch, height, width, 3))
     rgb = [((color >> shift) & 0xFF) / 0xFF for shift in (16, 8, 0)]
     return (
         torch.tensor(rgb, dtype=torch.float32, device=device)
@@ -143,6 +145,7 @@ def resize_and_pad_image(
     new_width, new_height = int(width * scale), int(height * scale)
     resized = resize_image(image, new_width, new_height, interpolation)
     fill = 0.0 if padding_color == "black" else 1.0
+    check_allocation((batch, target_height, target_width, channels), image.dtype)
     canvas = torch.full(
         (batch, target_height, target_width, channels), fill, dtype=image.dtype, device=image.device
     )

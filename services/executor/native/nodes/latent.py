@@ -9,6 +9,7 @@ from typing import Any
 import torch
 
 from comfyfleet.workflow.runner import NodeContext
+from services.executor.native.memory import check_allocation
 from services.executor.native.nodes.base import NodeSet, device_of
 from services.executor.native.nodes.transform import composite
 from services.executor.native.tensors import common_upscale, repeat_to_batch
@@ -26,6 +27,7 @@ def _with(latent: Latent, **changes: Any) -> tuple[Latent]:
 
 def _empty(ctx: NodeContext, width: int, height: int, batch: int, channels: int) -> Latent:
     shape = (batch, channels, height // 8, width // 8)
+    check_allocation(shape)
     return {"samples": torch.zeros(shape, device=device_of(ctx))}
 
 
@@ -222,7 +224,11 @@ def latent_concat(ctx: NodeContext, samples1: Latent, samples2: Latent, dim: str
     s1 = samples1["samples"]
     s2 = repeat_to_batch(samples2["samples"].to(s1.device), s1.shape[0])
     parts = [s2, s1] if dim.startswith("-") else [s1, s2]
-    return _with(samples1, samples=torch.cat(parts, dim=_CONCAT_DIMS[dim.lstrip("-")]))
+    axis = _CONCAT_DIMS[dim.lstrip("-")]
+    joined = list(s1.shape)
+    joined[axis] += s2.shape[axis]
+    check_allocation(joined, s1.dtype)
+    return _with(samples1, samples=torch.cat(parts, dim=axis))
 
 
 @nodes.node("LatentCut")
@@ -249,6 +255,7 @@ def _batch_indexes(latent: Latent, size: int) -> list[int]:
 def latent_batch(ctx: NodeContext, samples1: Latent, samples2: Latent) -> tuple[Latent]:
     s1 = samples1["samples"]
     s2 = reshape_like(s1, samples2["samples"], repeat=False)
+    check_allocation((s1.shape[0] + s2.shape[0], *s1.shape[1:]), s1.dtype)
     indexes = _batch_indexes(samples1, s1.shape[0]) + _batch_indexes(samples2, s2.shape[0])
     return _with(samples1, samples=torch.cat((s1, s2)), batch_index=indexes)
 
@@ -288,6 +295,8 @@ def latent_from_batch(
 
 @nodes.node("RepeatLatentBatch")
 def repeat_latent_batch(ctx: NodeContext, samples: Latent, amount: int) -> tuple[Latent]:
+    tensor = samples["samples"]
+    check_allocation((tensor.shape[0] * amount, *tensor.shape[1:]), tensor.dtype)
     out: Latent = {**samples, "samples": samples["samples"].repeat((amount, 1, 1, 1))}
     masks = samples.get("noise_mask")
     if masks is not None and masks.shape[0] > 1:
@@ -321,6 +330,7 @@ def _pixel_masks(latent: Latent) -> torch.Tensor:
     """The latent's noise masks at pixel size and batch size (ones when it has none)."""
     tensor = latent["samples"]
     batch, height, width = tensor.shape[0], tensor.shape[2] * 8, tensor.shape[3] * 8
+    check_allocation((batch, 1, height, width))
     masks = latent.get("noise_mask")
     if masks is None:
         return torch.ones((batch, 1, height, width), device=tensor.device)

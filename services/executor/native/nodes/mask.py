@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from comfyfleet.workflow.runner import NodeContext
+from services.executor.native.memory import check_allocation
 from services.executor.native.nodes.base import NodeSet, device_of
 from services.executor.native.tensors import common_upscale
 
@@ -23,6 +24,7 @@ def as_masks(mask: torch.Tensor) -> torch.Tensor:
 
 @nodes.node("SolidMask")
 def solid_mask(ctx: NodeContext, value: float, width: int, height: int) -> tuple[torch.Tensor]:
+    check_allocation((1, height, width))
     return (torch.full((1, height, width), value, dtype=torch.float32, device=device_of(ctx)),)
 
 
@@ -144,6 +146,7 @@ def mask_composite(
 
 def _resize_mask(mask: torch.Tensor, height: int, width: int) -> torch.Tensor:
     planes = mask.reshape((-1, 1, mask.shape[-2], mask.shape[-1]))
+    check_allocation((planes.shape[0], height, width), planes.dtype)
     return F.interpolate(planes, size=(height, width), mode="bilinear").squeeze(1)
 
 

@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from comfyfleet.workflow.runner import NodeContext
+from services.executor.native.memory import check_allocation
 from services.executor.native.nodes.base import NodeSet
 from services.executor.native.tensors import common_upscale, repeat_to_batch
 
@@ -105,6 +106,7 @@ def image_pad_for_outpaint(
     """Pad with grey and return the mask of what to paint (1 outside, feathered inside)."""
     batch, height, width, channels = image.shape
     device = image.device
+    check_allocation((batch, height + top + bottom, width + left + right, channels))
     canvas = torch.full(
         (batch, height + top + bottom, width + left + right, channels), 0.5, device=device
     )
@@ -133,6 +135,7 @@ def image_pad_for_outpaint(
 def image_batch(
     ctx: NodeContext, image1: torch.Tensor, image2: torch.Tensor
 ) -> tuple[torch.Tensor]:
+    check_allocation((image1.shape[0] + image2.shape[0], *image1.shape[1:]), image1.dtype)
     if image1.shape[1:] != image2.shape[1:]:
         image2 = common_upscale(
             image2.movedim(-1, 1), image1.shape[2], image1.shape[1], "bilinear", "center"
@@ -151,6 +154,7 @@ def image_from_batch(
 
 @nodes.node("RepeatImageBatch")
 def repeat_image_batch(ctx: NodeContext, image: torch.Tensor, amount: int) -> tuple[torch.Tensor]:
+    check_allocation((image.shape[0] * amount, *image.shape[1:]), image.dtype)
     return (image.repeat((amount, 1, 1, 1)),)
 
 
@@ -231,7 +235,11 @@ def image_stitch(
         parts.insert(
             1, _spacer(image1, image2, spacing_width + spacing_width % 2, horizontal, color)
         )
-    return (torch.cat(parts, dim=2 if horizontal else 1),)
+    axis = 2 if horizontal else 1
+    joined = list(image1.shape)
+    joined[axis] = sum(part.shape[axis] for part in parts)
+    check_allocation(joined, image1.dtype)
+    return (torch.cat(parts, dim=axis),)
 
 
 def _extend_batch(image: torch.Tensor, batch: int) -> torch.Tensor:
@@ -239,6 +247,7 @@ def _extend_batch(image: torch.Tensor, batch: int) -> torch.Tensor:
     missing = batch - image.shape[0]
     if missing <= 0:
         return image
+    check_allocation((batch, *image.shape[1:]), image.dtype)
     return torch.cat([image, image[-1:].repeat(missing, 1, 1, 1)])
 
 
