@@ -10,6 +10,7 @@ from google.protobuf import message
 
 from comfyfleet.common.errors import FieldViolation, InvalidArgument, from_rpc_error
 from comfyfleet.common.tenancy import tenant_metadata
+from comfyfleet.common.workflowcheck import check_workflow
 from comfyfleet.environments.v1 import environments_pb2, environments_pb2_grpc
 from comfyfleet.executions.v1 import executions_pb2, executions_pb2_grpc
 from comfyfleet.models.v1 import models_pb2, models_pb2_grpc
@@ -19,7 +20,7 @@ from services.gateway.auth import Authenticator, Principal
 from services.gateway.environments import EnvironmentCatalogs, resolve_environment
 from services.gateway.fetch import InputFetcher
 from services.gateway.idempotency import Ledger, fill_request_id
-from services.gateway.validation import check_workflow, workflow_text
+from services.gateway.validation import workflow_text
 
 Context: TypeAlias = grpc.aio.ServicerContext
 R = TypeVar("R")

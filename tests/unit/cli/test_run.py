@@ -7,12 +7,14 @@ import json
 import os
 import subprocess
 import sys
+from importlib.metadata import EntryPoint, EntryPoints
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from comfyfleet.cli import run as local_run
 from comfyfleet.cli.main import main
 from tests.support.paths import REPO_ROOT, comfyui_ref
 
@@ -152,6 +154,29 @@ def test_no_cuda_device_is_a_usage_error(
 
     assert code == 2
     assert err == "error: --device cuda: torch sees no CUDA device\n"
+
+
+@pytest.mark.parametrize(
+    ("found", "said"),
+    [
+        ([EntryPoint("native", "no_torch_here:run", local_run.RUNNERS)], " (No module named "),
+        ([], ""),
+    ],
+)
+def test_without_the_executor_it_says_what_to_install(
+    found: list[EntryPoint],
+    said: str,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(local_run, "entry_points", lambda **_: EntryPoints(found))
+
+    code, _, err = run(capsys, workflow("a_tiny"), "--out", str(tmp_path))
+
+    assert code == 2
+    assert err.startswith(f"error: comfyfleet run needs the executor{said}")
+    assert err.endswith(": pip install 'comfyfleet[executor]'\n")
 
 
 def test_the_cli_loads_torch_only_for_run() -> None:

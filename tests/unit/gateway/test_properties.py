@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from comfyfleet.common.addresses import AddressPolicy
 from comfyfleet.common.errors import InvalidArgument
+from comfyfleet.common.workflowcheck import check_workflow
 from comfyfleet.executions.v1 import executions_pb2
 from comfyfleet.workflow.catalog import NATIVE_CATALOG
 from services.gateway import keys
@@ -25,7 +26,7 @@ from services.gateway.tenants import (
     Rate,
     check_tenant,
 )
-from services.gateway.validation import check_workflow, workflow_text
+from services.gateway.validation import workflow_text
 
 SETTINGS = settings(
     max_examples=200, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow]

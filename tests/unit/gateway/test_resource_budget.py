@@ -8,10 +8,10 @@ import json
 import pytest
 
 from comfyfleet.common.errors import InvalidArgument, error_info
+from comfyfleet.common.workflowcheck import check_workflow
 from comfyfleet.workflow.budget import GIB, ResourceBudget
 from comfyfleet.workflow.catalog import NATIVE_CATALOG
 from services.gateway.config import Limits
-from services.gateway.validation import check_workflow
 
 
 def workflow(batch: int) -> str:

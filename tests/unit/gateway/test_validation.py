@@ -5,8 +5,10 @@ import pytest
 from google.protobuf import json_format, struct_pb2
 
 from comfyfleet.common.errors import InvalidArgument, error_info
+from comfyfleet.common.workflowcheck import check_workflow
 from comfyfleet.workflow.catalog import NATIVE_CATALOG
-from services.gateway.validation import COMFYUI_NODE_ERRORS, check_workflow, workflow_text
+from comfyfleet.workflow.validate import COMFYUI_NODE_ERRORS
+from services.gateway.validation import workflow_text
 from tests.support.paths import comfyui_ref
 
 WORKFLOWS = comfyui_ref() / "workflows"
