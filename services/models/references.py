@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from comfyfleet.common.errors import FieldViolation, InvalidArgument
+from comfyfleet.workflow.limits import WORKFLOW_LIMITS
 from comfyfleet.workflow.modelfiles import standard_folder
 from services.models.kinds import FOLDER_OF_KIND
 
@@ -71,10 +72,21 @@ def _node_references(node_id: str, class_type: str, inputs: dict[str, Any]) -> l
 
 
 def _parse_workflow(text: str) -> dict[str, Any]:
-    try:
-        nodes = json.loads(text)
-    except (ValueError, RecursionError) as err:
-        raise _bad("workflow_json", f"the workflow is not valid JSON: {err}") from None
+    # The limits CreateExecution holds a workflow to, so that no value of one reaches a query
+    # (or anything else) that could not take it.
+    nodes, beyond = WORKFLOW_LIMITS.load(text)
+    if beyond:
+        violations = [FieldViolation(v.field, v.description, v.reason) for v in beyond]
+        raise InvalidArgument(
+            f"the workflow is malformed: {beyond[0].field} {beyond[0].description}",
+            violations,
+            reason="INVALID_WORKFLOW",
+        )
+    if nodes is None:
+        try:
+            json.loads(text)  # again, for the decoder's own words
+        except ValueError as err:
+            raise _bad("workflow_json", f"the workflow is not valid JSON: {err}") from None
     if not isinstance(nodes, dict):
         raise _bad("workflow_json", "the workflow must be a JSON object of nodes by id")
     return nodes

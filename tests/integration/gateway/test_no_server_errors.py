@@ -50,6 +50,8 @@ __all__ = ["platform", "start_models"]
 CREATE = "/comfyfleet.executions.v1.ExecutionService/CreateExecution"
 # CreateExecution's three forms: the gRPC Struct, gRPC JSON text, and the REST object.
 FORMS = ("struct", "json", "rest")
+# ResolveModels, the other method that takes a workflow (as JSON text).
+RESOLVE = "/comfyfleet.models.v1.ModelService/ResolveModels"
 UPLOAD = "/comfyfleet.models.v1.ModelService/UploadModel"
 # The answers that mean the server failed, not the client.
 SERVER_ERRORS = {
@@ -175,9 +177,16 @@ def graph(kind: str, size: int) -> dict[str, Any]:
     return nodes
 
 
+def naming_a_model(name: str) -> dict[str, Any]:
+    """A valid workflow whose loader (no output depends on it) names a model file."""
+    loader = {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": name}}
+    return {"9": loader, **graph("chain", 2)}
+
+
 GRAPH = st.one_of(
     st.builds(graph, st.sampled_from(["chain", "wide"]), st.integers(1, 12)),
     st.builds(graph, st.sampled_from(["chain", "wide"]), st.sampled_from([400, 10_000, 10_001])),
+    st.builds(naming_a_model, st.one_of(st.text(st.characters(exclude_categories=())), BAD_TEXT)),
 )
 
 
@@ -211,10 +220,12 @@ def mutated(draw: st.DrawFn) -> dict[str, Any]:
         name = draw(st.sampled_from(["width", "batch_size", "color", "images", "extra"]))
         if what == "node shape":
             workflow[node_id] = draw(JSON_VALUE)
-        elif what == "class":
-            node["class_type"] = draw(st.one_of(JSON_VALUE, st.just("NoSuchNode")))
         elif what == "cycle":
             workflow["1"] = {"class_type": "ImageInvert", "inputs": {"image": [node_id, 0]}}
+        elif not isinstance(node, dict):
+            continue
+        elif what == "class":
+            node["class_type"] = draw(st.one_of(JSON_VALUE, st.just("NoSuchNode")))
         elif what == "unknown field":
             node[draw(NAME)] = draw(JSON_VALUE)
         elif what == "inputs shape":
@@ -322,6 +333,7 @@ def route_calls(draw: st.DrawFn) -> Request:
 
 REQUESTS = st.one_of(
     *(st.builds(Request, st.just(form), mutated(), st.booleans()) for form in FORMS),
+    st.builds(Request, st.just("resolve"), mutated(), st.booleans()),
     st.builds(Request, st.just("rest"), mutated(), st.just(True), SWAPS),
     st.builds(Request, st.just("rest"), st.none(), st.just(True), st.just({}), RAW_BODIES),
     route_calls(),
@@ -336,12 +348,14 @@ class Outcome:
 
 async def send(platform: Platform, key: Metadata, auth: str, request: Request) -> str:
     """Makes the request; its answer as a gRPC code name or an HTTP status."""
-    if request.form in ("struct", "json"):
+    if request.form in ("struct", "json", "resolve"):
+        method, number = (RESOLVE, 1) if request.form == "resolve" else (CREATE, 2)
         if request.form == "struct":
             payload = length_delimited(1, struct_fields(request.workflow))
         else:
-            payload = length_delimited(2, text(dumps(request.workflow, escape=request.escape)))
-        code = await code_of(raw_call(platform, CREATE)(payload, metadata=key))
+            written = text(dumps(request.workflow, escape=request.escape))
+            payload = length_delimited(number, written)
+        code = await code_of(raw_call(platform, method)(payload, metadata=key))
         assert code not in SERVER_ERRORS, (code, request)
         return code.name
     headers = {"Authorization": auth, "Content-Type": "application/json"}
@@ -390,7 +404,7 @@ async def test_no_generated_request_gets_a_server_error(platform: Platform) -> N
         answer = sent.result(timeout=60)
         tally = f"{request.form} {answer}"
         outcome.answers[tally] = outcome.answers.get(tally, 0) + 1
-        if answer in ("OK", "200") and request.form != "route":
+        if answer in ("OK", "200") and request.form in FORMS:
             outcome.accepted += 1
 
     # Hypothesis runs in a thread, so that this loop serves the platform meanwhile.

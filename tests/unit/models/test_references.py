@@ -114,3 +114,20 @@ def test_malformed_nodes_are_all_reported() -> None:
         'workflow["2"].class_type',
         'workflow["3"].inputs',
     ]
+
+
+def test_values_beyond_the_workflow_limits_are_violations_naming_them() -> None:
+    # The limits of CreateExecution hold here too: a name that is not text (a JSON "\ud800")
+    # could not even be looked up in PostgreSQL.
+    workflow = {
+        "4": node("CheckpointLoaderSimple", ckpt_name="\ud800"),
+        "5": node("LoraLoader", lora_name="a\x00b", strength_model=float("nan")),
+    }
+    with pytest.raises(InvalidArgument) as caught:
+        find_references(json.dumps(workflow))
+    assert [(v.field, v.reason) for v in caught.value.violations] == [
+        ('workflow["4"].inputs.ckpt_name', "INVALID_TEXT"),
+        ('workflow["5"].inputs.lora_name', "INVALID_TEXT"),
+        ('workflow["5"].inputs.strength_model', "NUMBER_NOT_FINITE"),
+    ]
+    assert caught.value.reason == "INVALID_WORKFLOW"
