@@ -1,6 +1,7 @@
 """No lost work, proven with processes: an executor killed with SIGKILL in the middle of a
 run, and the scheduler killed with SIGKILL while it dispatches. Every execution still ends,
-once: one terminal event each in the JetStream stream.
+once: one terminal event each in the JetStream stream. An executor killed during every attempt
+(as the kernel's OOM killer would) ends the execution FAILED after max_attempts, saying so.
 
 The fleet here is a scheduler and two native CPU executors, each its own process started the
 way ``make up`` starts them; work is submitted through the scheduler's ExecutionService as
@@ -19,7 +20,9 @@ from pathlib import Path
 
 import nats
 import pytest
+from google.rpc import code_pb2
 
+from comfyfleet.common.errors import error_info
 from comfyfleet.common.events import decode_event
 from comfyfleet.common.grpcserver import channel
 from comfyfleet.common.tenancy import tenant_metadata
@@ -270,3 +273,52 @@ async def test_a_scheduler_killed_mid_dispatch_is_restarted_and_finishes_everyth
     finished = await all_succeeded(fleet, ids, wait_s=180)
     assert len({e.id for e in finished}) == len(ids)
     await one_terminal_event_each(fleet, ids)
+
+
+async def running_attempt(fleet: Fleet, execution_id: str, attempt: int) -> str:
+    """The executor running ``attempt`` once a node of it finished."""
+
+    async def running() -> str:
+        found = await current(fleet, execution_id)
+        assert found.state == STATE.EXECUTION_STATE_RUNNING, STATE.Name(found.state)
+        assert found.attempt == attempt and found.progress.nodes_done >= 1
+        return found.executor_id
+
+    return await eventually(running, timeout=90, interval=0.05)
+
+
+async def test_an_executor_killed_during_every_attempt_ends_failed_after_max_attempts(
+    fleet: Fleet,
+) -> None:
+    await both_registered(fleet)
+    async with channel(fleet.scheduler_addr) as ch:
+        execution = await executions_pb2_grpc.ExecutionServiceStub(ch).CreateExecution(
+            executions_pb2.CreateExecutionRequest(
+                workflow_json=workflow(color=7, blurs=6), max_attempts=2
+            ),
+            metadata=tenant_metadata(TENANT),
+        )
+
+    first = await running_attempt(fleet, execution.id, 1)
+    fleet.kill(first)
+    second = await running_attempt(fleet, execution.id, 2)
+    fleet.kill(second)
+
+    async def failed() -> executions_pb2.Execution:
+        found = await current(fleet, execution.id)
+        assert found.state == STATE.EXECUTION_STATE_FAILED, STATE.Name(found.state)
+        return found
+
+    done = await eventually(failed, timeout=60, interval=0.1)
+    assert {first, second} == {"executor-a", "executor-b"}
+    assert done.attempt == 2
+    assert done.error.code == code_pb2.UNAVAILABLE
+    assert done.error.message.startswith(
+        "the executor died during the attempt 2 times (last: connection lost):"
+        f" the connection to executor {second} was lost during the attempt"
+    ), done.error.message
+    info = error_info(done.error)
+    assert info is not None and info.reason == "EXECUTOR_DIED"
+    await one_terminal_event_each(fleet, [execution.id])
+    events = [e for e in await stream_events(fleet) if e.execution_id == execution.id]
+    assert [e.attempt for e in events if e.event_type == "execution.retrying"] == [1]
