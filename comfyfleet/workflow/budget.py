@@ -413,7 +413,12 @@ def _estimate_node(
             )
         else:
             inputs[name] = value
-    return rule(inputs)
+    try:
+        return rule(inputs)
+    except (ArithmeticError, ValueError, TypeError):
+        # Values validation let through that no rule expected (a catalog without bounds):
+        # the size is unknown here, and the executor's checks still apply.
+        return None
 
 
 # --------------------------------------------------------------------------- input images

@@ -218,3 +218,18 @@ def test_sizes_read_in_binary_units() -> None:
         "192 GiB",
         "1.5 GiB",
     ]
+
+
+def test_values_no_rule_expected_leave_the_size_unknown() -> None:
+    graph = {
+        "1": empty_image(64, 64, 1),
+        "2": node("ImageScaleBy", image=["1", 0], upscale_method="bilinear", scale_by=1e308),
+        "3": node(
+            "ImageScaleToTotalPixels",
+            image=["1", 0],
+            upscale_method="area",
+            megapixels=float("nan"),
+        ),
+    }
+    assert shape_of(graph, "2") is None and shape_of(graph, "3") is None
+    assert over(graph) == []
