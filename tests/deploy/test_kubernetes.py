@@ -169,7 +169,11 @@ def test_keda_scales_executors_on_queue_depth_to_zero_and_back() -> None:
     triggers = {t["name"]: t for t in spec["triggers"]}
     depth = triggers["queue-depth"]
     assert depth["type"] == "prometheus"
-    assert depth["metadata"]["query"] == "sum(queue_depth)"
+    # Only the queue of the environment the Deployment's executors register as.
+    (executor,) = find(render("overlays/gpu"), "Deployment", "executor")
+    container = executor["spec"]["template"]["spec"]["containers"][0]
+    environment = {e["name"]: e.get("value") for e in container["env"]}["COMFYFLEET_ENVIRONMENT"]
+    assert depth["metadata"]["query"] == f'sum(queue_depth{{environment="{environment}"}})'
     assert depth["metadata"]["threshold"] == "5"
     behavior = spec["advanced"]["horizontalPodAutoscalerConfig"]["behavior"]
     assert behavior["scaleUp"]["policies"] == [{"type": "Pods", "value": 2, "periodSeconds": 60}]
