@@ -167,6 +167,9 @@ async def test_the_dashboard_shows_progress_and_a_breaker_opening(
 ) -> None:
     await log_in(page, platform)
     assert await page.is_visible("#executors tr[data-id]")
+    # Each environment's own queue and pool.
+    native = await page.text_content("#environments tr[data-name=native]") or ""
+    assert "1 / 1 slots" in native or "0 / 1 slots" in native, native
     # An executor that reports progress, then holds its attempt until the test lets it go.
     async with scripted_executor(
         platform.addrs.scheduler, "aa-held", succeed(steps=3, gated=True)
