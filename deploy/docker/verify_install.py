@@ -5,11 +5,16 @@ package data were left out would start in the image and fail at its first connec
 from a directory outside the source tree, with the image's interpreter:
 
     cd / && /opt/comfyfleet/bin/python /src/deploy/docker/verify_install.py gateway scheduler
+
+``--absent MODULE`` (repeatable) also fails it when MODULE is installed: the control plane
+installs ``comfyfleet[server]``, which must not bring torch.
 """
 
 from __future__ import annotations
 
+import argparse
 import importlib
+import importlib.util
 import sys
 from pathlib import Path
 
@@ -27,11 +32,23 @@ def problems(service: str) -> list[str]:
     return []
 
 
-def main(services: list[str]) -> int:
-    found = [p for s in services for p in problems(s)]
+def installed_anyway(modules: list[str]) -> list[str]:
+    return [
+        f"{m} is installed, and this image must not have it"
+        for m in modules
+        if importlib.util.find_spec(m)
+    ]
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("services", nargs="*")
+    parser.add_argument("--absent", action="append", default=[], metavar="MODULE")
+    args = parser.parse_args(argv)
+    found = [p for s in args.services for p in problems(s)] + installed_anyway(args.absent)
     for problem in found:
         print(f"verify_install: {problem}", file=sys.stderr)
-    return 1 if found or not services else 0
+    return 1 if found or not args.services else 0
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import re
 import subprocess
 import sys
@@ -84,6 +85,37 @@ def test_the_build_context_holds_what_the_copies_need(path: Path) -> None:
                 for source in arg.split()[:-1]:
                     assert source.rstrip("/") in allowed, f"{source} is ignored by the context"
                     assert (DEPLOY.parent / source).exists(), source
+
+
+def pip_install(path: Path) -> str:
+    """The build stage's RUN that installs the package."""
+    (run,) = (a for k, a in dockerfile(path)[1]["build"].instructions if "pip install" in a)
+    return run
+
+
+def test_the_control_plane_installs_the_server_extra_and_refuses_torch() -> None:
+    run = pip_install(CPU)
+    assert "'.[server]'" in run
+    assert "torch" not in run.replace("--absent torch", "")
+    assert "verify_install.py --absent torch" in run
+    assert "TORCH_INDEX_URL" not in CPU.read_text()
+
+
+def test_the_executor_images_install_the_executor_extra() -> None:
+    run = pip_install(GPU)
+    assert "'.[executor]'" in run and '"${TORCH_INDEX_URL}"' in run
+
+
+def test_verify_install_refuses_a_module_the_image_must_not_have() -> None:
+    spec = importlib.util.spec_from_file_location("verify", DEPLOY / "docker" / "verify_install.py")
+    assert spec is not None and spec.loader is not None
+    verify = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(verify)
+
+    assert verify.installed_anyway(["no_such_module_here"]) == []
+    assert verify.installed_anyway(["json"]) == [
+        "json is installed, and this image must not have it"
+    ]
 
 
 def test_verify_install_refuses_services_imported_from_a_source_tree() -> None:
