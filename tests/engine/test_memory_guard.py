@@ -154,3 +154,19 @@ def test_the_default_guard_checks_the_device_free_memory() -> None:
     assert failed.error is not None
     assert failed.error.exception_type == "comfyfleet.workflow.budget.BudgetExceeded"
     assert "of memory free on the executor's device" in failed.error.exception_message
+
+
+def test_a_resize_that_holds_intermediates_counts_them(engine: NativeEngine) -> None:
+    graph = {
+        "1": node("EmptyLatentImage", width=512, height=512, batch_size=16),
+        "2": node("LatentUpscaleBy", samples=["1", 0], upscale_method="bislerp", scale_by=4.0),
+        "3": node("SaveLatent", samples=["2", 0], filename_prefix="x"),
+    }
+
+    failed = run(engine, graph)
+
+    # A 16 MiB latent, but bislerp's intermediates take sixteen times that.
+    assert failed.error is not None and failed.error.node_id == "2"
+    assert failed.error.exception_message.startswith(
+        "a [16, 4, 256, 256] tensor (16 at once while it is computed) (256 MiB) would exceed"
+    )

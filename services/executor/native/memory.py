@@ -46,19 +46,22 @@ class MemoryGuard:
     free_bytes: Callable[[], int] | None = None
     max_input_pixels: int = RESOURCE_BUDGET.max_input_pixels
 
-    def check(self, shape: Sequence[int], dtype: torch.dtype = torch.float32) -> None:
-        """Raises :class:`BudgetExceeded` when a tensor of ``shape`` would not fit."""
-        size = math.prod(int(d) for d in shape) * dtype.itemsize
+    def check(
+        self, shape: Sequence[int], dtype: torch.dtype = torch.float32, copies: int = 1
+    ) -> None:
+        """Raises :class:`BudgetExceeded` when ``copies`` tensors of ``shape`` would not fit
+        at once (a computation that holds several intermediates of its output's size)."""
+        size = math.prod(int(d) for d in shape) * dtype.itemsize * copies
         if self.budget_bytes is not None and size > self.budget_bytes:
             raise BudgetExceeded(
-                f"{_describe(shape, size)} would exceed this executor's memory budget of"
+                f"{_describe(shape, size, copies)} would exceed this executor's memory budget of"
                 f" {format_bytes(self.budget_bytes)} for one allocation"
             )
         if self.free_bytes is not None:
             free = self.free_bytes()
             if size > free:
                 raise BudgetExceeded(
-                    f"{_describe(shape, size)} would exceed the {format_bytes(free)} of memory"
+                    f"{_describe(shape, size, copies)} would exceed the {format_bytes(free)} of memory"
                     " free on the executor's device"
                 )
 
@@ -90,11 +93,15 @@ def active_guard() -> MemoryGuard:
     return _ACTIVE.get()
 
 
-def check_allocation(shape: Sequence[int], dtype: torch.dtype = torch.float32) -> None:
+def check_allocation(
+    shape: Sequence[int], dtype: torch.dtype = torch.float32, copies: int = 1
+) -> None:
     """Raises :class:`BudgetExceeded` when the running workflow may not make a tensor of
-    ``shape``; call it before making one larger than the node's inputs."""
-    _ACTIVE.get().check(shape, dtype)
+    ``shape`` (``copies`` of them at once); call it before making one larger than the node's
+    inputs."""
+    _ACTIVE.get().check(shape, dtype, copies)
 
 
-def _describe(shape: Sequence[int], size: int) -> str:
-    return f"a {[int(d) for d in shape]} tensor ({format_bytes(size)})"
+def _describe(shape: Sequence[int], size: int, copies: int) -> str:
+    tensors = "tensor" if copies == 1 else f"tensor ({copies} at once while it is computed)"
+    return f"a {[int(d) for d in shape]} {tensors} ({format_bytes(size)})"
