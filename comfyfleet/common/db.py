@@ -8,6 +8,7 @@ import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 
@@ -141,6 +142,55 @@ async def _run_outside_transaction(conn: asyncpg.Connection, schema: str, sqls: 
         await conn.execute("SELECT set_config('search_path', $1, false)", previous)
 
 
+class Pool(asyncpg.Pool):
+    """asyncpg's pool, whose one-statement methods send a statement again on another
+    connection when the one they were given had been ended by the server.
+
+    The server ends a session (shutting down, ``pg_terminate_backend``, an idle timeout, a
+    proxy failing over) by sending it a FATAL error, then closing it. asyncpg reads the error
+    first and parks an idle connection in its error-consuming state until it reads the close;
+    a statement the pool hands that connection in between is refused before anything is sent
+    (``cannot switch to state 12; another operation (2) is in progress``). Nothing reached the
+    server, so sending it again on another connection is safe. Every other failure is the
+    caller's, as are statements in ``acquire()`` blocks.
+    """
+
+    __slots__ = ()
+
+    async def execute(self, query: str, *args: Any, **kwargs: Any) -> str:
+        result: str = await self._statement("execute", query, *args, **kwargs)
+        return result
+
+    async def fetch(self, query: str, *args: Any, **kwargs: Any) -> list[Any]:
+        result: list[Any] = await self._statement("fetch", query, *args, **kwargs)
+        return result
+
+    async def fetchval(self, query: str, *args: Any, **kwargs: Any) -> Any:
+        return await self._statement("fetchval", query, *args, **kwargs)
+
+    async def fetchrow(self, query: str, *args: Any, **kwargs: Any) -> Any:
+        return await self._statement("fetchrow", query, *args, **kwargs)
+
+    async def _statement(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        for again in (True, False):
+            conn = await self.acquire()
+            try:
+                return await getattr(conn, method)(*args, **kwargs)
+            except asyncpg.InternalClientError as err:
+                if not (again and ended_by_server(err)):
+                    raise
+                conn.terminate()  # its holder goes back to the pool, to connect anew
+            finally:
+                await self.release(conn)
+        raise AssertionError("unreachable")
+
+
+def ended_by_server(err: asyncpg.InternalClientError) -> bool:
+    """Whether asyncpg refused a statement, unsent, on a connection still reading the
+    server's error (its state 2) — what a connection the server ended looks like."""
+    return "another operation (2) is in progress" in str(err)
+
+
 @asynccontextmanager
 async def open_pool(
     url: str,
@@ -151,8 +201,9 @@ async def open_pool(
     max_size: int = 10,
     apply: bool = True,
 ) -> AsyncIterator[asyncpg.Pool]:
-    """A pool whose connections use ``schema``, after applying its migrations; with
-    ``apply`` false, after checking that none is left to apply (else `SchemaBehind`)."""
+    """A pool (a :class:`Pool`) whose connections use ``schema``, after applying its
+    migrations; with ``apply`` false, after checking that none is left to apply (else
+    `SchemaBehind`)."""
     conn = await asyncpg.connect(url)
     try:
         if apply:
@@ -161,11 +212,17 @@ async def open_pool(
             raise SchemaBehind(schema, [path.name for _, path in missing])
     finally:
         await conn.close()
-    pool = await asyncpg.create_pool(
+    pool = await Pool(
         url,
         min_size=min_size,
         max_size=max_size,
         server_settings={"search_path": schema},
+        # asyncpg.create_pool's defaults, which the Pool constructor wants spelled out.
+        max_queries=50000,
+        max_inactive_connection_lifetime=300.0,
+        loop=None,
+        connection_class=asyncpg.Connection,
+        record_class=asyncpg.Record,
     )
     try:
         yield pool

@@ -279,8 +279,12 @@ def _transient_kind(err: BaseException) -> str | None:
         if name in _ASYNCPG_TRANSIENT or sqlstate.startswith(("08", "57P", "53300")):
             return "the database"
         # InterfaceError also means misuse (too many arguments ...): only a broken or busy
-        # connection is transient.
-        if name == "InterfaceError" and any(m in str(err) for m in _BROKEN_CONNECTION):
+        # connection is transient. InternalClientError's "another operation (2) is in
+        # progress" is a connection the server ended (its FATAL read, its close not yet):
+        # see comfyfleet.common.db.Pool.
+        if name in ("InterfaceError", "InternalClientError") and any(
+            m in str(err) for m in _BROKEN_CONNECTION
+        ):
             return "the database"
         return None
     if module == "nats" and name in _NATS_TRANSIENT:
@@ -302,7 +306,12 @@ _ASYNCPG_TRANSIENT = frozenset(
         "ConnectionRejectionError",
     }
 )
-_BROKEN_CONNECTION = ("another operation is in progress", "connection is closed", "pool is closing")
+_BROKEN_CONNECTION = (
+    "another operation is in progress",
+    "another operation (2) is in progress",
+    "connection is closed",
+    "pool is closing",
+)
 _NATS_TRANSIENT = frozenset(
     {
         "ConnectionClosedError",

@@ -59,6 +59,11 @@ def _chained(outer: BaseException, cause: BaseException) -> BaseException:
         asyncpg.exceptions.InterfaceError(
             "cannot perform operation: another operation is in progress"
         ),
+        # What a statement meets on a pooled connection whose server sent FATAL and is
+        # closing it: asyncpg is still in its error-consuming state (2).
+        asyncpg.exceptions.InternalClientError(
+            "cannot switch to state 12; another operation (2) is in progress"
+        ),
         ConnectionRefusedError(111, "Connect call failed ('127.0.0.1', 5432)"),
         ConnectionResetError(104, "Connection reset by peer"),
         nats.errors.ConnectionClosedError(),
@@ -79,6 +84,7 @@ def test_a_dependency_going_away_is_unavailable_with_a_retry_delay(err: BaseExce
     [
         asyncpg.exceptions.InterfaceError("the number of query arguments cannot exceed 32767"),
         asyncpg.exceptions.UniqueViolationError("duplicate key value"),
+        asyncpg.exceptions.InternalClientError("unknown error in protocol implementation"),
         ValueError("bad"),
         KeyError("x"),
     ],
