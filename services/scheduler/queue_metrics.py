@@ -68,7 +68,12 @@ class QueueDepthReporter:
         if self._conn is not None:
             return True
         conn = await self.pool.acquire()
-        if await conn.fetchval("SELECT pg_try_advisory_lock(hashtext($1))", self.lock_key):
+        try:
+            locked = await conn.fetchval("SELECT pg_try_advisory_lock(hashtext($1))", self.lock_key)
+        except BaseException:
+            await self.pool.release(conn)
+            raise
+        if locked:
             self._conn = conn
             return True
         await self.pool.release(conn)
@@ -91,9 +96,7 @@ class QueueDepthReporter:
         conn, self._conn = self._conn, None
         if conn is None:
             return
-        try:
-            await conn.execute("SELECT pg_advisory_unlock_all()")
-        except Exception:
-            conn.terminate()  # a broken connection: closing it frees the lock all the same
+        # The pool's reset on release unlocks; a connection that broke is closed by the pool
+        # (or was already given back when its session ended), and its lock went with it.
         with contextlib.suppress(Exception):
             await self.pool.release(conn)

@@ -119,3 +119,25 @@ async def test_one_replica_reports_at_a_time(fresh_database: str) -> None:
         finally:
             await first.release()
             await second.release()
+
+
+async def test_the_reporter_carries_on_after_its_session_is_ended(fresh_database: str) -> None:
+    """The database restarting (or an admin) ends the session holding the reporter's lock:
+    the next round reports nothing, and the one after leads again on a new session."""
+    async with open_pool(fresh_database, "scheduler", MIGRATIONS) as pool:
+        reporter = QueueDepthReporter(pool, "scheduler")
+        try:
+            await reporter.sample()
+            assert reporter._conn is not None
+            leading = await reporter._conn.fetchval("SELECT pg_backend_pid()")
+            assert await pool.fetchval("SELECT pg_terminate_backend($1)", leading)
+
+            async def leads_again() -> None:
+                await reporter.sample()
+                assert reporter.gauge.depths == {(0, "", ""): 0}
+                assert reporter._conn is not None
+                assert await reporter._conn.fetchval("SELECT pg_backend_pid()") != leading
+
+            await eventually(leads_again, timeout=10)
+        finally:
+            await reporter.release()
