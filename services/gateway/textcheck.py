@@ -138,6 +138,8 @@ def _decoded_stream_in(fn: Callable[..., Any]) -> Callable[..., Any]:
 
         try:
             answer = await fn(decoded(), context)
+        except grpc.aio.AbortError:
+            raise  # the method answered already; a call has one status
         except (Exception, asyncio.CancelledError):
             if not refused:
                 raise
