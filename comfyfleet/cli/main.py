@@ -174,6 +174,16 @@ def cmd_logs(client: Client, args: argparse.Namespace) -> int:
     return 0
 
 
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"a whole number of at least 1, not {text!r}")
+    return value
+
+
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="comfyfleet", description=__doc__)
     root.add_argument(
@@ -181,6 +191,13 @@ def parser() -> argparse.ArgumentParser:
     )
     root.add_argument(
         "--api-key", help="API key (default: $COMFYFLEET_API_KEY or make up's admin key)"
+    )
+    root.add_argument(
+        "--max-attempts",
+        type=positive_int,
+        metavar="N",
+        help="tries per call while the platform answers UNAVAILABLE, with back-off; a submit "
+        "keeps its request id across them (default: $COMFYFLEET_MAX_ATTEMPTS or 8; 1: none)",
     )
     sub = root.add_subparsers(dest="command", required=True)
 
@@ -273,7 +290,8 @@ def _dispatch(args: argparse.Namespace) -> int:
     try:
         if local := getattr(args, "local", None):
             return int(local(args))
-        with Client(Settings.discover(args.addr, args.api_key)) as client:
+        settings = Settings.discover(args.addr, args.api_key, max_attempts=args.max_attempts)
+        with Client(settings) as client:
             return int(args.run(client, args))
     except (ApiError, UsageError) as err:
         print(f"error: {err}", file=sys.stderr)

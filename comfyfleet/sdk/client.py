@@ -2,6 +2,9 @@
 
 Both have the same methods; request messages are built once, in ``comfyfleet.sdk.requests``.
 Every failed call raises :class:`comfyfleet.sdk.ApiError` with the platform's status.
+Calls answered UNAVAILABLE are made again first, as ``settings.retry`` says
+(``comfyfleet.sdk.retry``): creates under a ``request_id`` of their own, so a retry never
+makes a second resource; a watch resumes after the last event it gave.
 """
 
 from __future__ import annotations
@@ -9,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import io
+import time
 import urllib.error
 import urllib.request
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
@@ -47,6 +51,7 @@ from comfyfleet.sdk.requests import (
     upload_request_id,
     upload_requests,
 )
+from comfyfleet.sdk.retry import NO_RETRY, new_request_id, with_request_id
 from comfyfleet.sdk.settings import Settings
 from comfyfleet.tenants.v1 import tenants_pb2, tenants_pb2_grpc
 from comfyfleet.webhooks.v1 import webhooks_pb2, webhooks_pb2_grpc
@@ -133,11 +138,21 @@ class _Stubs:
 
 
 class AsyncClient(_Stubs):
-    """asyncio client: ``async with AsyncClient() as c: e = await c.submit(wf)``."""
+    """asyncio client: ``async with AsyncClient() as c: e = await c.submit(wf)``.
 
-    def __init__(self, settings: Settings | None = None) -> None:
+    ``interceptors`` (``grpc.aio`` client interceptors) see every call, retries included."""
+
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        *,
+        interceptors: Sequence[grpc.aio.ClientInterceptor] = (),
+    ) -> None:
         settings = settings or Settings.discover()
-        super().__init__(grpc.aio.insecure_channel(settings.address, options=_OPTIONS), settings)
+        channel = grpc.aio.insecure_channel(
+            settings.address, options=_OPTIONS, interceptors=list(interceptors) or None
+        )
+        super().__init__(channel, settings)
 
     async def __aenter__(self) -> AsyncClient:
         return self
@@ -145,11 +160,23 @@ class AsyncClient(_Stubs):
     async def __aexit__(self, *exc: object) -> None:
         await self.channel.close()  # type: ignore[misc]
 
-    async def _call(self, method: Any, request: Any) -> Any:
-        try:
-            return await method(request, metadata=self.settings.metadata())
-        except grpc.aio.AioRpcError as err:
-            raise api_error(err) from None
+    async def _call(self, method: Any, request: Any, *, retry: bool = True) -> Any:
+        """One call; retried after UNAVAILABLE unless ``retry`` is False (a request stream
+        cannot be sent twice, a ping would be)."""
+        policy = self.settings.retry if retry else NO_RETRY
+        if retry:
+            with_request_id(request)
+        attempt = 1
+        while True:
+            try:
+                return await method(request, metadata=self.settings.metadata())
+            except grpc.aio.AioRpcError as err:
+                error = api_error(err)
+            wait = policy.wait_before_retry(attempt, error)
+            if wait is None:
+                raise error
+            await asyncio.sleep(wait)
+            attempt += 1
 
     # Executions
 
@@ -159,9 +186,11 @@ class AsyncClient(_Stubs):
         """Queues ``workflow`` (in ``environment=`` when given, else the tenant's default
         environment, else the platform's); input files over
         ``settings.upload_threshold_bytes`` are uploaded first (``upload_input``) and named
-        by their upload."""
+        by their upload. Without a ``request_id`` it gets one of its own, so that its
+        retries (and its uploads') are answered with the first result."""
+        kw["request_id"] = kw.get("request_id") or new_request_id()
         staged = {
-            name: await self._staged(name, source, kw.get("request_id", ""))
+            name: await self._staged(name, source, kw["request_id"])
             for name, source in (inputs or {}).items()
         }
         request = create_request(workflow, staged, **kw)
@@ -211,18 +240,26 @@ class AsyncClient(_Stubs):
     async def watch(
         self, execution_id: str, after_sequence: int = 0
     ) -> AsyncIterator[executions_pb2.WorkflowExecutionEvent]:
-        """The execution's events after ``after_sequence``, until its terminal one."""
-        request = executions_pb2.WatchExecutionRequest(
-            id=execution_id, after_sequence=after_sequence
-        )
-        stream = self.executions.WatchExecution(request, metadata=self.settings.metadata())
-        try:
-            async for event in stream:
-                yield event
-        except grpc.aio.AioRpcError as err:
-            raise api_error(err) from None
-        finally:
-            stream.cancel()
+        """The execution's events after ``after_sequence``, until its terminal one; a stream
+        cut short by UNAVAILABLE is opened again after the last event given."""
+        last, attempt = after_sequence, 1
+        while True:
+            request = executions_pb2.WatchExecutionRequest(id=execution_id, after_sequence=last)
+            stream = self.executions.WatchExecution(request, metadata=self.settings.metadata())
+            try:
+                async for event in stream:
+                    last, attempt = max(last, event.sequence), 1
+                    yield event
+                return
+            except grpc.aio.AioRpcError as err:
+                error = api_error(err)
+            finally:
+                stream.cancel()
+            wait = self.settings.retry.wait_before_retry(attempt, error)
+            if wait is None:
+                raise error
+            await asyncio.sleep(wait)
+            attempt += 1
 
     async def wait(self, execution_id: str) -> executions_pb2.Execution:
         """Follows the execution's events until it ends, then returns it."""
@@ -257,7 +294,7 @@ class AsyncClient(_Stubs):
         size = (await asyncio.to_thread(path.stat)).st_size
         if size <= multipart_threshold:
             stream = upload_requests(path, kind, name=name, progress=progress)
-            return await self._call(self.models.UploadModel, _in_thread(stream))
+            return await self._call(self.models.UploadModel, _in_thread(stream), retry=False)
         start = await asyncio.to_thread(start_request, path, kind, name=name, part_size=part_size)
         started = await self._call(self.models.StartModelUpload, start)
         try:
@@ -303,7 +340,7 @@ class AsyncClient(_Stubs):
 
     async def ping_subscription(self, subscription_id: str) -> webhooks_pb2.Delivery:
         request = webhooks_pb2.PingSubscriptionRequest(id=subscription_id)
-        return await self._call(self.webhooks.PingSubscription, request)
+        return await self._call(self.webhooks.PingSubscription, request, retry=False)
 
     async def delete_subscription(self, subscription_id: str) -> None:
         request = webhooks_pb2.DeleteSubscriptionRequest(id=subscription_id)
@@ -396,9 +433,17 @@ class AsyncClient(_Stubs):
 class Client(_Stubs):
     """Blocking client with the same methods as :class:`AsyncClient`."""
 
-    def __init__(self, settings: Settings | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        *,
+        interceptors: Sequence[grpc.UnaryUnaryClientInterceptor] = (),
+    ) -> None:
         settings = settings or Settings.discover()
-        super().__init__(grpc.insecure_channel(settings.address, options=_OPTIONS), settings)
+        channel = grpc.insecure_channel(settings.address, options=_OPTIONS)
+        if interceptors:
+            channel = grpc.intercept_channel(channel, *interceptors)
+        super().__init__(channel, settings)
 
     def __enter__(self) -> Client:
         return self
@@ -406,19 +451,31 @@ class Client(_Stubs):
     def __exit__(self, *exc: object) -> None:
         self.channel.close()
 
-    def _call(self, method: Any, request: Any) -> Any:
-        try:
-            return method(request, metadata=self.settings.metadata())
-        except grpc.RpcError as err:
-            raise api_error(err) from None
+    def _call(self, method: Any, request: Any, *, retry: bool = True) -> Any:
+        """As :meth:`AsyncClient._call`, blocking."""
+        policy = self.settings.retry if retry else NO_RETRY
+        if retry:
+            with_request_id(request)
+        attempt = 1
+        while True:
+            try:
+                return method(request, metadata=self.settings.metadata())
+            except grpc.RpcError as err:
+                error = api_error(err)
+            wait = policy.wait_before_retry(attempt, error)
+            if wait is None:
+                raise error
+            time.sleep(wait)
+            attempt += 1
 
     # Executions
 
     def submit(
         self, workflow: Mapping[str, Any] | str, inputs: Inputs | None = None, **kw: Any
     ) -> executions_pb2.Execution:
+        kw["request_id"] = kw.get("request_id") or new_request_id()
         staged = {
-            name: self._staged(name, source, kw.get("request_id", ""))
+            name: self._staged(name, source, kw["request_id"])
             for name, source in (inputs or {}).items()
         }
         return self._call(self.executions.CreateExecution, create_request(workflow, staged, **kw))
@@ -465,16 +522,25 @@ class Client(_Stubs):
     def watch(
         self, execution_id: str, after_sequence: int = 0
     ) -> Iterator[executions_pb2.WorkflowExecutionEvent]:
-        request = executions_pb2.WatchExecutionRequest(
-            id=execution_id, after_sequence=after_sequence
-        )
-        stream = self.executions.WatchExecution(request, metadata=self.settings.metadata())
-        try:
-            yield from stream
-        except grpc.RpcError as err:
-            raise api_error(err) from None
-        finally:
-            stream.cancel()
+        """As :meth:`AsyncClient.watch`, blocking."""
+        last, attempt = after_sequence, 1
+        while True:
+            request = executions_pb2.WatchExecutionRequest(id=execution_id, after_sequence=last)
+            stream = self.executions.WatchExecution(request, metadata=self.settings.metadata())
+            try:
+                for event in stream:
+                    last, attempt = max(last, event.sequence), 1
+                    yield event
+                return
+            except grpc.RpcError as err:
+                error = api_error(err)
+            finally:
+                stream.cancel()
+            wait = self.settings.retry.wait_before_retry(attempt, error)
+            if wait is None:
+                raise error
+            time.sleep(wait)
+            attempt += 1
 
     def wait(self, execution_id: str) -> executions_pb2.Execution:
         for event in self.watch(execution_id):
@@ -502,7 +568,7 @@ class Client(_Stubs):
         straight to object storage (``part_size`` 0 lets the platform choose)."""
         if path.stat().st_size <= multipart_threshold:
             stream = upload_requests(path, kind, name=name, progress=progress)
-            return self._call(self.models.UploadModel, stream)
+            return self._call(self.models.UploadModel, stream, retry=False)
         started = self._call(
             self.models.StartModelUpload, start_request(path, kind, name=name, part_size=part_size)
         )
@@ -545,7 +611,7 @@ class Client(_Stubs):
 
     def ping_subscription(self, subscription_id: str) -> webhooks_pb2.Delivery:
         request = webhooks_pb2.PingSubscriptionRequest(id=subscription_id)
-        return self._call(self.webhooks.PingSubscription, request)
+        return self._call(self.webhooks.PingSubscription, request, retry=False)
 
     def delete_subscription(self, subscription_id: str) -> None:
         request = webhooks_pb2.DeleteSubscriptionRequest(id=subscription_id)

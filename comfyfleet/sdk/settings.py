@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+
+from comfyfleet.sdk.retry import RetryPolicy
 
 DEFAULT_ADDRESS = "127.0.0.1:50051"
 # Input files larger than this go by presigned PUT (CreateInputUpload) rather than inline.
@@ -37,6 +39,8 @@ class Settings:
     # Input files (paths or bytes) larger than this are uploaded to a presigned URL and
     # named by their upload, so large files never travel inside a gRPC message.
     upload_threshold_bytes: int = DEFAULT_UPLOAD_THRESHOLD_BYTES
+    # Which failed calls are made again, and after how long (UNAVAILABLE, bounded).
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
 
     @classmethod
     def discover(
@@ -44,27 +48,34 @@ class Settings:
         address: str | None = None,
         api_key: str | None = None,
         upload_threshold_bytes: int | None = None,
+        max_attempts: int | None = None,
     ) -> Settings:
+        """``max_attempts`` (else ``$COMFYFLEET_MAX_ATTEMPTS``) bounds the tries of a call
+        answered UNAVAILABLE; 1 makes none again."""
         threshold = upload_threshold_bytes
         if threshold is None:
             threshold = _env_int(
                 "COMFYFLEET_UPLOAD_THRESHOLD_BYTES", DEFAULT_UPLOAD_THRESHOLD_BYTES
             )
+        attempts = max_attempts
+        if attempts is None:
+            attempts = _env_int("COMFYFLEET_MAX_ATTEMPTS", RetryPolicy.max_attempts, "tries")
         return cls(
             address=address or os.environ.get("COMFYFLEET_ADDR") or DEFAULT_ADDRESS,
             api_key=api_key or os.environ.get("COMFYFLEET_API_KEY") or local_api_key(),
             upload_threshold_bytes=threshold,
+            retry=RetryPolicy(max_attempts=attempts),
         )
 
     def metadata(self) -> tuple[tuple[str, str], ...]:
         return (("authorization", f"Bearer {self.api_key}"),) if self.api_key else ()
 
 
-def _env_int(name: str, default: int) -> int:
+def _env_int(name: str, default: int, unit: str = "bytes") -> int:
     raw = os.environ.get(name, "").strip()
     if not raw:
         return default
     try:
         return int(raw)
     except ValueError:
-        raise ValueError(f"${name} must be a whole number of bytes, got {raw!r}") from None
+        raise ValueError(f"${name} must be a whole number of {unit}, got {raw!r}") from None
