@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +23,7 @@ import asyncpg
 
 from comfyfleet.common.config import ConfigError, DatabaseConfig, env_str
 from comfyfleet.common.db import applied_versions, migrate, migration_files
+from comfyfleet.common.service import configure_logging
 
 SERVICES = ("gateway", "scheduler", "models", "webhook")
 
@@ -114,5 +114,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    configure_logging()
     sys.exit(main())

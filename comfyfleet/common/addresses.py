@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from comfyfleet.common.config import ConfigError
+from comfyfleet.common.config import ConfigError, Settings, setting
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -85,11 +85,18 @@ def _is_loopback(ip: IPAddress) -> bool:
 
 
 @dataclass(frozen=True)
-class AddressPolicy:
-    """Public addresses pass; others only when allowed by the loopback switch or a network."""
+class AddressPolicy(Settings):
+    """Public addresses pass; others only when allowed by the loopback switch or a network.
 
-    allow_loopback: bool = False
-    allowed_networks: Sequence[IPNetwork] = ()
+    Read from ``COMFYFLEET_<prefix>ALLOW_LOOPBACK`` and ``_ALLOWED_NETWORKS`` (the webhook's
+    prefix is ``WEBHOOK_``, the gateway's downloads' ``GATEWAY_FETCH_``).
+    """
+
+    # Lets connections reach 127.0.0.0/8 and ::1 (tests and `make up`), nothing else private.
+    allow_loopback: bool = setting("ALLOW_LOOPBACK", False)
+    # Networks reachable although private or reserved (an operator's internal receivers):
+    # comma-separated CIDR networks.
+    allowed_networks: Sequence[IPNetwork] = setting("ALLOWED_NETWORKS", (), parse=parse_networks)
 
     def refusal(self, ip: IPAddress) -> str | None:
         """Why connecting to ``ip`` is refused, or None when it is allowed."""

@@ -7,10 +7,11 @@ comes as presigned URLs in the requests the scheduler sends it.
 from __future__ import annotations
 
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Self
 
-from comfyfleet.common.config import ConfigError, env_bool, env_float, env_int, env_str
+from comfyfleet.common.config import ConfigError, Settings, setting
 from comfyfleet.common.environments import (
     NATIVE,
     load_spec_file,
@@ -26,69 +27,78 @@ PROVIDERS = ("local", "ecs", "runpod")
 ENGINES = ("native", "comfyui")
 
 
+def _spec(path: str) -> environments_pb2.Environment:
+    """``COMFYFLEET_ENVIRONMENT_SPEC``: a JSON file of the Environment's fields."""
+    return load_spec_file(Path(path))
+
+
 @dataclass(frozen=True)
-class Config:
+class Config(Settings):
     """Everything the executor process needs."""
 
     # Where the ExecutorService listens ("host:port"; port 0 picks a free one).
-    grpc_addr: str = "127.0.0.1:50055"
+    grpc_addr: str = setting("GRPC_ADDR", "127.0.0.1:50055")
     # The scheduler's SchedulerService, which the executor registers with.
-    scheduler_addr: str = "127.0.0.1:50052"
+    scheduler_addr: str = setting("SCHEDULER_ADDR", "127.0.0.1:50052")
     # False runs a standalone executor that registers nowhere (driven by hand or by tests).
-    register: bool = True
+    register: bool = setting("EXECUTOR_REGISTER", True)
     # The address the scheduler dials back; empty: derived from the bound address.
-    advertise_addr: str = ""
+    advertise_addr: str = setting("EXECUTOR_ADVERTISE_ADDR", "")
     # Stable across restarts; empty: derived from the host name and the port.
-    executor_id: str = ""
-    provider: str = "local"
+    executor_id: str = setting("EXECUTOR_ID", "")
+    provider: str = setting("EXECUTOR_PROVIDER", "local")
     # "auto" takes CUDA when torch sees a GPU.
-    device: str = "auto"
+    device: str = setting("EXECUTOR_DEVICE", "auto")
     # Attempt folders and the model cache live here.
-    work_dir: Path = Path(tempfile.gettempdir()) / "comfyfleet-executor"
+    work_dir: Path = setting(
+        "EXECUTOR_WORK_DIR", Path(tempfile.gettempdir()) / "comfyfleet-executor"
+    )
     # The model cache's bound on disk; least recently used models are evicted past it.
-    model_cache_bytes: int = 50 * 1024**3
+    model_cache_bytes: int = setting("EXECUTOR_MODEL_CACHE_BYTES", 50 * 1024**3)
     # The bound on model weights kept loaded on the device between runs (native engine);
     # None: ``weights_budget_fraction`` of the device memory free when the executor starts
     # (VRAM on CUDA, RAM on CPU). 0 keeps nothing loaded once a run ends.
-    weights_budget_bytes: int | None = None
-    weights_budget_fraction: float = 0.5
+    weights_budget_bytes: int | None = setting("EXECUTOR_WEIGHTS_BUDGET_BYTES", None)
+    weights_budget_fraction: float = setting("EXECUTOR_WEIGHTS_BUDGET_FRACTION", 0.5)
     # The bound on any one tensor a native run allocates: a larger one fails the node as a
     # workflow error instead of OOM-killing the executor. None: ``memory_budget_fraction`` of
     # the memory available when the executor starts, less the weights budget. Every
     # allocation is also checked against the memory available at that moment.
-    memory_budget_bytes: int | None = None
-    memory_budget_fraction: float = 0.9
+    memory_budget_bytes: int | None = setting("EXECUTOR_MEMORY_BUDGET_BYTES", None)
+    memory_budget_fraction: float = setting("EXECUTOR_MEMORY_BUDGET_FRACTION", 0.9)
     # The largest input image a native run decodes, in pixels per frame (its header is read
     # first: a decompression bomb is refused before it is decoded).
-    max_input_pixels: int = RESOURCE_BUDGET.max_input_pixels
+    max_input_pixels: int = setting("EXECUTOR_MAX_INPUT_PIXELS", RESOURCE_BUDGET.max_input_pixels)
     # How long a running attempt may finish after SIGTERM before it is handed back.
-    shutdown_grace_s: float = 30.0
+    shutdown_grace_s: float = setting("EXECUTOR_SHUTDOWN_GRACE", 30.0)
     # How long a cancelled run may take to stop at its next check before the stream ends
     # without it (the slot stays busy until the engine thread really returns).
-    cancel_grace_s: float = 10.0
+    cancel_grace_s: float = setting("EXECUTOR_CANCEL_GRACE", 10.0)
     # Until the scheduler answers with its own interval, and between registration retries.
-    register_retry_s: float = 2.0
+    register_retry_s: float = setting("EXECUTOR_REGISTER_RETRY", 2.0)
     # A download or upload that stalls this long fails the attempt (retryable).
-    transfer_timeout_s: float = 300.0
+    transfer_timeout_s: float = setting("EXECUTOR_TRANSFER_TIMEOUT", 300.0)
     # Serverless mode, when either is set: exit once idle this long, or once this many
     # attempts ran (0: no limit). The RunPod worker counts idle job polls instead of seconds.
-    idle_exit_s: float = 0.0
-    max_jobs: int = 0
-    idle_exit_polls: int = 0
+    idle_exit_s: float = setting("EXECUTOR_IDLE_EXIT", 0.0)
+    max_jobs: int = setting("EXECUTOR_MAX_JOBS", 0)
+    idle_exit_polls: int = setting("EXECUTOR_IDLE_EXIT_POLLS", 0)
     # A workflow (file path or inline JSON) run once at start, before any work is taken,
     # with its loaders reading from the inputs dir.
-    warmup_workflow: str = ""
-    warmup_inputs_dir: Path | None = None
+    warmup_workflow: str = setting("EXECUTOR_WARMUP_WORKFLOW", "")
+    warmup_inputs_dir: Path | None = setting("EXECUTOR_WARMUP_INPUTS_DIR", None)
     # "native" (our torch engine) or "comfyui" (a real ComfyUI, started or reached).
-    engine: str = "native"
+    engine: str = setting("EXECUTOR_ENGINE", "native")
     # Set exactly when the engine is "comfyui" (COMFYFLEET_COMFYUI_*).
     comfyui: ComfyUISettings | None = None
     # The environment the executor runs (COMFYFLEET_ENVIRONMENT): only its executions reach
     # it. "" takes "native" for the native engine; a comfyui executor must name one.
-    environment: str = ""
+    environment: str = setting("ENVIRONMENT", "")
     # What the environment is (COMFYFLEET_ENVIRONMENT_SPEC, a JSON file of the Environment's
     # fields): the scheduler declares the environment with it when nobody did.
-    environment_spec: environments_pb2.Environment | None = field(default=None, compare=False)
+    environment_spec: environments_pb2.Environment | None = setting(
+        "ENVIRONMENT_SPEC", None, parse=_spec, compare=False
+    )
 
     def __post_init__(self) -> None:
         if self.engine not in ENGINES:
@@ -155,57 +165,8 @@ class Config:
         return env
 
     @classmethod
-    def from_env(cls) -> Config:
-        d = cls()
-        engine = env_str("EXECUTOR_ENGINE", d.engine)
-        return cls(
-            grpc_addr=env_str("GRPC_ADDR", d.grpc_addr),
-            scheduler_addr=env_str("SCHEDULER_ADDR", d.scheduler_addr),
-            register=env_bool("EXECUTOR_REGISTER", d.register),
-            advertise_addr=env_str("EXECUTOR_ADVERTISE_ADDR", ""),
-            executor_id=env_str("EXECUTOR_ID", ""),
-            provider=env_str("EXECUTOR_PROVIDER", d.provider),
-            device=env_str("EXECUTOR_DEVICE", d.device),
-            work_dir=Path(env_str("EXECUTOR_WORK_DIR", str(d.work_dir))),
-            model_cache_bytes=env_int("EXECUTOR_MODEL_CACHE_BYTES", d.model_cache_bytes),
-            weights_budget_bytes=_optional_int("EXECUTOR_WEIGHTS_BUDGET_BYTES"),
-            weights_budget_fraction=env_float(
-                "EXECUTOR_WEIGHTS_BUDGET_FRACTION", d.weights_budget_fraction
-            ),
-            memory_budget_bytes=_optional_int("EXECUTOR_MEMORY_BUDGET_BYTES"),
-            memory_budget_fraction=env_float(
-                "EXECUTOR_MEMORY_BUDGET_FRACTION", d.memory_budget_fraction
-            ),
-            max_input_pixels=env_int("EXECUTOR_MAX_INPUT_PIXELS", d.max_input_pixels),
-            shutdown_grace_s=env_float("EXECUTOR_SHUTDOWN_GRACE_S", d.shutdown_grace_s),
-            cancel_grace_s=env_float("EXECUTOR_CANCEL_GRACE_S", d.cancel_grace_s),
-            register_retry_s=env_float("EXECUTOR_REGISTER_RETRY_S", d.register_retry_s),
-            transfer_timeout_s=env_float("EXECUTOR_TRANSFER_TIMEOUT_S", d.transfer_timeout_s),
-            idle_exit_s=env_float("EXECUTOR_IDLE_EXIT_S", d.idle_exit_s),
-            max_jobs=env_int("EXECUTOR_MAX_JOBS", d.max_jobs),
-            idle_exit_polls=env_int("EXECUTOR_IDLE_EXIT_POLLS", d.idle_exit_polls),
-            warmup_workflow=env_str("EXECUTOR_WARMUP_WORKFLOW", ""),
-            warmup_inputs_dir=_optional_path(env_str("EXECUTOR_WARMUP_INPUTS_DIR", "")),
-            engine=engine,
-            comfyui=ComfyUISettings.from_env() if engine == "comfyui" else None,
-            environment=env_str("ENVIRONMENT", ""),
-            environment_spec=_spec(env_str("ENVIRONMENT_SPEC", "")),
-        )
-
-
-def _optional_int(name: str) -> int | None:
-    """An integer setting that may be left unset (empty) for a derived default."""
-    return env_int(name, 0) if env_str(name, "") else None
-
-
-def _spec(path: str) -> environments_pb2.Environment | None:
-    if not path:
-        return None
-    try:
-        return load_spec_file(Path(path))
-    except ValueError as err:
-        raise ConfigError(f"COMFYFLEET_ENVIRONMENT_SPEC: {err}") from None
-
-
-def _optional_path(value: str) -> Path | None:
-    return Path(value) if value else None
+    def from_env(cls, **given: Any) -> Self:
+        """As declared; ``COMFYFLEET_COMFYUI_*`` are read for the comfyui engine only."""
+        engine = cls.read("engine") or cls.engine
+        comfyui = ComfyUISettings.from_env() if engine == "comfyui" else None
+        return super().from_env(**{"comfyui": comfyui, **given})

@@ -55,8 +55,9 @@ def update_proto(update: Update) -> executor_pb2.ExecuteUpdate:
     return executor_pb2.ExecuteUpdate(failed=failed)
 
 
-def _node_proto(event: NodeEvent) -> executor_pb2.NodeUpdate:
-    progress = executions_pb2.NodeProgress(
+def node_progress(event: NodeEvent) -> executions_pb2.NodeProgress:
+    """A node event's progress, as executions carry it."""
+    return executions_pb2.NodeProgress(
         node_id=event.node_id,
         class_type=event.class_type,
         value=event.value,
@@ -64,8 +65,11 @@ def _node_proto(event: NodeEvent) -> executor_pb2.NodeUpdate:
         nodes_done=event.nodes_done,
         nodes_total=event.nodes_total,
     )
+
+
+def _node_proto(event: NodeEvent) -> executor_pb2.NodeUpdate:
     return executor_pb2.NodeUpdate(
-        state=_NODE_STATES[event.state], progress=progress, seconds=event.seconds
+        state=_NODE_STATES[event.state], progress=node_progress(event), seconds=event.seconds
     )
 
 

@@ -29,6 +29,7 @@ from comfyfleet.sdk.errors import describe
 from comfyfleet.workflow.io import safe_relative
 from comfyfleet.workflow.runner import CancelToken
 from services.executor.attempt import failure_of
+from services.executor.convert import node_progress
 from services.executor.engine import (
     EngineError,
     EngineJob,
@@ -146,16 +147,8 @@ class NodeProgress:
 
 def _execution_event(event: NodeEvent) -> executions_pb2.WorkflowExecutionEvent:
     """A node event as the progress event the platform would stream for it."""
-    progress = executions_pb2.NodeProgress(
-        node_id=event.node_id,
-        class_type=event.class_type,
-        value=event.value,
-        max=event.max,
-        nodes_done=event.nodes_done,
-        nodes_total=event.nodes_total,
-    )
     return executions_pb2.WorkflowExecutionEvent(
         event_type="execution.progress",
         status=executions_pb2.EXECUTION_STATE_RUNNING,
-        progress=progress,
+        progress=node_progress(event),
     )

@@ -29,7 +29,6 @@ import asyncio
 import contextlib
 import logging
 import signal
-import sys
 from collections.abc import AsyncIterator, Mapping, MutableMapping
 from typing import Any
 
@@ -39,13 +38,8 @@ from opentelemetry.trace import Span, SpanKind
 
 from comfyfleet.common.environments import object_info_text
 from comfyfleet.common.errors import ComfyfleetError, FieldViolation, InvalidArgument
-from comfyfleet.common.telemetry import (
-    TRACEPARENT,
-    TelemetryConfig,
-    context_of,
-    setup_telemetry,
-    tracer,
-)
+from comfyfleet.common.service import run_process
+from comfyfleet.common.telemetry import TRACEPARENT, context_of, tracer
 from comfyfleet.executor.v1 import executor_pb2
 from comfyfleet.scheduler.v1 import scheduler_pb2
 from services.executor.attempt import Attempt, Failed, failure_of
@@ -205,9 +199,7 @@ class RunpodWorker:
         return concurrency
 
 
-def main() -> int:
-    cfg = Config.from_env()
-    setup_telemetry("executor", TelemetryConfig.from_env())
+def main(cfg: Config) -> int:
     device = resolve_device(cfg.device)
     memory = memory_guard(cfg, device) if cfg.engine == "native" else None
     engine = build_engine(cfg.engine, device, cfg.work_dir, cfg.comfyui, memory)
@@ -242,5 +234,4 @@ def serve(cfg: Config, engine: Engine) -> None:
 
 
 if __name__ == "__main__":
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    sys.exit(main())
+    run_process("executor", Config.from_env, main)

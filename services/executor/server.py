@@ -16,12 +16,7 @@ import aiohttp
 
 from comfyfleet.common import metrics
 from comfyfleet.common.environments import object_info_text
-from comfyfleet.common.grpcserver import (
-    RunningServer,
-    registration,
-    serve,
-    wait_for_shutdown_signal,
-)
+from comfyfleet.common.grpcserver import RunningServer, registration, serve
 from comfyfleet.executor.v1 import executor_pb2_grpc
 from services.executor.attempt import AttemptDeps
 from services.executor.config import Config
@@ -59,19 +54,10 @@ class RunningExecutor:
     def port(self) -> int:
         return self.server.port
 
-    async def until_stopped(self) -> str:
-        """Waits for SIGTERM/SIGINT or, in serverless mode, the end of its share of work;
-        returns which."""
-        tasks = {
-            asyncio.create_task(wait_for_shutdown_signal(), name="signal"),
-            asyncio.create_task(self.watch.finished(), name="serverless"),
-        }
-        done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-        for task in pending:
-            task.cancel()
-        await asyncio.gather(*pending, return_exceptions=True)
-        ended = done.pop()
-        return "a shutdown signal" if ended.get_name() == "signal" else str(ended.result())
+    async def finished(self) -> str:
+        """Returns why, once a serverless executor's share of work is done; never otherwise
+        (the service shell stops it on SIGTERM)."""
+        return await self.watch.finished()
 
 
 def _host_and_port(address: str) -> tuple[str, int]:
@@ -190,6 +176,7 @@ async def _serving(cfg: Config, engine: Engine) -> AsyncIterator[RunningExecutor
         async with metered, serve(cfg.grpc_addr, [reg], grace=cfg.shutdown_grace_s) as server:
             identity = identity_for(cfg, server.port, engine)
             worker.identify(identity.executor_id)
+            log.info("executor %s runs the %s environment", identity.executor_id, cfg.environment)
             async with _registered(cfg, identity, worker) as registrar:
                 try:
                     yield RunningExecutor(server, worker, identity, registrar, watch)

@@ -1,9 +1,9 @@
 """Input files given by URL: downloaded by the gateway before the execution is stored.
 
-The caller chooses the URL, so the download goes through the webhook service's SSRF guard
-(``services.webhook.addresses``): every connection, redirects included, is checked after DNS
-and refused when it leads to a private, loopback, link-local or metadata address. Downloads
-are bounded in size and time; each failure names its input.
+The caller chooses the URL, so the download goes through the SSRF guard that webhook
+deliveries use too (``comfyfleet.common.addresses``): every connection, redirects included, is
+checked after DNS and refused when it leads to a private, loopback, link-local or metadata
+address. Downloads are bounded in size and time; each failure names its input.
 """
 
 from __future__ import annotations

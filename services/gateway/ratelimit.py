@@ -16,15 +16,17 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from comfyfleet.common.config import Settings, setting
 from comfyfleet.common.errors import QuotaViolation, ResourceExhausted
 
 
 @dataclass(frozen=True)
-class RateLimit:
-    """``per_second`` requests on average, up to ``burst`` at once; 0 per second: no limit."""
+class RateLimit(Settings):
+    """``per_second`` requests on average, up to ``burst`` at once; 0 per second: no limit.
+    The gateway's default is read from ``COMFYFLEET_GATEWAY_RATE_PER_S`` and ``_BURST``."""
 
-    per_second: float
-    burst: int
+    per_second: float = setting("PER_S")
+    burst: int = setting("BURST")
 
     @property
     def unlimited(self) -> bool:

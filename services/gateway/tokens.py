@@ -18,6 +18,7 @@ from typing import Any
 
 import jwt
 
+from comfyfleet.common.config import Settings, setting
 from comfyfleet.common.errors import Unauthenticated
 
 ALGORITHMS = frozenset({"RS256", "ES256"})
@@ -26,13 +27,15 @@ LEEWAY_S = 30.0
 
 
 @dataclass(frozen=True)
-class JwtSettings:
-    jwks_file: Path
-    issuer: str = ""
-    audience: str = ""
+class JwtSettings(Settings):
+    """Read from ``COMFYFLEET_GATEWAY_JWKS_FILE``, ``_JWT_ISSUER`` and so on."""
+
+    jwks_file: Path = setting("JWKS_FILE")
+    issuer: str = setting("JWT_ISSUER", "")
+    audience: str = setting("JWT_AUDIENCE", "")
     # The claim naming the tenant (its id or name) and the one listing scopes.
-    tenant_claim: str = "comfyfleet_tenant"
-    scope_claim: str = "scope"
+    tenant_claim: str = setting("JWT_TENANT_CLAIM", "comfyfleet_tenant")
+    scope_claim: str = setting("JWT_SCOPE_CLAIM", "scope")
     # How often the file's modification time is looked at.
     reload_interval_s: float = 5.0
 

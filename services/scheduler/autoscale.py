@@ -12,29 +12,32 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
-from comfyfleet.common.config import ConfigError
+from comfyfleet.common.config import ConfigError, Settings, setting
 
 
 @dataclass(frozen=True)
-class ScalePolicy:
+class ScalePolicy(Settings):
+    """How a provider is scaled (read from ``COMFYFLEET_SCHEDULER_AUTOSCALE_*``; each provider
+    sets its own bounds and warm pool)."""
+
     # Queue depth per replica: the aim, and the levels that trigger a change.
-    target_queue_depth: float = 5.0
-    scale_up_queue_depth: float = 10.0
-    scale_down_queue_depth: float = 2.0
+    target_queue_depth: float = setting("TARGET_QUEUE_DEPTH", 5.0)
+    scale_up_queue_depth: float = setting("UP_QUEUE_DEPTH", 10.0)
+    scale_down_queue_depth: float = setting("DOWN_QUEUE_DEPTH", 2.0)
     # The oldest wait: the aim, and the levels that trigger a change.
-    target_wait_s: float = 30.0
-    scale_up_wait_s: float = 60.0
-    scale_down_wait_s: float = 15.0
+    target_wait_s: float = setting("TARGET_WAIT", 30.0)
+    scale_up_wait_s: float = setting("UP_WAIT", 60.0)
+    scale_down_wait_s: float = setting("DOWN_WAIT", 15.0)
     # At most +scale_up_step per scale_up_window_s, -scale_down_step per scale_down_window_s.
-    scale_up_window_s: float = 60.0
-    scale_up_step: int = 2
-    scale_down_window_s: float = 300.0
-    scale_down_step: int = 1
+    scale_up_window_s: float = setting("UP_WINDOW", 60.0)
+    scale_up_step: int = setting("UP_STEP", 2)
+    scale_down_window_s: float = setting("DOWN_WINDOW", 300.0)
+    scale_down_step: int = setting("DOWN_STEP", 1)
     # Replicas kept while there was work in the last max_idle_s.
     warm_pool: int = 3
-    max_idle_s: float = 600.0
+    max_idle_s: float = setting("MAX_IDLE", 600.0)
     # After max_idle_s without work: down to min_replicas (zero by default) at once.
-    scale_to_zero: bool = True
+    scale_to_zero: bool = setting("SCALE_TO_ZERO", True)
     min_replicas: int = 0
     max_replicas: int = 10
 

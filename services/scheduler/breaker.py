@@ -28,7 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from comfyfleet.common.config import ConfigError
+from comfyfleet.common.config import ConfigError, Settings, setting
 
 Clock = Callable[[], float]
 
@@ -40,25 +40,26 @@ class BreakerState(StrEnum):
 
 
 @dataclass(frozen=True)
-class BreakerPolicy:
-    """When a breaker trips and how it recovers."""
+class BreakerPolicy(Settings):
+    """When a breaker trips and how it recovers (read from ``COMFYFLEET_<prefix>WINDOW`` and
+    so on: the scheduler's config names the prefix)."""
 
     # The sliding window: outcomes of the last window_s seconds.
-    window_s: float = 60.0
+    window_s: float = setting("WINDOW", 60.0)
     # Calls the window must hold before its rates may trip the breaker.
-    minimum_calls: int = 5
+    minimum_calls: int = setting("MINIMUM_CALLS", 5)
     # The share of failed calls (0..1] that opens the breaker.
-    failure_rate: float = 0.5
+    failure_rate: float = setting("FAILURE_RATE", 0.5)
     # A call that took longer than this to start is slow.
-    slow_call_s: float = 120.0
+    slow_call_s: float = setting("SLOW_CALL", 120.0)
     # The share of slow calls (0..1] that opens the breaker.
-    slow_call_rate: float = 0.8
+    slow_call_rate: float = setting("SLOW_CALL_RATE", 0.8)
     # How long an open breaker refuses calls before it lets probes through.
-    open_wait_s: float = 30.0
+    open_wait_s: float = setting("OPEN_WAIT", 30.0)
     # Probe calls a half-open breaker lets through.
-    half_open_probes: int = 2
+    half_open_probes: int = setting("HALF_OPEN_PROBES", 2)
     # A half-open breaker whose probes have not all reported back by then opens again.
-    half_open_max_s: float = 600.0
+    half_open_max_s: float = setting("HALF_OPEN_MAX", 600.0)
 
     def __post_init__(self) -> None:
         if self.minimum_calls < 1 or self.half_open_probes < 1:

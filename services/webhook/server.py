@@ -7,7 +7,6 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from comfyfleet.common.addresses import AddressPolicy
 from comfyfleet.common.db import open_pool
 from comfyfleet.common.events import connect_bus
 from comfyfleet.common.grpcserver import RunningServer, registration, serve
@@ -39,7 +38,7 @@ class WebhookService:
 async def build_service(cfg: Config) -> AsyncIterator[WebhookService]:
     """Runs everything until exit; then, in order: stop serving calls, stop fetching events,
     let attempts in flight finish within grace, drain NATS, close the database."""
-    policy = AddressPolicy(cfg.addresses.allow_loopback, cfg.addresses.allowed_networks)
+    policy = cfg.addresses
     settings = cfg.delivery
     async with AsyncExitStack() as stack:
         pool = await stack.enter_async_context(

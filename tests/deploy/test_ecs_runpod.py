@@ -6,6 +6,7 @@ import json
 import re
 from typing import Any
 
+from comfyfleet.common.config import parse_duration
 from tests.deploy.support import DEPLOY
 
 
@@ -55,7 +56,7 @@ def test_health_check_and_logs() -> None:
     assert {"awslogs-group", "awslogs-region", "awslogs-stream-prefix"} <= set(logs["options"])
     # Longer than the executor's shutdown grace, so a running attempt is handed back.
     env = {e["name"]: e["value"] for e in container["environment"]}
-    assert container["stopTimeout"] > float(env["COMFYFLEET_EXECUTOR_SHUTDOWN_GRACE_S"])
+    assert container["stopTimeout"] > parse_duration(env["COMFYFLEET_EXECUTOR_SHUTDOWN_GRACE"])
 
 
 def test_the_task_holds_no_aws_credentials_and_no_secrets() -> None:

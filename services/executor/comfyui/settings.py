@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import shlex
 from dataclasses import dataclass
+from typing import Any, Self
 
-from comfyfleet.common.config import ConfigError, env_float, env_str
+from comfyfleet.common.config import ConfigError, Settings, setting
 
 
 @dataclass(frozen=True)
-class ComfyUISettings:
+class ComfyUISettings(Settings):
     """Exactly one of ``command`` and ``url`` is set.
 
     ``command`` is ComfyUI's command line without the flags the engine adds itself
@@ -17,20 +18,20 @@ class ComfyUISettings:
     for example ``python /opt/ComfyUI/main.py --disable-auto-launch``.
     """
 
-    command: str = ""
-    url: str = ""
+    command: str = setting("COMFYUI_COMMAND", "")
+    url: str = setting("COMFYUI_URL", "")
     # How long a starting ComfyUI may take to answer before the start counts as failed.
-    startup_timeout_s: float = 180.0
+    startup_timeout_s: float = setting("COMFYUI_STARTUP_TIMEOUT", 180.0)
     # The websocket may stay silent this long (a long node sends nothing) before the run is
     # followed through GET /history as well.
-    watchdog_s: float = 30.0
+    watchdog_s: float = setting("COMFYUI_WATCHDOG", 30.0)
     # Between GET /history polls once the watchdog fired.
-    poll_s: float = 1.0
+    poll_s: float = setting("COMFYUI_POLL", 1.0)
     # One HTTP request to ComfyUI (not the run) may take this long.
-    request_timeout_s: float = 60.0
+    request_timeout_s: float = setting("COMFYUI_REQUEST_TIMEOUT", 60.0)
     # After a cancel, how long ComfyUI may take to stop the prompt before a started process
     # is killed (it is restarted before the next run).
-    interrupt_timeout_s: float = 10.0
+    interrupt_timeout_s: float = setting("COMFYUI_INTERRUPT_TIMEOUT", 10.0)
 
     def __post_init__(self) -> None:
         if bool(self.command.strip()) == bool(self.url.strip()):
@@ -48,19 +49,10 @@ class ComfyUISettings:
             raise ValueError("ComfyUI timeouts and intervals must be positive")
 
     @classmethod
-    def from_env(cls) -> ComfyUISettings:
+    def from_env(cls, **given: Any) -> Self:
         """From ``COMFYFLEET_COMFYUI_*``: COMMAND or URL, and the timings by their names."""
-        d = cls(url="http://defaults")
         try:
-            return cls(
-                command=env_str("COMFYUI_COMMAND", ""),
-                url=env_str("COMFYUI_URL", ""),
-                startup_timeout_s=env_float("COMFYUI_STARTUP_TIMEOUT_S", d.startup_timeout_s),
-                watchdog_s=env_float("COMFYUI_WATCHDOG_S", d.watchdog_s),
-                poll_s=env_float("COMFYUI_POLL_S", d.poll_s),
-                request_timeout_s=env_float("COMFYUI_REQUEST_TIMEOUT_S", d.request_timeout_s),
-                interrupt_timeout_s=env_float("COMFYUI_INTERRUPT_TIMEOUT_S", d.interrupt_timeout_s),
-            )
+            return super().from_env(**given)
         except ConfigError:
             raise
         except ValueError as err:

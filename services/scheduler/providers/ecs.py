@@ -16,41 +16,28 @@ from typing import Any
 import boto3
 from botocore.exceptions import BotoCoreError, ClientError
 
-from comfyfleet.common.config import env_int, env_str
+from comfyfleet.common.config import Settings, setting
 
 
 @dataclass(frozen=True)
-class EcsConfig:
+class EcsConfig(Settings):
     """The ECS service of GPU executors; scaling is off without a cluster and a service."""
 
-    cluster: str = ""
-    service: str = ""
-    region: str = "us-east-1"
+    cluster: str = setting("ECS_CLUSTER", "")
+    service: str = setting("ECS_SERVICE", "")
+    # The object storage's region when not set.
+    region: str = setting("ECS_REGION", "us-east-1", also=("S3_REGION",))
     # Another ECS API than AWS's own (a local one in tests); "" for AWS.
-    endpoint_url: str = ""
-    min_replicas: int = 0
-    max_replicas: int = 10
-    warm_pool: int = 3
+    endpoint_url: str = setting("ECS_ENDPOINT_URL", "")
+    min_replicas: int = setting("ECS_MIN_REPLICAS", 0)
+    max_replicas: int = setting("ECS_MAX_REPLICAS", 10)
+    warm_pool: int = setting("ECS_WARM_POOL", 3)
     # The environment its tasks run (they register with it): its queue is what scales them.
-    environment: str = "native"
+    environment: str = setting("ECS_ENVIRONMENT", "native")
 
     @property
     def enabled(self) -> bool:
         return bool(self.cluster and self.service)
-
-    @classmethod
-    def from_env(cls) -> EcsConfig:
-        d = cls()
-        return cls(
-            cluster=env_str("ECS_CLUSTER", ""),
-            service=env_str("ECS_SERVICE", ""),
-            region=env_str("ECS_REGION", env_str("S3_REGION", d.region)),
-            endpoint_url=env_str("ECS_ENDPOINT_URL", ""),
-            min_replicas=env_int("ECS_MIN_REPLICAS", d.min_replicas),
-            max_replicas=env_int("ECS_MAX_REPLICAS", d.max_replicas),
-            warm_pool=env_int("ECS_WARM_POOL", d.warm_pool),
-            environment=env_str("ECS_ENVIRONMENT", d.environment),
-        )
 
 
 class EcsScaler:

@@ -26,15 +26,15 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncGenerator, Mapping
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, replace
+from typing import Any, Self
 from urllib.parse import urlsplit
 
 import aiohttp
 from google.protobuf import json_format
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
-from comfyfleet.common.config import env_float, env_int, env_str
+from comfyfleet.common.config import Settings, setting
 from comfyfleet.common.errors import ComfyfleetError, DeadlineExceeded, Unavailable
 from comfyfleet.common.telemetry import TRACEPARENT, traceparent_of_span, tracer
 from comfyfleet.executor.v1 import executor_pb2
@@ -52,36 +52,36 @@ _ENDED = frozenset({"COMPLETED", "FAILED", "CANCELLED", "TIMED_OUT"})
 
 
 @dataclass(frozen=True)
-class RunpodConfig:
+class RunpodConfig(Settings):
     """One RunPod serverless endpoint the scheduler sends work to."""
 
     # The endpoint's API base, e.g. https://api.runpod.ai/v2/<endpoint id>; "" disables RunPod.
-    endpoint_url: str = ""
+    endpoint_url: str = setting("RUNPOD_ENDPOINT_URL", "")
     # The endpoint's id, for its executor id and for scaling its workers.
-    endpoint_id: str = ""
-    api_key: str = ""
+    endpoint_id: str = setting("RUNPOD_ENDPOINT_ID", "")
+    api_key: str = setting("RUNPOD_API_KEY", "")
     # The most jobs the scheduler keeps at the endpoint at once (queued or running there).
-    max_in_flight: int = 10
+    max_in_flight: int = setting("RUNPOD_MAX_IN_FLIGHT", 10)
     # The GPU type its workers run on, which prices their time ("" takes the provider's "*").
-    gpu: str = ""
+    gpu: str = setting("RUNPOD_GPU", "")
     # The limit of one HTTP call to the endpoint (a /run that hangs longer failed).
-    request_timeout_s: float = 10.0
+    request_timeout_s: float = setting("RUNPOD_REQUEST_TIMEOUT", 10.0)
     # The limit of one /stream call: the SDK's local server answers it only when the job ends.
-    stream_timeout_s: float = 120.0
+    stream_timeout_s: float = setting("RUNPOD_STREAM_TIMEOUT", 120.0)
     # How often /stream is asked again while no chunk came.
-    poll_interval_s: float = 0.5
+    poll_interval_s: float = setting("RUNPOD_POLL_INTERVAL", 0.5)
     # A job not started by then is cancelled: the endpoint could not give it a worker.
-    start_timeout_s: float = 900.0
+    start_timeout_s: float = setting("RUNPOD_START_TIMEOUT", 900.0)
     # RunPod's REST API, where the endpoint's minimum number of workers is set.
-    rest_url: str = DEFAULT_REST
+    rest_url: str = setting("RUNPOD_REST_URL", DEFAULT_REST)
     # Workers the autoscaler keeps warm while there is work.
-    warm_pool: int = 3
+    warm_pool: int = setting("RUNPOD_WARM_POOL", 3)
     # The environment its workers run, and that environment's engine: only executions of it
     # go to the endpoint, and its queue is what scales it.
-    environment: str = "native"
-    engine: str = "native"
+    environment: str = setting("RUNPOD_ENVIRONMENT", "native")
+    engine: str = setting("RUNPOD_ENGINE", "native")
     # While the environment's catalog is unknown, how often its workers are asked for it.
-    describe_interval_s: float = 60.0
+    describe_interval_s: float = setting("RUNPOD_DESCRIBE_INTERVAL", 60.0)
 
     @property
     def enabled(self) -> bool:
@@ -93,26 +93,11 @@ class RunpodConfig:
         return f"runpod-{self.endpoint_id or urlsplit(self.endpoint_url).netloc}"
 
     @classmethod
-    def from_env(cls) -> RunpodConfig:
-        d = cls()
-        endpoint_id = env_str("RUNPOD_ENDPOINT_ID", "")
-        default_url = f"{DEFAULT_API}/{endpoint_id}" if endpoint_id else ""
-        return cls(
-            endpoint_url=env_str("RUNPOD_ENDPOINT_URL", default_url).rstrip("/"),
-            endpoint_id=endpoint_id,
-            api_key=env_str("RUNPOD_API_KEY", ""),
-            max_in_flight=env_int("RUNPOD_MAX_IN_FLIGHT", d.max_in_flight),
-            gpu=env_str("RUNPOD_GPU", ""),
-            request_timeout_s=env_float("RUNPOD_REQUEST_TIMEOUT_S", d.request_timeout_s),
-            stream_timeout_s=env_float("RUNPOD_STREAM_TIMEOUT_S", d.stream_timeout_s),
-            poll_interval_s=env_float("RUNPOD_POLL_INTERVAL_S", d.poll_interval_s),
-            start_timeout_s=env_float("RUNPOD_START_TIMEOUT_S", d.start_timeout_s),
-            rest_url=env_str("RUNPOD_REST_URL", DEFAULT_REST).rstrip("/"),
-            warm_pool=env_int("RUNPOD_WARM_POOL", d.warm_pool),
-            environment=env_str("RUNPOD_ENVIRONMENT", d.environment),
-            engine=env_str("RUNPOD_ENGINE", d.engine),
-            describe_interval_s=env_float("RUNPOD_DESCRIBE_INTERVAL_S", d.describe_interval_s),
-        )
+    def from_env(cls, **given: Any) -> Self:
+        """``COMFYFLEET_RUNPOD_*``; without an endpoint URL, the API's URL of the endpoint id."""
+        read = super().from_env(**given)
+        url = read.endpoint_url or (f"{DEFAULT_API}/{read.endpoint_id}" if read.endpoint_id else "")
+        return replace(read, endpoint_url=url.rstrip("/"), rest_url=read.rest_url.rstrip("/"))
 
     @property
     def scalable(self) -> bool:

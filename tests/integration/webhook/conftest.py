@@ -10,12 +10,12 @@ from typing import Any
 
 import pytest
 
+from comfyfleet.common.addresses import AddressPolicy
 from comfyfleet.common.config import DatabaseConfig, NatsConfig
 from comfyfleet.common.events import EventBus, connect_bus
 from comfyfleet.common.grpcserver import channel
 from comfyfleet.webhooks.v1 import webhooks_pb2_grpc
 from services.webhook.config import (
-    AddressSettings,
     Config,
     ConsumerSettings,
     DeliverySettings,
@@ -47,7 +47,7 @@ def webhook_config(fresh_database: str, nats_server: NatsInfo, nats_names: NatsN
         ),
         delivery=FAST,
         consumer=ConsumerSettings(ack_wait_s=2.0, pull_expires_s=1.0),
-        addresses=AddressSettings(allow_loopback=True),
+        addresses=AddressPolicy(allow_loopback=True),
         shutdown_grace_s=2.0,
     )
 
@@ -61,7 +61,7 @@ def start_service(webhook_config: Config) -> StartService:
     replica, or a restart) on the test's database and stream."""
 
     def start(
-        addresses: AddressSettings | None = None, **changes: Any
+        addresses: AddressPolicy | None = None, **changes: Any
     ) -> contextlib.AbstractAsyncContextManager[WebhookService]:
         cfg = dataclasses.replace(
             webhook_config,

@@ -8,10 +8,11 @@ import json
 import asyncpg
 from aiohttp import web
 
+from comfyfleet.common.addresses import AddressPolicy
 from comfyfleet.common.events import EventBus
 from comfyfleet.common.grpcserver import channel
 from comfyfleet.webhooks.v1 import webhooks_pb2, webhooks_pb2_grpc
-from services.webhook.config import AddressSettings, Config
+from services.webhook.config import Config
 from services.webhook.server import WebhookService
 from tests.integration.webhook.conftest import StartService
 from tests.integration.webhook.support import (
@@ -231,7 +232,7 @@ async def test_a_failing_receiver_does_not_slow_healthy_ones(
 async def test_hosts_resolving_to_forbidden_addresses_are_refused_at_connect(
     start_service: StartService, receiver: Receiver, bus: EventBus
 ) -> None:
-    strict = AddressSettings(allow_loopback=False)
+    strict = AddressPolicy(allow_loopback=False)
     async with start_service(addresses=strict) as svc, channel(f"127.0.0.1:{svc.port}") as ch:
         client = Client(webhooks_pb2_grpc.WebhookServiceStub(ch), "tenant-a")
         # A name, so creation cannot know where it points; the connection finds out.
