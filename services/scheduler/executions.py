@@ -8,7 +8,7 @@ import binascii
 import hashlib
 import json
 import logging
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from comfyfleet.common.errors import FieldViolation, InvalidArgument, Unavailable
@@ -38,6 +38,9 @@ log = logging.getLogger(__name__)
 
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 500
+# A page ends early past this many bytes (each execution carries its workflow, up to
+# megabytes): gRPC clients read at most 4 MiB by default. One execution is always listed.
+MAX_PAGE_BYTES = 3 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -151,9 +154,11 @@ class Executions:
         page_token: str,
         state: State | None,
         labels: Mapping[str, str] | None = None,
+        size_of: Callable[[ExecutionView], int] | None = None,
     ) -> Page:
         """A page of the tenant's executions, newest first, in ``state`` (any when None)
-        and carrying every label of ``labels``."""
+        and carrying every label of ``labels``; when ``size_of`` tells each one's size in
+        the answer, the page ends before it would pass :data:`MAX_PAGE_BYTES`."""
         if page_size < 0:
             raise InvalidArgument(
                 "page_size cannot be negative", [FieldViolation("page_size", "must be >= 0")]
@@ -164,10 +169,11 @@ class Executions:
         views = await self.store.page(
             tenant, state=state, before_id=before, limit=limit + 1, labels=selector
         )
+        kept = _within_bytes(views[:limit], size_of)
         token = ""
-        if len(views) > limit:
-            token = encode_page_token(views[limit - 1].record.id, state, selector)
-        return Page(views[:limit], token)
+        if len(kept) < len(views):
+            token = encode_page_token(kept[-1].record.id, state, selector)
+        return Page(kept, token)
 
     async def cancel(self, tenant: str, execution_id: str) -> ExecutionView:
         view, placement = await self.store.cancel(tenant, execution_id)
@@ -204,6 +210,21 @@ def _label_digest(labels: Mapping[str, str]) -> str:
         return ""
     doc = json.dumps(sorted(labels.items()), separators=(",", ":"))
     return hashlib.sha256(doc.encode()).hexdigest()[:32]
+
+
+def _within_bytes(
+    views: Sequence[ExecutionView], size_of: Callable[[ExecutionView], int] | None
+) -> list[ExecutionView]:
+    if size_of is None:
+        return list(views)
+    kept: list[ExecutionView] = []
+    total = 0
+    for view in views:
+        total += size_of(view)
+        if kept and total > MAX_PAGE_BYTES:
+            break
+        kept.append(view)
+    return kept
 
 
 def encode_page_token(

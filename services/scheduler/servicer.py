@@ -24,6 +24,7 @@ from services.scheduler.executions import Executions
 from services.scheduler.executors import ExecutorRegistry
 from services.scheduler.lifecycle import State
 from services.scheduler.queue import Queue, QueueStats
+from services.scheduler.records import ExecutionView
 from services.scheduler.scaling import DecisionRecord, recent_decisions
 from services.scheduler.telemetry import BREAKER_STATES, split_name
 from services.scheduler.uploads import Uploads, upload_proto
@@ -69,15 +70,22 @@ class ExecutionServicer(executions_pb2_grpc.ExecutionServiceServicer):
     async def ListExecutions(
         self, request: executions_pb2.ListExecutionsRequest, context: Context
     ) -> executions_pb2.ListExecutionsResponse:
+        made: dict[str, executions_pb2.Execution] = {}
+
+        def size_of(view: ExecutionView) -> int:
+            made[view.record.id] = execution_proto(view, self.links)
+            return made[view.record.id].ByteSize()
+
         page = await self.executions.page(
             tenant_of(context),
             page_size=request.page_size,
             page_token=request.page_token,
             state=_state_filter(request.state),
             labels=request.labels,
+            size_of=size_of,
         )
         return executions_pb2.ListExecutionsResponse(
-            executions=[execution_proto(v, self.links) for v in page.executions],
+            executions=[made[v.record.id] for v in page.executions],
             next_page_token=page.next_page_token,
         )
 

@@ -10,7 +10,7 @@ from comfyfleet.common.errors import error_info, field_violations
 from comfyfleet.executions.v1 import executions_pb2
 from services.scheduler.server import Scheduler
 from tests.integration.scheduler.conftest import Clients
-from tests.integration.scheduler.helpers import STATE, create, get
+from tests.integration.scheduler.helpers import STATE, create, get, graph_json
 
 TENANT = "acme"
 
@@ -183,3 +183,25 @@ async def test_a_retry_must_repeat_the_webhook_event_filter(
         assert info is not None and info.reason == "REQUEST_ID_REUSED"
     plain = await create(clients, TENANT, request_id="r2")
     assert (await create(clients, TENANT, request_id="r2", webhook_events=[])).id == plain.id
+
+
+async def test_a_page_of_large_workflows_stays_within_what_a_default_client_reads(
+    clients: Clients, scheduler: Scheduler
+) -> None:
+    # Each execution carries its workflow: fifty of a megabyte would be a 50 MB answer, past
+    # the 4 MiB a gRPC client takes by default (and slow to transcode for REST).
+    big = graph_json(**{f"note{i}": "x" * 60_000 for i in range(16)})
+    made = [(await create(clients, "bulky", workflow_json=big)).id for _ in range(8)]
+    seen: list[str] = []
+    token = ""
+    while True:
+        page = await clients.executions.ListExecutions(
+            executions_pb2.ListExecutionsRequest(page_token=token),
+            metadata=clients.as_tenant("bulky"),
+        )
+        assert page.executions and page.ByteSize() < 4 * 1024 * 1024
+        seen += [e.id for e in page.executions]
+        token = page.next_page_token
+        if not token:
+            break
+    assert seen == list(reversed(made))
