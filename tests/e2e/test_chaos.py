@@ -133,7 +133,6 @@ async def test_nothing_is_lost_or_answered_internal_under_kills_and_restarts(
 ) -> None:
     print(f"\nchaos seed {SEED} (COMFYFLEET_CHAOS_SEED={SEED} replays it)")
     assert fleet.chaos is not None
-    fleet.chaos.infra_down_s = 1.0
     figures = Figures(ChaosSettings(seed=SEED))
     try:
         await run_chaos(fleet, receiver, figures)

@@ -149,11 +149,14 @@ class Action:
 
 
 def chaos_plan(
-    rng: random.Random, window_s: float, kill_gap_s: tuple[float, float]
+    rng: random.Random,
+    window_s: float,
+    kill_gap_s: tuple[float, float],
+    infra_restarts: int = 1,
 ) -> list[Action]:
     """Kills every ``kill_gap_s`` (uniform) for ``window_s`` and until each service died once
-    (in a shuffled order, then at random), PostgreSQL restarted at a third of the window and
-    NATS at two thirds."""
+    (in a shuffled order, then at random); the window cut in ``infra_restarts`` parts, each
+    restarting PostgreSQL at a third of the way and NATS at two thirds."""
     first_round = list(SERVICES)
     rng.shuffle(first_round)
     actions, t = [], 0.0
@@ -162,7 +165,9 @@ def chaos_plan(
         if t >= window_s and not first_round:
             break
         actions.append(Action(t, first_round.pop() if first_round else rng.choice(SERVICES)))
-    actions += [Action(window_s / 3, "postgres"), Action(2 * window_s / 3, "nats")]
+    part = window_s / infra_restarts
+    for i in range(infra_restarts):
+        actions += [Action(part * (i + 1 / 3), "postgres"), Action(part * (i + 2 / 3), "nats")]
     return sorted(actions, key=lambda a: a.at_s)
 
 
@@ -275,6 +280,8 @@ class ChaosFleet:
         self.store = store
         self.launcher: Launcher | None = None
         self.chaos: Chaos | None = None
+        # Where each service's log stood at mark_logs(): what is counted is after it.
+        self._log_marks: dict[Path, int] = {}
 
     @classmethod
     @contextmanager
@@ -351,10 +358,17 @@ class ChaosFleet:
         """Calls any service answered UNAVAILABLE because a dependency was down."""
         return self._logged(re.compile(r" (\S+) met a dependency that is down"))
 
+    def mark_logs(self) -> None:
+        """Counts of answers from now on leave out what the logs hold already."""
+        self._log_marks = {log: log.stat().st_size for log in self.log_dir.glob("*.log")}
+
     def _logged(self, pattern: re.Pattern[str]) -> Counter[str]:
         found: Counter[str] = Counter()
         for log in sorted(self.log_dir.glob("*.log")):
-            for match in pattern.finditer(log.read_text(errors="replace")):
+            with log.open("rb") as f:
+                f.seek(self._log_marks.get(log, 0))
+                text = f.read().decode(errors="replace")
+            for match in pattern.finditer(text):
                 found[f"{log.stem} {match.group(1).rsplit('/', 1)[-1]}"] += 1
         return found
 

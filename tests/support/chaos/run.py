@@ -30,6 +30,9 @@ class ChaosSettings:
     # every service was killed once).
     window_s: float = 30.0
     kill_gap_s: tuple[float, float] = (1.5, 3.5)
+    # How many times PostgreSQL and NATS each restart, and how long each stays down.
+    infra_restarts: int = 1
+    infra_down_s: float = 1.0
     clients: int = 8
     rest_every: int = 4
     # How long one submission may keep being refused before its client gives up.
@@ -77,7 +80,9 @@ class Figures:
         outages = ", ".join(f"{o.target} {o.up_at - o.down_at:.1f}s" for o in self.chaos.outages)
         lines = [
             f"chaos seed {s.seed}: {s.executions} executions, {s.clients} clients "
-            f"(every {s.rest_every}th over REST), {s.window_s:.0f}s window",
+            f"(every {s.rest_every}th over REST), {s.window_s:.0f}s window, kills every "
+            f"{s.kill_gap_s[0]:g}-{s.kill_gap_s[1]:g}s, PostgreSQL and NATS down "
+            f"{s.infra_down_s:g}s {s.infra_restarts}x each",
             f"accepted {len(self.accepted)}, gave up {len(self.gave_up)}; states {dict(self.states)}",
             f"attempts per execution {dict(sorted(self.attempts.items()))}",
             f"kills {dict(sorted(self.chaos.kills.items()))} "
@@ -108,6 +113,7 @@ async def run_chaos(fleet: ChaosFleet, receiver: Receiver, figures: Figures) -> 
     settings_ = Settings(fleet.addrs.gateway, fleet.admin_key)
     assert fleet.launcher is not None
     restarted = Counter(fleet.launcher.restarts)
+    fleet.mark_logs()
     async with AsyncClient(settings_) as client:
         await client.create_subscription(receiver.url, description="chaos")
         await _harm_while_submitting(fleet, figures, rng)
@@ -125,7 +131,8 @@ async def _harm_while_submitting(fleet: ChaosFleet, figures: Figures, rng: rando
         fleet.addrs.gateway, f"http://{fleet.addrs.rest}", fleet.admin_key, figures.answers
     )
     started = time.monotonic()
-    fleet.chaos.begin(chaos_plan(rng, s.window_s, s.kill_gap_s))
+    fleet.chaos.infra_down_s = s.infra_down_s
+    fleet.chaos.begin(chaos_plan(rng, s.window_s, s.kill_gap_s, s.infra_restarts))
     try:
         await submitter.run(jobs, s.clients, s.submit_deadline_s)
         await asyncio.to_thread(fleet.chaos.plan_done.wait)
