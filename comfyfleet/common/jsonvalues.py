@@ -6,6 +6,8 @@ its JSON is, and Python's recursion limit must never be what answers it.
 
 from __future__ import annotations
 
+import json
+import re
 from typing import Any
 
 from google.protobuf import struct_pb2
@@ -83,3 +85,39 @@ def struct_to_python(struct: struct_pb2.Struct) -> dict[str, Any]:
                 made = getattr(item, kind)
             _put(target, key, made)
     return top
+
+
+# After json.loads a str holds a surrogate only when a "\ud800"-style escape stood alone
+# (an escaped pair becomes one code point): it is not Unicode text, and protobuf, PostgreSQL
+# and UTF-8 all refuse it.
+_SURROGATE = re.compile("[\ud800-\udfff]")
+_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def lone_surrogate_paths(value: Any) -> list[str]:
+    """The paths (``a.b[0]``, ``labels["k"]``) of the strings and object keys of a decoded
+    JSON value that hold a lone surrogate, in document order."""
+    found: list[str] = []
+    stack: list[tuple[Any, str]] = [(value, "")]
+    while stack:
+        item, path = stack.pop()
+        if isinstance(item, str):
+            if _SURROGATE.search(item):
+                found.append(path)
+        elif isinstance(item, dict):
+            children = []
+            for key, child in item.items():
+                child_path = _member(path, key)
+                if _SURROGATE.search(key):
+                    found.append(child_path)
+                children.append((child, child_path))
+            stack.extend(reversed(children))
+        elif isinstance(item, list):
+            stack.extend(reversed([(v, f"{path}[{i}]") for i, v in enumerate(item)]))
+    return found
+
+
+def _member(path: str, key: str) -> str:
+    if _NAME.match(key):
+        return f"{path}.{key}" if path else key
+    return f"{path}[{json.dumps(key)}]"

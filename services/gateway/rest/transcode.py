@@ -14,7 +14,7 @@ from typing import Any
 from google.protobuf import json_format, message, message_factory
 
 from comfyfleet.common.errors import FieldViolation, InvalidArgument
-from comfyfleet.common.jsonvalues import integral_floats_to_ints
+from comfyfleet.common.jsonvalues import integral_floats_to_ints, lone_surrogate_paths
 from services.gateway.rest import fields
 from services.gateway.rest.routing import Route
 
@@ -69,13 +69,16 @@ def _parse_json(raw: bytes) -> tuple[Any, list[FieldViolation]]:
     if not raw.strip():
         return None, []
     try:
-        return json.loads(raw), []
+        value = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as err:
         text = f"the request body is not valid JSON: {err}"
         return None, [FieldViolation("", text, "INVALID_JSON")]
     except RecursionError:
         # Deeper than the decoder reads (about a thousand levels); no field can be that deep.
         return None, [FieldViolation("", "the request body is nested too deeply", "INVALID_JSON")]
+    text = "holds a lone surrogate (an unpaired \\ud800 to \\udfff escape), which is not text"
+    bad = [FieldViolation(path, text, "INVALID_TEXT") for path in lone_surrogate_paths(value)]
+    return (None, bad) if bad else (value, [])
 
 
 def _apply_body(

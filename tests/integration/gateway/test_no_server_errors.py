@@ -86,9 +86,7 @@ async def stored(platform: Platform, key: Metadata) -> int:
     count, token = 0, ""
     while True:
         page = await stub.ListExecutions(
-            # Small pages: a page of 10,000-node workflows is megabytes.
-            executions_pb2.ListExecutionsRequest(page_size=2, page_token=token),
-            metadata=key,
+            executions_pb2.ListExecutionsRequest(page_token=token), metadata=key
         )
         count += len(page.executions)
         token = page.next_page_token

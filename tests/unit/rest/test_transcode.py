@@ -169,6 +169,21 @@ def test_malformed_json_is_a_violation_without_a_field() -> None:
     assert "not valid JSON" in violation.description
 
 
+def test_lone_surrogates_anywhere_in_a_body_name_where_they_are() -> None:
+    # Only a "\ud800" escape makes one (a body that is UTF-8 cannot hold one raw); protobuf
+    # cannot carry it, and json_format crashed on one where it expected a message.
+    body = (
+        b'{"id": "\\\\ud800 is escaped, fine", "nesteds": ["\ud83d"], "labels": {"\udc00": "x"},'
+        b' "tags": ["ok \ud83d\ude00", "\ud800"]}'
+    )
+    violations = _violations(method="POST", path="/v1/items", body=body)
+    assert sorted((v.field, v.reason) for v in violations) == [
+        ('labels["\\udc00"]', "INVALID_TEXT"),
+        ("nesteds[0]", "INVALID_TEXT"),
+        ("tags[1]", "INVALID_TEXT"),
+    ]
+
+
 def test_body_star_must_be_an_object() -> None:
     [violation] = _violations(method="POST", path="/v1/items", body=b"[1, 2]")
     assert "JSON object" in violation.description
