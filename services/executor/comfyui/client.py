@@ -67,10 +67,38 @@ class MessageStream:
 
     async def next(self, timeout: float) -> dict[str, Any] | None:  # noqa: ASYNC109
         """The next message, or None when none came within ``timeout``."""
+        if not self.queue.empty():
+            return self.queue.get_nowait()
         try:
-            return await asyncio.wait_for(self.queue.get(), timeout)
+            async with asyncio.timeout(timeout):
+                return await self.queue.get()
         except TimeoutError:
             return None
+
+
+class SharedSession:
+    """The aiohttp session an engine's runs share, so they reuse its keep-alive connections.
+
+    Made on first use, on the event loop that uses it. :meth:`close` drops it when its
+    connections may lead nowhere (ComfyUI restarted, or stopped answering); the next
+    :meth:`client` makes another.
+    """
+
+    def __init__(self, request_timeout_s: float) -> None:
+        limit = request_timeout_s
+        self._timeout = aiohttp.ClientTimeout(total=None, sock_connect=limit, sock_read=limit)
+        self._http: aiohttp.ClientSession | None = None
+
+    def client(self, base_url: str) -> ComfyUIClient:
+        """A client of the ComfyUI at ``base_url``; call on the session's event loop."""
+        if self._http is None or self._http.closed:
+            self._http = aiohttp.ClientSession(timeout=self._timeout)
+        return ComfyUIClient(self._http, base_url)
+
+    async def close(self) -> None:
+        http, self._http = self._http, None
+        if http is not None:
+            await http.close()
 
 
 class ComfyUIClient:

@@ -11,30 +11,39 @@ UNAVAILABLE; a process this engine started is restarted before the next run.
 Tenants never see each other's results through ComfyUI's cache, output or input folders:
 see :mod:`services.executor.comfyui.isolation` for how and why.
 
-``run`` blocks: the async work runs on an event loop of its own on the caller's thread.
+``run`` blocks: its async work runs on the engine's event loop, a thread of its own started
+once, and every run shares one HTTP session (and its keep-alive connections to ComfyUI) until
+ComfyUI restarts or fails to answer. The small file steps (inputs, model links, output
+cleanup, restored PNGs) run on that loop too: no other run waits on it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import json
 import logging
+import os
 import secrets
 import shutil
 import time
 import uuid
 import weakref
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import aiohttp
-
 from comfyfleet.common.errors import FieldViolation
 from comfyfleet.workflow.runner import CancelToken
-from services.executor.comfyui.client import ComfyUIClient, ComfyUIUnavailable, MessageStream
+from services.executor.comfyui.client import (
+    ComfyUIClient,
+    ComfyUIUnavailable,
+    MessageStream,
+    SharedSession,
+)
 from services.executor.comfyui.isolation import Isolated, Isolation, NodeKinds
+from services.executor.comfyui.loop import LoopThread
 from services.executor.comfyui.process import ComfyUIProcess
 from services.executor.comfyui.protocol import (
     Outcome,
@@ -61,6 +70,8 @@ log = logging.getLogger(__name__)
 TICK_S = 0.05
 # Between readiness probes of a starting ComfyUI.
 READY_POLL_S = 0.2
+# The name of each engine's event loop thread.
+LOOP_THREAD_NAME = "comfyui-engine"
 
 
 class ComfyUIEngine:
@@ -90,6 +101,10 @@ class ComfyUIEngine:
             self._process = ComfyUIProcess(settings.argv, work_dir, device)
             # The child must not outlive the executor, even when close() is never called.
             weakref.finalize(self, self._process.stop)
+        self._http = SharedSession(settings.request_timeout_s)
+        self._loop = LoopThread(LOOP_THREAD_NAME, on_stop=self._http.close)
+        # Nor its loop's thread (which, like on_stop, holds no reference to the engine).
+        weakref.finalize(self, self._loop.stop)
         self._object_info: Mapping[str, Any] = {}
         self._output_classes: frozenset[str] = frozenset()
 
@@ -120,34 +135,37 @@ class ComfyUIEngine:
         """What ComfyUI answered ``GET /object_info`` with at start: its node catalog."""
         return self._object_info
 
+    @property
+    def loop_thread(self) -> LoopThread:
+        """The thread the engine's async work runs on (between start and close)."""
+        return self._loop
+
     def start(self) -> None:
-        """Starts (or reaches) ComfyUI, waits until it answers and reads its node types.
+        """Starts the engine's event loop and (or reaches) ComfyUI, waits until it answers
+        and reads its node types.
 
         Blocking. Raises :class:`ComfyUIUnavailable` when it does not come up in time.
         """
-        asyncio.run(self._start())
+        self._loop.run(self._start())
 
     def close(self) -> None:
-        """Stops a ComfyUI process this engine started."""
+        """Stops a ComfyUI process this engine started, the engine's HTTP session and its
+        event loop. A later run starts them again."""
         if self._process is not None:
             self._process.stop()
+        self._loop.stop()
 
     def run(self, job: EngineJob, on_event: OnEvent, cancel: CancelToken) -> EngineResult:
-        return asyncio.run(self._run(job, on_event, cancel))
+        try:
+            return self._loop.run(self._run(job, on_event, cancel))
+        except concurrent.futures.CancelledError:
+            raise ComfyUIUnavailable("the comfyui engine was closed during the run") from None
 
     # ------------------------------------------------------------------ server lifecycle
 
-    @contextlib.asynccontextmanager
-    async def _client(self) -> AsyncIterator[ComfyUIClient]:
-        limit = self.settings.request_timeout_s
-        timeout = aiohttp.ClientTimeout(total=None, sock_connect=limit, sock_read=limit)
-        async with aiohttp.ClientSession(timeout=timeout) as http:
-            yield ComfyUIClient(http, self._base_url)
-
     async def _start(self) -> None:
-        async with self._client() as client:
-            await self._bring_up(client)
-            info = await client.object_info()
+        client = await self._bring_up()
+        info = await client.object_info()
         self._object_info = info
         self._kinds = NodeKinds.from_object_info(info)
         self._output_classes = frozenset(
@@ -157,16 +175,19 @@ class ComfyUIEngine:
         )
         log.info("ComfyUI at %s is ready with %d node types", self._base_url, len(info))
 
-    async def _bring_up(self, client: ComfyUIClient) -> None:
+    async def _bring_up(self) -> ComfyUIClient:
         """Starts the process when there is one, then waits until ComfyUI answers."""
         if self._process is not None:
-            self._base_url = client.base_url = await asyncio.to_thread(self._process.start)
+            # Connections to an earlier process lead nowhere.
+            await self._http.close()
+            self._base_url = await asyncio.to_thread(self._process.start)
+        client = self._http.client(self._base_url)
         deadline = time.monotonic() + self.settings.startup_timeout_s
         while True:
             self._check_process("while starting")
             try:
                 await client.system_stats()
-                return
+                return client
             except ComfyUIUnavailable as err:
                 if time.monotonic() >= deadline:
                     # Stopped, so that the next run starts a fresh one instead of waiting on it.
@@ -178,18 +199,20 @@ class ComfyUIEngine:
                     ) from err
             await asyncio.sleep(READY_POLL_S)
 
-    async def _ensure_up(self, client: ComfyUIClient) -> None:
+    async def _ensure_up(self) -> ComfyUIClient:
         """Before a run: restarts a process that died, or checks that the URL answers.
 
         A live process is not probed: the probe costs ComfyUI milliseconds per run, and one
         that stopped answering fails the submit just the same.
         """
         process = self._process
+        if process is not None and (not process.started or process.exit_code() is not None):
+            log.warning("ComfyUI exited with code %s; restarting it", process.exit_code())
+            return await self._bring_up()
+        client = self._http.client(self._base_url)
         if process is None:
             await client.system_stats()
-        elif not process.started or process.exit_code() is not None:
-            log.warning("ComfyUI exited with code %s; restarting it", process.exit_code())
-            await self._bring_up(client)
+        return client
 
     def _check_process(self, when: str) -> None:
         code = None if self._process is None else self._process.exit_code()
@@ -204,35 +227,36 @@ class ComfyUIEngine:
 
     async def _run(self, job: EngineJob, on_event: OnEvent, cancel: CancelToken) -> EngineResult:
         submitted = _decode(job.workflow_json)
-        async with self._client() as client:
+        try:
+            client = await self._ensure_up()
+            inputs = _read_tree(job.input_dir)
+            uploaded = await self._place_files(client, job, inputs)
+            if cancel.cancelled:
+                raise RunInterrupted("the run was cancelled before it was submitted")
+            isolated = self._isolation.isolate(
+                _renamed(submitted, uploaded),
+                submitted,
+                job.cache_scope,
+                self._kinds,
+                job.models,
+                inputs,
+            )
             try:
-                await self._ensure_up(client)
-                inputs = await asyncio.to_thread(_read_tree, job.input_dir)
-                uploaded = await self._place_files(client, job, inputs)
-                if cancel.cancelled:
-                    raise RunInterrupted("the run was cancelled before it was submitted")
-                isolated = self._isolation.isolate(
-                    _renamed(submitted, uploaded),
-                    submitted,
-                    job.cache_scope,
-                    self._kinds,
-                    job.models,
-                    inputs,
-                )
-                try:
-                    tracker, entry = await self._execute(client, isolated.prompt, on_event, cancel)
-                except WorkflowRejected as err:
-                    # Errors name the files as the workflow did, not as they were uploaded.
-                    if not uploaded or err.comfy_body is None:
-                        raise
-                    raise rejection(_names_restored(err.comfy_body, uploaded)) from None
-                outcome = outcome_of(entry)
-                tracker.settle(outcome)
-                return await self._result(client, outcome, tracker.expected, isolated)
-            except ComfyUIUnavailable:
-                # A refused connection says little; a process that exited says why.
-                self._check_process("during the run")
-                raise
+                tracker, entry = await self._execute(client, isolated.prompt, on_event, cancel)
+            except WorkflowRejected as err:
+                # Errors name the files as the workflow did, not as they were uploaded.
+                if not uploaded or err.comfy_body is None:
+                    raise
+                raise rejection(_names_restored(err.comfy_body, uploaded)) from None
+            outcome = outcome_of(entry)
+            tracker.settle(outcome)
+            return await self._result(client, outcome, tracker.expected, isolated)
+        except ComfyUIUnavailable:
+            # Its connections may lead to a ComfyUI that went away: the next run makes new ones.
+            await self._http.close()
+            # A refused connection says little; a process that exited says why.
+            self._check_process("during the run")
+            raise
 
     async def _execute(
         self,
@@ -259,11 +283,13 @@ class ComfyUIEngine:
             if cancel.cancelled:
                 await self._interrupt(client, tracker.prompt_id)
                 raise RunInterrupted("the run was cancelled")
-            self._check_process("during the run")
             message = await stream.next(TICK_S)
             if message is not None:
                 watchdog.heard()
                 tracker.feed(message)
+            else:
+                # Only while it is quiet: a process that died sends nothing.
+                self._check_process("during the run")
             if watchdog.due(tracker.finished, stream.closed):
                 entry = await client.history(tracker.prompt_id)
                 if entry is not None:
@@ -306,8 +332,8 @@ class ComfyUIEngine:
                 await client.upload_input(data, uploaded[name])
             return uploaded
         # Emptied first: a run must not read files an earlier run (or tenant) left there.
-        await asyncio.to_thread(_replace_tree, job.input_dir, process.input_dir)
-        await asyncio.to_thread(process.link_models, job.models)
+        _replace_tree(job.input_dir, process.input_dir)
+        process.link_models(job.models)
         return {}
 
     async def _result(
@@ -324,7 +350,7 @@ class ComfyUIEngine:
         refs = [ref for ref in outcome.outputs if ref.type == "output"]
         files = [await self._fetch(client, ref, isolated) for ref in refs]
         if self._process is not None:
-            await asyncio.to_thread(_keep_only, self._process.output_dir, outcome.outputs)
+            _keep_only(self._process.output_dir, outcome.outputs)
         cached = tuple(n for n in outcome.cached_nodes if n in expected)
         return EngineResult(tuple(files), cached)
 
@@ -332,7 +358,7 @@ class ComfyUIEngine:
     async def _fetch(client: ComfyUIClient, ref: OutputRef, isolated: Isolated) -> ProducedFile:
         """The file as ComfyUI would have saved it for the submitted workflow."""
         data, content_type = await client.view(ref)
-        data = await asyncio.to_thread(isolated.restored, ref.filename, data)
+        data = isolated.restored(ref.filename, data)
         subfolder = isolated.client_subfolder(ref.subfolder)
         return ProducedFile(ref.node_id, ref.filename, subfolder, ref.kind, content_type, data)
 
@@ -425,11 +451,19 @@ def _read_tree(root: Path) -> list[tuple[str, bytes]]:
 
 
 def _replace_tree(source: Path, target: Path) -> None:
-    shutil.rmtree(target, ignore_errors=True)
-    if source.is_dir():
-        shutil.copytree(source, target)
-    else:
+    """Makes ``target`` a copy of ``source`` (empty when there is none). The folder itself
+    stays: a run without inputs costs a look into each folder."""
+    try:
+        with os.scandir(target) as entries:
+            for entry in entries:
+                if entry.is_dir(follow_symlinks=False):
+                    shutil.rmtree(entry.path)
+                else:
+                    os.unlink(entry.path)
+    except FileNotFoundError:
         target.mkdir(parents=True)
+    if source.is_dir():
+        shutil.copytree(source, target, dirs_exist_ok=True)
 
 
 def _keep_only(output_dir: Path, refs: Iterable[OutputRef]) -> None:
@@ -438,7 +472,14 @@ def _keep_only(output_dir: Path, refs: Iterable[OutputRef]) -> None:
     A resubmission answered from ComfyUI's cache reports the files of the run that filled
     the cache, so those must stay until a run reports others.
     """
-    keep = {(output_dir / r.subfolder / r.filename).resolve() for r in refs if r.type == "output"}
-    for path in output_dir.rglob("*"):
-        if path.is_file() and path.resolve() not in keep:
-            path.unlink(missing_ok=True)
+    keep = {
+        os.path.normpath(os.path.join(output_dir, r.subfolder, r.filename))
+        for r in refs
+        if r.type == "output"
+    }
+    for top, _, files in os.walk(output_dir):
+        for name in files:
+            path = os.path.join(top, name)
+            if os.path.normpath(path) not in keep:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(path)

@@ -70,6 +70,24 @@ def device_flags(device: str) -> list[str]:
     return []
 
 
+def _prune(folder: str, wanted: Mapping[str, str]) -> bool:
+    """Unlinks everything under ``folder`` but the ``wanted`` links (path -> target) and
+    removes the subfolders that leaves empty; True when something is left in ``folder``."""
+    left = False
+    with os.scandir(folder) as entries:
+        for entry in entries:
+            if entry.is_symlink() and wanted.get(entry.path) == os.readlink(entry.path):
+                left = True
+            elif entry.is_dir(follow_symlinks=False):
+                if _prune(entry.path, wanted):
+                    left = True
+                else:
+                    os.rmdir(entry.path)
+            else:
+                os.unlink(entry.path)
+    return left
+
+
 class ComfyUIProcess:
     """One ComfyUI server process at a time, in its own process group."""
 
@@ -133,25 +151,29 @@ class ComfyUIProcess:
 
         Only what changed is touched: ComfyUI rescans its model folders (a walk of every one)
         when a folder changes, and most runs need the models the run before them had.
+        Anything else found there (left by a custom node, say) goes.
         """
         wanted = {
             str(self.models_dir / safe_relative(key)): str(path.resolve())
             for key, path in models.items()
         }
+        root = str(self.models_dir)
+        os.makedirs(root, exist_ok=True)
+        present = set()
+        with os.scandir(root) as entries:
+            for entry in entries:
+                if entry.is_dir(follow_symlinks=False):
+                    # ComfyUI's folders stay, emptied or not.
+                    _prune(entry.path, wanted)
+                    present.add(entry.name)
+                else:
+                    os.unlink(entry.path)
         for folder in MODEL_FOLDERS:
-            (self.models_dir / folder).mkdir(parents=True, exist_ok=True)
-        # Deepest first, so that a subfolder emptied here is removed too.
-        for top, dirs, files in os.walk(self.models_dir, topdown=False):
-            for name in files + [d for d in dirs if os.path.islink(os.path.join(top, d))]:
-                path = os.path.join(top, name)
-                if not (os.path.islink(path) and wanted.get(path) == os.readlink(path)):
-                    os.unlink(path)
-            if Path(top).parent != self.models_dir and top != str(self.models_dir):
-                with contextlib.suppress(OSError):  # not empty: it holds wanted links
-                    os.rmdir(top)
+            if folder not in present:
+                os.mkdir(os.path.join(root, folder))
         for link, target in wanted.items():
             if not os.path.islink(link):
-                Path(link).parent.mkdir(parents=True, exist_ok=True)
+                os.makedirs(os.path.dirname(link), exist_ok=True)
                 os.symlink(target, link)
 
     def wait_answering(self, timeout_s: float) -> None:

@@ -153,6 +153,8 @@ class FakeComfyUI:
         self.number = 0
         self.submissions: list[Any] = []
         self.interrupts: list[Any] = []
+        # The client's port of each HTTP request (websockets aside): one per connection.
+        self.client_ports: list[int] = []
         self._wake = asyncio.Event()
         self._interrupt = asyncio.Event()
 
@@ -186,6 +188,8 @@ class FakeComfyUI:
     async def _starting(
         self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
     ) -> web.StreamResponse:
+        if request.path != "/ws" and request.transport is not None:
+            self.client_ports.append(request.transport.get_extra_info("peername")[1])
         if time.monotonic() - self.started_at < self.behaviour.unavailable_for_s:
             return web.Response(status=503, text="starting")
         return await handler(request)
@@ -662,13 +666,13 @@ class RunningFake:
 
 @contextlib.asynccontextmanager
 async def running_fake(
-    root: Path, behaviour: Behaviour | None = None
+    root: Path, behaviour: Behaviour | None = None, port: int = 0
 ) -> AsyncIterator[RunningFake]:
-    """The fake on a free loopback port of this event loop, for the block."""
+    """The fake on loopback ``port`` (a free one when 0) of this event loop, for the block."""
     fake = FakeComfyUI(root / "input", root / "output", behaviour)
     runner = web.AppRunner(fake.app(), shutdown_timeout=1.0)
     await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
+    site = web.TCPSite(runner, "127.0.0.1", port)
     await site.start()
     port = runner.addresses[0][1]
     try:

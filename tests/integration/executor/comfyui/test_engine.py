@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import re
+import threading
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -15,8 +17,9 @@ import pytest
 from comfyfleet.common.errors import Unavailable
 from comfyfleet.workflow.runner import CancelToken
 from services.executor.attempt import failure_of
-from services.executor.comfyui import ComfyUIEngine, ComfyUIUnavailable
-from services.executor.comfyui.engine import _names_restored, _renamed
+from services.executor.comfyui import ComfyUIEngine, ComfyUISettings, ComfyUIUnavailable
+from services.executor.comfyui.engine import LOOP_THREAD_NAME, _names_restored, _renamed
+from services.executor.comfyui.process import _free_port
 from services.executor.engine import (
     SHARED_SCOPE,
     NodeRaised,
@@ -26,6 +29,7 @@ from services.executor.engine import (
     tenant_scope,
 )
 from tests.integration.executor.comfyui.conftest import (
+    FAST,
     Run,
     StartEngine,
     StartFake,
@@ -35,7 +39,7 @@ from tests.integration.executor.comfyui.conftest import (
     workflow_text,
 )
 from tests.support.eventually import eventually
-from tests.support.fake_comfyui import RunningFake
+from tests.support.fake_comfyui import RunningFake, running_fake
 from tests.support.fake_comfyui.reference import object_info
 from tests.support.paths import comfyui_ref
 
@@ -411,3 +415,86 @@ async def test_a_node_error_the_socket_never_told_is_read_from_history(
     assert (raised.value.node_id, raised.value.node_type) == ("3", "LatentConcat")
     # Node 2 ran first and was heard; from node 1 on only /history told, naming what ran.
     assert steps(run) == [(NodeState.RUNNING, "2"), (NodeState.DONE, "1"), (NodeState.DONE, "2")]
+
+
+def engine_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == LOOP_THREAD_NAME]
+
+
+async def test_runs_share_the_engines_thread_from_start_to_close(
+    fake: RunningFake, tmp_path: Path
+) -> None:
+    engine = ComfyUIEngine(ComfyUISettings(**(FAST | {"url": fake.url})), "cpu", tmp_path / "e")
+    assert engine.loop_thread.thread is None
+    await asyncio.to_thread(engine.start)
+    thread = engine.loop_thread.thread
+    assert thread is not None and thread.is_alive() and thread in engine_threads()
+    heard_on: set[threading.Thread] = set()
+    for _ in range(2):
+        job = make_job(tmp_path, workflow_text("a_tiny"))
+        await asyncio.to_thread(
+            engine.run, job, lambda _: heard_on.add(threading.current_thread()), CancelToken()
+        )
+
+    # Every event of both runs came from the engine's thread, which close() ends.
+    assert heard_on == {thread}
+    await asyncio.to_thread(engine.close)
+    assert not thread.is_alive() and engine.loop_thread.thread is None
+    # Nor does an engine dropped without close() leave its thread behind.
+    await asyncio.to_thread(engine.start)
+    thread = engine.loop_thread.thread
+    assert thread is not None
+    del engine
+    gc.collect()
+
+    async def thread_ended() -> None:
+        assert not thread.is_alive()
+
+    await eventually(thread_ended)
+
+
+async def test_runs_share_a_connection_and_a_restarted_comfyui_gets_a_new_one(
+    tmp_path: Path,
+) -> None:
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    engine = ComfyUIEngine(ComfyUISettings(**(FAST | {"url": url})), "cpu", tmp_path / "engine")
+    try:
+        async with running_fake(tmp_path / "first", port=port) as first:
+            await asyncio.to_thread(engine.start)
+            for _ in range(2):
+                await run_engine(engine, make_job(tmp_path, workflow_text("a_tiny")))
+            # Each run opens one connection: its websocket takes over the kept-alive one
+            # (a session per run would open two), and its requests ride on the next.
+            assert len(first.fake.client_ports) == 2 + 2 * 4
+            assert len(set(first.fake.client_ports)) == 1 + 2
+        # ComfyUI restarted at the same address: the runs go on, on new connections.
+        async with running_fake(tmp_path / "second", port=port) as second:
+            for _ in range(2):
+                run = await run_engine(engine, make_job(tmp_path, workflow_text("a_tiny")))
+                assert run.result is not None
+                assert [f.filename for f in run.result.files] == ["bench_a_00001_.png"]
+            assert len(set(second.fake.client_ports)) == 1 + 2
+    finally:
+        await asyncio.to_thread(engine.close)
+
+
+async def test_closing_the_engine_mid_run_fails_the_run_as_unavailable(
+    start_fake: StartFake, start_engine: StartEngine, tmp_path: Path
+) -> None:
+    async with (
+        start_fake(node_seconds=30.0) as fake,
+        start_engine(url=fake.url) as engine,
+    ):
+        run = Run()
+        task = asyncio.create_task(
+            run_engine(engine, make_job(tmp_path, workflow_text("a_tiny")), run=run)
+        )
+
+        async def node_1_runs() -> None:
+            assert (NodeState.RUNNING, "1") in steps(run)
+
+        await eventually(node_1_runs)
+        await asyncio.to_thread(engine.close)
+        with pytest.raises(ComfyUIUnavailable, match="closed during the run"):
+            await task
