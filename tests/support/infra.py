@@ -18,6 +18,7 @@ from typing import cast
 
 from minio import Minio
 
+from comfyfleet.common.config import S3Config
 from comfyfleet.devstack.nats import NatsServer
 from comfyfleet.devstack.postgres import PostgresServer
 from comfyfleet.devstack.s3 import S3_BACKENDS, S3Backend, S3Server, make_s3_server
@@ -89,6 +90,10 @@ class S3Info:
     def create_bucket(self, name: str) -> str:
         self.server.ensure_bucket(name)
         return name
+
+    def config(self, bucket: str) -> S3Config:
+        """A service's settings for this server and ``bucket``."""
+        return S3Config(self.endpoint, self.access_key, self.secret_key, self.region, bucket)
 
 
 def suite_s3_backend() -> S3Backend:

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from comfyfleet.common.config import DatabaseConfig, NatsConfig, S3Config
+from comfyfleet.common.config import DatabaseConfig, NatsConfig
 from services.gateway.config import Limits
 from services.gateway.ratelimit import RateLimit
 from services.scheduler.config import Config as SchedulerConfig
@@ -47,13 +47,7 @@ async def platform(
             grpc_addr="127.0.0.1:0",
             database=DatabaseConfig(fresh_database),
             nats=NatsConfig(nats_server.url, nats_names.stream, nats_names.subject_prefix),
-            s3=S3Config(
-                s3_server.endpoint,
-                s3_server.access_key,
-                s3_server.secret_key,
-                s3_server.region,
-                s3_bucket,
-            ),
+            s3=s3_server.config(s3_bucket),
             settings=FAST,
             models_addr=models_addr,
         )

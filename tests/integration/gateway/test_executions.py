@@ -14,7 +14,7 @@ from aiohttp import web
 from grpc_status import rpc_status
 
 from comfyfleet.common.addresses import AddressPolicy
-from comfyfleet.common.config import DatabaseConfig, NatsConfig, S3Config
+from comfyfleet.common.config import DatabaseConfig, NatsConfig
 from comfyfleet.common.errors import field_violations
 from comfyfleet.executions.v1 import executions_pb2, executions_pb2_grpc
 from services.gateway.config import Limits
@@ -87,13 +87,7 @@ async def scheduler_addr(
         grpc_addr="127.0.0.1:0",
         database=DatabaseConfig(fresh_database),
         nats=NatsConfig(nats_server.url, nats_names.stream, nats_names.subject_prefix),
-        s3=S3Config(
-            s3_server.endpoint,
-            s3_server.access_key,
-            s3_server.secret_key,
-            s3_server.region,
-            s3_bucket,
-        ),
+        s3=s3_server.config(s3_bucket),
         settings=FAST,
     )
     async with running_scheduler(cfg) as scheduler:

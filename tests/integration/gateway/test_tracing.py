@@ -16,7 +16,7 @@ import pytest
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import SpanKind, StatusCode
 
-from comfyfleet.common.config import DatabaseConfig, NatsConfig, S3Config
+from comfyfleet.common.config import DatabaseConfig, NatsConfig
 from comfyfleet.common.events import connect_bus
 from comfyfleet.executions.v1 import executions_pb2, executions_pb2_grpc
 from services.scheduler.config import Config as SchedulerConfig
@@ -50,13 +50,7 @@ async def scheduler_addr(
         grpc_addr="127.0.0.1:0",
         database=DatabaseConfig(fresh_database),
         nats=nats,
-        s3=S3Config(
-            s3_server.endpoint,
-            s3_server.access_key,
-            s3_server.secret_key,
-            s3_server.region,
-            s3_bucket,
-        ),
+        s3=s3_server.config(s3_bucket),
         settings=FAST,
     )
     try:

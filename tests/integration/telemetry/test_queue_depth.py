@@ -12,7 +12,7 @@ import nats
 import nats.js.errors
 import pytest
 
-from comfyfleet.common.config import DatabaseConfig, NatsConfig, S3Config
+from comfyfleet.common.config import DatabaseConfig, NatsConfig
 from comfyfleet.common.db import open_pool
 from comfyfleet.common.grpcserver import channel
 from comfyfleet.common.tenancy import tenant_metadata
@@ -40,13 +40,7 @@ async def config(
         grpc_addr="127.0.0.1:0",
         database=DatabaseConfig(fresh_database),
         nats=NatsConfig(nats_server.url, nats_names.stream, nats_names.subject_prefix),
-        s3=S3Config(
-            s3_server.endpoint,
-            s3_server.access_key,
-            s3_server.secret_key,
-            s3_server.region,
-            s3_bucket,
-        ),
+        s3=s3_server.config(s3_bucket),
         breaker_subject=f"{nats_names.subject_prefix.replace('.', '_')}.breakers",
     )
     # The schedulers made the stream; each reserves its byte limit of the test server's
