@@ -173,8 +173,8 @@ def test_lone_surrogates_anywhere_in_a_body_name_where_they_are() -> None:
     # Only a "\ud800" escape makes one (a body that is UTF-8 cannot hold one raw); protobuf
     # cannot carry it, and json_format crashed on one where it expected a message.
     body = (
-        b'{"id": "\\\\ud800 is escaped, fine", "nesteds": ["\ud83d"], "labels": {"\udc00": "x"},'
-        b' "tags": ["ok \ud83d\ude00", "\ud800"]}'
+        rb'{"id": "\\ud800 is escaped, fine", "nesteds": ["\ud83d"], "labels": {"\udc00": "x"},'
+        rb' "tags": ["ok \ud83d\ude00", "\ud800"]}'
     )
     violations = _violations(method="POST", path="/v1/items", body=body)
     assert sorted((v.field, v.reason) for v in violations) == [
